@@ -1,0 +1,78 @@
+"""The one exception hierarchy of survpgc.
+
+Every error raised on purpose by survpgc derives from :class:`SurvpgcError`, so callers can catch
+everything the toolkit reports with one ``except`` clause.  Subclasses say *what kind* of problem it is;
+messages say *where* (file, row, column, argument) and *what to do*.
+
+This module imports nothing else from survpgc.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "SurvpgcError",
+    "InputError",
+    "LengthMismatchError",
+    "EmptyInputError",
+    "InvalidTimeError",
+    "InvalidEventError",
+    "InvalidRiskError",
+    "NoEventError",
+    "NoComparablePairError",
+    "TimeRangeError",
+    "NotFittedError",
+    "ConfigError",
+    "DataError",
+]
+
+
+class SurvpgcError(Exception):
+    """Base class of every error survpgc raises on purpose."""
+
+
+class InputError(SurvpgcError, ValueError):
+    """An argument has the wrong shape, type or value."""
+
+
+class LengthMismatchError(InputError):
+    """Arrays that describe the same cases have different lengths."""
+
+
+class EmptyInputError(InputError):
+    """An input holds no cases at all."""
+
+
+class InvalidTimeError(InputError):
+    """A survival time is missing (NaN), infinite or not strictly positive."""
+
+
+class InvalidEventError(InputError):
+    """An event indicator is not one of 0/1/True/False."""
+
+
+class InvalidRiskError(InputError):
+    """A risk score (or survival probability) is NaN or infinite."""
+
+
+class NoEventError(InputError):
+    """A metric or statistic needs at least one observed event and there is none."""
+
+
+class NoComparablePairError(InputError):
+    """A concordance-type metric found no comparable pair of cases."""
+
+
+class TimeRangeError(InputError):
+    """Evaluation times lie outside the range the data can support."""
+
+
+class NotFittedError(SurvpgcError, RuntimeError):
+    """An estimator was used before ``fit``."""
+
+
+class ConfigError(SurvpgcError, ValueError):
+    """A configuration value is missing or invalid."""
+
+
+class DataError(SurvpgcError, ValueError):
+    """A data file or table is malformed (the message names file, row and column)."""
