@@ -61,7 +61,7 @@ def test_edges_from_uncensored_training_times_only():
     np.testing.assert_allclose(b.edges_, [0.0, 3.0, np.inf])
     np.testing.assert_array_equal(b.transform([2.9, 3.0, 250.0, 1e6]), [0, 1, 1, 1])
     # refitting on other data changes edges: the binner is only what it was fitted on
-    b2 = TimeBinner(2).fit(t[5:] , np.ones(3, bool))
+    b2 = TimeBinner(2).fit(t[5:], np.ones(3, bool))
     assert b2.edges_[1] == 200.0
 
 

@@ -54,7 +54,7 @@ nll_cases = st.integers(1, 12).flatmap(
 @settings(max_examples=200, deadline=None)
 @given(nll_cases)
 def test_nll_matches_slow_reference(case):
-    (k, logits, y), event, alpha = case
+    (_k, logits, y), event, alpha = case
     lg = torch.tensor(logits, dtype=torch.float64)
     yt = torch.tensor(y)
     et = torch.tensor(event)
@@ -62,9 +62,7 @@ def test_nll_matches_slow_reference(case):
     got = nll_survival_loss(lg, yt, et, alpha=alpha, reduction="none").numpy()
     np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-9)
     assert nll_survival_loss(lg, yt, et, alpha=alpha).item() == pytest.approx(expected.mean(), rel=1e-9)
-    assert nll_survival_loss(lg, yt, et, alpha=alpha, reduction="sum").item() == pytest.approx(
-        expected.sum(), rel=1e-9
-    )
+    assert nll_survival_loss(lg, yt, et, alpha=alpha, reduction="sum").item() == pytest.approx(expected.sum(), rel=1e-9)
 
 
 def test_nll_alpha_limits():
@@ -199,9 +197,7 @@ def test_cox_efron_matches_lifelines_log_likelihood(seed):
     df = pd.DataFrame({"x": x, "T": t, "E": e.astype(int)})
     cph = CoxPHFitter().fit(df, "T", "E")
     beta = float(cph.params_["x"])
-    got = cox_ph_loss(
-        torch.tensor(beta * x), torch.tensor(t), torch.tensor(e), ties="efron", reduction="sum"
-    ).item()
+    got = cox_ph_loss(torch.tensor(beta * x), torch.tensor(t), torch.tensor(e), ties="efron", reduction="sum").item()
     assert -got == pytest.approx(cph.log_likelihood_, rel=1e-8)
 
 

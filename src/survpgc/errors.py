@@ -10,19 +10,19 @@ This module imports nothing else from survpgc.
 from __future__ import annotations
 
 __all__ = [
-    "SurvpgcError",
-    "InputError",
-    "LengthMismatchError",
-    "EmptyInputError",
-    "InvalidTimeError",
-    "InvalidEventError",
-    "InvalidRiskError",
-    "NoEventError",
-    "NoComparablePairError",
-    "TimeRangeError",
-    "NotFittedError",
     "ConfigError",
     "DataError",
+    "EmptyInputError",
+    "InputError",
+    "InvalidEventError",
+    "InvalidRiskError",
+    "InvalidTimeError",
+    "LengthMismatchError",
+    "NoComparablePairError",
+    "NoEventError",
+    "NotFittedError",
+    "SurvpgcError",
+    "TimeRangeError",
 ]
 
 

@@ -30,8 +30,8 @@ from survpgc.errors import (
 __all__ = [
     "SurvivalArrays",
     "as_1d_array",
-    "check_survival",
     "check_risk",
+    "check_survival",
     "event_from_censorship",
     "lifelines_score_from_risk",
     "to_structured",

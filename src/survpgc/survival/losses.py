@@ -17,12 +17,12 @@ if TYPE_CHECKING:  # torch stays a lazy import
     import torch
 
 __all__ = [
+    "cox_ph_loss",
     "hazards_from_logits",
-    "survival_from_logits",
+    "nll_survival_loss",
     "risk_from_logits",
     "risk_from_survival",
-    "nll_survival_loss",
-    "cox_ph_loss",
+    "survival_from_logits",
 ]
 
 Reduction = Literal["mean", "sum", "none"]
@@ -184,13 +184,9 @@ def cox_ph_loss(
     else:
         ef = e.to(r.dtype)
         ev_max = torch.full((g,), float("-inf"), dtype=r.dtype, device=r.device)
-        ev_max = ev_max.scatter_reduce(
-            0, inv, torch.where(e, r.detach(), neg_inf.expand_as(r)), reduce="amax"
-        )
+        ev_max = ev_max.scatter_reduce(0, inv, torch.where(e, r.detach(), neg_inf.expand_as(r)), reduce="amax")
         ev_max = torch.where(torch.isfinite(ev_max), ev_max, torch.zeros_like(ev_max))
-        ev_sum = torch.zeros(g, dtype=r.dtype, device=r.device).index_add(
-            0, inv, ef * torch.exp(r - ev_max[inv])
-        )
+        ev_sum = torch.zeros(g, dtype=r.dtype, device=r.device).index_add(0, inv, ef * torch.exp(r - ev_max[inv]))
         d = torch.zeros(g, dtype=r.dtype, device=r.device).index_add(0, inv, ef)
         # rank l (0-based, in input order) of each event among the events tied at its time:
         # stable sort by (time group, censored-last), then count earlier events in the same group.

@@ -1,0 +1,659 @@
+"""Validated patient cohorts: survival, clinical fields, omics and slides per case.
+
+A :class:`Cohort` holds, per case (= patient, the unit of splitting):
+
+* ``cases`` -- a DataFrame indexed by ``case_id`` with ``time`` (months > 0), ``event`` (bool, True =
+  death) and the clinical fields (the paper's six: subtype, age, sex, stage, stage_edition, race; any
+  other columns are kept);
+* ``omics`` -- an optional DataFrame indexed by ``case_id`` (numeric columns), possibly for a subset of
+  the cases;
+* ``slides`` -- a DataFrame with one row per slide: ``case_id``, ``slide_id``, ``slide_path`` and
+  ``feature_path`` (either may be missing). Several slides of one case are pooled into one bag later.
+
+Missing modalities are kept and marked (:meth:`Cohort.modality_table`), never silently dropped.
+
+Loaders: :func:`load_cohort` (generic CSV/TSV with a :class:`ColumnMapping`), :func:`load_tcga` (the
+TCGA directory layout: ``cohort.csv``, ``omics.csv.gz``, ``splits_survpgc/``) and :func:`load_builtin`
+(data shipped with survpgc, e.g. ``tcga-lihc``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from survpgc.errors import DataError, InputError
+
+__all__ = [
+    "BUILTIN_COHORTS",
+    "CLINICAL_FIELDS",
+    "Cohort",
+    "ColumnMapping",
+    "builtin_path",
+    "list_builtin",
+    "load_builtin",
+    "load_cohort",
+    "load_tcga",
+    "open_cohort",
+    "read_table",
+]
+
+log = logging.getLogger(__name__)
+
+#: The paper's six clinical fields, in the order prompts are built.
+CLINICAL_FIELDS: tuple[str, ...] = ("subtype", "age", "sex", "stage", "stage_edition", "race")
+
+#: Built-in cohorts shipped inside the package (small public TCGA-derived tables).
+BUILTIN_COHORTS: dict[str, str] = {"tcga-lihc": "tcga/lihc"}
+
+#: One day in months (365.25 / 12 days per month): the default floor for zero survival times.
+ONE_DAY_MONTHS = 12.0 / 365.25
+
+_TIME_UNITS = {"months": 1.0, "days": 12.0 / 365.25, "years": 12.0, "weeks": 7.0 * 12.0 / 365.25}
+_ENDPOINTS = {"os": "", "dss": "_dss", "pfs": "_pfs"}
+Policy = Literal["error", "drop"]
+_FEATURE_SUFFIXES = (".h5", ".pt")
+_SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".svslide")
+
+
+# ----------------------------------------------------------------------------------------- reading
+def read_table(path: str | Path, **kwargs: Any) -> pd.DataFrame:
+    """Read a CSV/TSV (optionally gzipped) with a clear error naming the file when it fails.
+
+    The separator follows the suffix: ``.tsv``/``.txt`` (and ``.gz`` variants) are tab-separated,
+    anything else comma-separated.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{p}: file not found")
+    name = p.name.lower().removesuffix(".gz")
+    sep = "\t" if name.endswith((".tsv", ".txt", ".tab")) else ","
+    try:
+        return pd.read_csv(p, sep=sep, **kwargs)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as exc:
+        raise DataError(f"{p}: cannot be read as a {'TSV' if sep == chr(9) else 'CSV'} table: {exc}") from exc
+
+
+def _rows(df: pd.DataFrame, mask: np.ndarray | pd.Series, limit: int = 5) -> str:
+    """Human-readable file rows (header = line 1) of the masked entries."""
+    idx = np.flatnonzero(np.asarray(mask))
+    shown = ", ".join(str(int(i) + 2) for i in idx[:limit])
+    more = f" (+{len(idx) - limit} more)" if len(idx) > limit else ""
+    return f"line(s) {shown}{more}"
+
+
+def _apply_policy(policy: str, message: str, arg: str) -> None:
+    if policy == "error":
+        raise DataError(f"{message}. Fix the file or pass {arg}='drop' to drop them with a warning.")
+    if policy == "drop":
+        log.warning("%s; dropped (%s='drop').", message, arg)
+        return
+    raise InputError(f"`{arg}` must be 'error' or 'drop', got {policy!r}")
+
+
+# ----------------------------------------------------------------------------------------- mapping
+@dataclass(frozen=True)
+class ColumnMapping:
+    """Which columns of a user's clinical table hold what.
+
+    Exactly one of ``event`` (1 = death observed) and ``censorship`` (1 = censored) must be given.
+    ``clinical`` maps survpgc field names (see :data:`CLINICAL_FIELDS`) to the table's column names;
+    fields absent from the mapping and the table are simply missing for every case.
+    """
+
+    case_id: str = "case_id"
+    time: str = "survival_months"
+    event: str | None = None
+    censorship: str | None = "censorship"
+    time_unit: str = "months"
+    slide_id: str | None = "slide_id"
+    clinical: Mapping[str, str] = field(default_factory=lambda: {f: f for f in CLINICAL_FIELDS})
+
+    def __post_init__(self) -> None:
+        if (self.event is None) == (self.censorship is None):
+            raise InputError("ColumnMapping: give exactly one of `event` (1 = death) or `censorship` (1 = censored)")
+        if self.time_unit not in _TIME_UNITS:
+            raise InputError(f"ColumnMapping.time_unit must be one of {sorted(_TIME_UNITS)}, got {self.time_unit!r}")
+
+    @classmethod
+    def tcga(cls, endpoint: str = "os") -> ColumnMapping:
+        """The layout of the TCGA tables (``survival_months[_dss|_pfs]``, ``censorship[...]``)."""
+        ep = endpoint.lower()
+        if ep not in _ENDPOINTS:
+            raise InputError(f"endpoint must be one of {sorted(_ENDPOINTS)}, got {endpoint!r}")
+        sfx = _ENDPOINTS[ep]
+        return cls(time=f"survival_months{sfx}", censorship=f"censorship{sfx}")
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ColumnMapping:
+        """Build from a config mapping; unknown keys are an error."""
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = set(d) - known
+        if unknown:
+            raise InputError(f"unknown column-mapping key(s) {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**dict(d))
+
+
+# ----------------------------------------------------------------------------------------- cohort
+@dataclass
+class Cohort:
+    """A validated multimodal survival cohort (see module docstring for the layout)."""
+
+    name: str
+    cases: pd.DataFrame
+    omics: pd.DataFrame | None = None
+    slides: pd.DataFrame = field(
+        default_factory=lambda: pd.DataFrame(columns=["case_id", "slide_id", "slide_path", "feature_path"])
+    )
+    endpoint: str = "os"
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        c = self.cases
+        if c.index.name != "case_id":
+            raise InputError("Cohort.cases must be indexed by 'case_id'")
+        if c.index.has_duplicates:
+            dup = c.index[c.index.duplicated()].unique().tolist()[:5]
+            raise DataError(f"cohort {self.name!r}: duplicate case ids {dup}")
+        for col in ("time", "event"):
+            if col not in c.columns:
+                raise InputError(f"Cohort.cases needs a {col!r} column")
+        if len(c) == 0:
+            raise DataError(f"cohort {self.name!r} has no cases")
+        if c["event"].dtype != bool:
+            raise InputError("Cohort.cases['event'] must be bool (True = death observed)")
+        t = c["time"].to_numpy(dtype=np.float64)
+        if not np.all(np.isfinite(t) & (t > 0)):
+            raise DataError(f"cohort {self.name!r}: survival times must be finite and > 0 months")
+        if self.omics is not None:
+            extra = self.omics.index.difference(c.index)
+            if len(extra):
+                raise DataError(f"cohort {self.name!r}: omics rows for unknown cases {extra[:5].tolist()}")
+        if len(self.slides):
+            extra = pd.Index(self.slides["case_id"]).difference(c.index)
+            if len(extra):
+                raise DataError(f"cohort {self.name!r}: slides for unknown cases {extra[:5].tolist()}")
+        for col in ("case_id", "slide_id", "slide_path", "feature_path"):
+            if col not in self.slides.columns:
+                self.slides[col] = pd.Series(dtype=object)
+
+    # ---------------------------------------------------------------- basic accessors
+    @property
+    def case_ids(self) -> list[str]:
+        """Case ids in cohort order."""
+        return self.cases.index.tolist()
+
+    def __len__(self) -> int:
+        return len(self.cases)
+
+    @property
+    def time(self) -> np.ndarray:
+        """Survival times in months, shape (n_cases,)."""
+        return self.cases["time"].to_numpy(dtype=np.float64)
+
+    @property
+    def event(self) -> np.ndarray:
+        """Event indicators (True = death observed), shape (n_cases,)."""
+        return self.cases["event"].to_numpy(dtype=bool)
+
+    @property
+    def clinical_fields(self) -> list[str]:
+        """The paper's clinical fields present as columns (possibly with missing values)."""
+        return [f for f in CLINICAL_FIELDS if f in self.cases.columns]
+
+    def survival(self, case_ids: Iterable[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(time, event)`` arrays for the given cases (all cases when None), in the given order."""
+        sub = self.cases if case_ids is None else self.cases.loc[list(case_ids)]
+        return sub["time"].to_numpy(dtype=np.float64), sub["event"].to_numpy(dtype=bool)
+
+    def slides_of(self, case_id: str) -> pd.DataFrame:
+        """The slide rows of one case (possibly empty)."""
+        return self.slides[self.slides["case_id"] == case_id]
+
+    def feature_paths(self, case_id: str) -> list[Path]:
+        """Feature files of all slides of a case (missing ones skipped)."""
+        rows = self.slides_of(case_id)["feature_path"].dropna()
+        return [Path(p) for p in rows]
+
+    # ---------------------------------------------------------------- modalities
+    def modality_table(self) -> pd.DataFrame:
+        """One row per case, bool columns ``clinical``, ``omics``, ``slides``, ``slide_files``, ``features``.
+
+        ``clinical`` is True when at least one clinical field is non-missing; ``slides`` when the case has
+        at least one slide id listed; ``slide_files`` when a slide file was found on disk; ``features``
+        when at least one slide has a feature file.
+        """
+        idx = self.cases.index
+        fields = self.clinical_fields
+        clinical = self.cases[fields].notna().any(axis=1) if fields else pd.Series(False, index=idx, dtype=bool)
+        omics = idx.isin(self.omics.index) if self.omics is not None else np.zeros(len(idx), bool)
+        slide_cases = set(self.slides["case_id"])
+        file_cases = set(self.slides.loc[self.slides["slide_path"].notna(), "case_id"])
+        feat_cases = set(self.slides.loc[self.slides["feature_path"].notna(), "case_id"])
+        return pd.DataFrame(
+            {
+                "clinical": clinical.to_numpy(dtype=bool),
+                "omics": np.asarray(omics, dtype=bool),
+                "slides": idx.isin(list(slide_cases)),
+                "slide_files": idx.isin(list(file_cases)),
+                "features": idx.isin(list(feat_cases)),
+            },
+            index=idx,
+        )
+
+    def modality_counts(self) -> pd.DataFrame:
+        """How many cases have each combination of modalities (columns: combination, n_cases)."""
+        mt = self.modality_table()
+        labels = mt.apply(lambda r: " + ".join(c for c in mt.columns if r[c]) or "(none)", axis=1)
+        counts = labels.value_counts().rename_axis("combination").reset_index(name="n_cases")
+        return counts.sort_values(["n_cases", "combination"], ascending=[False, True]).reset_index(drop=True)
+
+    def summary(self) -> dict[str, Any]:
+        """Cases, events, censoring, follow-up and modality coverage, as plain Python values."""
+        t, e = self.time, self.event
+        mt = self.modality_table()
+        missing = {f: int(self.cases[f].isna().sum()) for f in self.clinical_fields}
+        return {
+            "name": self.name,
+            "endpoint": self.endpoint,
+            "n_cases": len(self),
+            "n_events": int(e.sum()),
+            "censoring_rate": float(1.0 - e.mean()),
+            "time_median_months": float(np.median(t)),
+            "time_range_months": [float(t.min()), float(t.max())],
+            "n_slides": len(self.slides),
+            "n_omics_features": 0 if self.omics is None else int(self.omics.shape[1]),
+            "coverage": {c: int(mt[c].sum()) for c in mt.columns},
+            "combinations": dict(zip(*self.modality_counts().to_dict("list").values(), strict=True)),
+            "clinical_missing": missing,
+            **({"notes": list(self.meta.get("notes", []))} if self.meta.get("notes") else {}),
+        }
+
+    def subset(self, case_ids: Iterable[str]) -> Cohort:
+        """A new cohort restricted to ``case_ids`` (order kept; unknown ids are an error)."""
+        ids = list(case_ids)
+        unknown = pd.Index(ids).difference(self.cases.index)
+        if len(unknown):
+            raise InputError(f"cohort {self.name!r} has no case(s) {unknown[:5].tolist()}")
+        omics = None if self.omics is None else self.omics.loc[self.omics.index.intersection(ids)]
+        slides = self.slides[self.slides["case_id"].isin(ids)].reset_index(drop=True)
+        return replace(self, cases=self.cases.loc[ids].copy(), omics=omics, slides=slides, meta=dict(self.meta))
+
+
+# ----------------------------------------------------------------------------------------- loading
+def _slide_stem(slide_id: str) -> str:
+    s = str(slide_id)
+    low = s.lower()
+    for sfx in _SLIDE_SUFFIXES:
+        if low.endswith(sfx):
+            return s[: -len(sfx)]
+    return s
+
+
+def _find_feature(feature_dir: Path, slide_id: str) -> Path | None:
+    stem = _slide_stem(slide_id)
+    for name in (stem, str(slide_id)):
+        for sfx in _FEATURE_SUFFIXES:
+            p = feature_dir / f"{name}{sfx}"
+            if p.is_file():
+                return p
+    return None
+
+
+def _parse_survival(
+    df: pd.DataFrame, m: ColumnMapping, src: str, on_invalid: Policy, min_time: float | None
+) -> tuple[pd.DataFrame, list[str]]:
+    """Add ``time``/``event`` columns; returns the kept rows and notes."""
+    notes: list[str] = []
+    ev_col = m.event if m.event is not None else m.censorship
+    for col in (m.time, ev_col):
+        if col not in df.columns:
+            raise DataError(f"{src}: column {col!r} not found (columns: {list(df.columns)[:12]}...)")
+    time = pd.to_numeric(df[m.time], errors="coerce") * _TIME_UNITS[m.time_unit]
+    raw_ev = pd.to_numeric(df[ev_col], errors="coerce")
+    bad_time = ~np.isfinite(time.to_numpy(dtype=float))
+    bad_ev = ~raw_ev.isin([0, 1]).to_numpy()
+    nonpos = (~bad_time) & (time.to_numpy(dtype=float) <= 0)
+    if nonpos.any() and min_time is not None:
+        notes.append(
+            f"{int(nonpos.sum())} case(s) with survival time <= 0 set to {min_time:.4g} months "
+            f"({_rows(df, nonpos)} of {src})"
+        )
+        log.warning("%s", notes[-1])
+        time = time.where(~nonpos, min_time)
+        nonpos = np.zeros(len(df), bool)
+    problems = []
+    if bad_time.any():
+        problems.append(f"{int(bad_time.sum())} missing/non-numeric {m.time!r} at {_rows(df, bad_time)}")
+    if nonpos.any():
+        problems.append(f"{int(nonpos.sum())} non-positive {m.time!r} at {_rows(df, nonpos)}")
+    if bad_ev.any():
+        problems.append(f"{int(bad_ev.sum())} {ev_col!r} value(s) missing or not 0/1 at {_rows(df, bad_ev)}")
+    drop = bad_time | nonpos | bad_ev
+    if drop.any():
+        _apply_policy(on_invalid, f"{src}: invalid survival data: " + "; ".join(problems), "on_invalid_survival")
+        notes.append(f"dropped {int(drop.sum())} case(s) with invalid survival data")
+    out = df.loc[~drop].copy()
+    out["time"] = time[~drop].astype(np.float64)
+    ev = raw_ev[~drop].astype(int) == 1
+    out["event"] = ev if m.event is not None else ~ev
+    out["event"] = out["event"].astype(bool)
+    return out, notes
+
+
+def _parse_omics(omics: pd.DataFrame, src: str, case_col: str, nonfinite: str) -> tuple[pd.DataFrame, list[str]]:
+    notes: list[str] = []
+    if case_col not in omics.columns:
+        raise DataError(f"{src}: column {case_col!r} not found (first columns: {list(omics.columns)[:5]})")
+    omics = omics.copy()
+    omics[case_col] = omics[case_col].astype(str).str.strip()
+    dup = omics[case_col].duplicated()
+    if dup.any():
+        raise DataError(
+            f"{src}: duplicate case id(s) {omics.loc[dup, case_col].unique()[:5].tolist()} at {_rows(omics, dup)}"
+        )
+    omics = omics.set_index(case_col)
+    non_numeric = [c for c in omics.columns if not pd.api.types.is_numeric_dtype(omics[c])]
+    if non_numeric:
+        raise DataError(
+            f"{src}: non-numeric omics column(s) {non_numeric[:5]}"
+            + (f" (+{len(non_numeric) - 5} more)" if len(non_numeric) > 5 else "")
+            + "; omics values must be numbers"
+        )
+    values = omics.to_numpy(dtype=np.float64)
+    bad = ~np.isfinite(values)
+    if bad.any():
+        cols = omics.columns[bad.any(axis=0)].tolist()
+        msg = (
+            f"{src}: {int(bad.sum())} NaN/inf value(s) in {len(cols)} column(s) "
+            f"{cols[:5]}{' ...' if len(cols) > 5 else ''}"
+        )
+        if nonfinite == "error":
+            raise DataError(f"{msg}. Fix the file or pass omics_nonfinite='drop_columns' or 'zero'.")
+        if nonfinite == "drop_columns":
+            omics = omics.drop(columns=cols)
+            notes.append(f"{msg}; those columns were dropped")
+        elif nonfinite == "zero":
+            omics = omics.mask(~np.isfinite(omics.to_numpy(dtype=np.float64)), 0.0)
+            notes.append(f"{msg}; set to 0 (no statistic fitted, so no leakage across folds)")
+        else:
+            raise InputError(f"`omics_nonfinite` must be 'error', 'drop_columns' or 'zero', got {nonfinite!r}")
+        log.warning("%s", notes[-1])
+    return omics.astype(np.float32), notes
+
+
+def load_cohort(
+    clinical: str | Path | pd.DataFrame,
+    *,
+    mapping: ColumnMapping | None = None,
+    omics: str | Path | pd.DataFrame | None = None,
+    slides: str | Path | pd.DataFrame | None = None,
+    slide_dir: str | Path | None = None,
+    feature_dir: str | Path | None = None,
+    name: str | None = None,
+    endpoint: str = "os",
+    on_invalid_survival: Policy = "error",
+    on_unmatched: Policy = "error",
+    on_missing_features: Policy = "error",
+    omics_nonfinite: str = "error",
+    min_time: float | None = None,
+) -> Cohort:
+    """Load and validate a cohort from a clinical table and optional omics / slide tables.
+
+    Parameters
+    ----------
+    clinical
+        CSV/TSV path (or DataFrame) with one row per case -- or one row per slide, when a case has
+        several slides and all its non-slide columns agree.
+    mapping
+        Column names (default: the TCGA layout, ``survival_months`` + ``censorship``).
+    omics
+        Table with the mapping's case-id column and numeric feature columns (one row per case).
+    slides
+        Table ``case_id, slide_id`` (one row per slide) when slides are not in the clinical table.
+    slide_dir
+        Folder holding the slide files (``slide_path`` is filled for the ones found).
+    feature_dir
+        Folder of feature files named ``<slide stem>.h5`` / ``.pt`` (CLAM/TRIDENT layout).
+    on_invalid_survival
+        Missing / non-positive times and events other than 0/1: ``'error'`` or ``'drop'`` (warned).
+    on_unmatched
+        Omics rows or slides whose case id matches no case: ``'error'`` or ``'drop'``.
+    on_missing_features
+        With ``feature_dir``, slides without a feature file: ``'error'`` or ``'drop'`` the slide (the case
+        stays, marked as lacking pathology).
+    omics_nonfinite
+        NaN/inf in omics: ``'error'``, ``'drop_columns'`` or ``'zero'``.
+    min_time
+        If given, survival times <= 0 are set to this value (months) instead of being invalid.
+    """
+    m = mapping or ColumnMapping()
+    if isinstance(clinical, pd.DataFrame):
+        src, df = "<clinical table>", clinical.copy()
+    else:
+        src, df = str(clinical), read_table(clinical, dtype={m.case_id: str})
+    if m.case_id not in df.columns:
+        raise DataError(f"{src}: column {m.case_id!r} not found (columns: {list(df.columns)[:12]})")
+    df[m.case_id] = df[m.case_id].astype(str).str.strip()
+    empty_id = df[m.case_id].isin(["", "nan", "None"])
+    if empty_id.any():
+        raise DataError(f"{src}: empty {m.case_id!r} at {_rows(df, empty_id)}")
+    df = df.reset_index(drop=True)
+    df, notes = _parse_survival(df, m, src, on_invalid_survival, min_time)
+
+    # several rows per case: allowed only as several slides with identical case-level columns
+    slide_col = m.slide_id if (m.slide_id and m.slide_id in df.columns) else None
+    slide_rows = pd.DataFrame(columns=["case_id", "slide_id"])
+    if slide_col:
+        slide_rows = df[[m.case_id, slide_col]].dropna().rename(columns={m.case_id: "case_id", slide_col: "slide_id"})
+        slide_rows["slide_id"] = slide_rows["slide_id"].astype(str).str.strip()
+    dup = df[m.case_id].duplicated(keep=False)
+    if dup.any():
+        case_cols = [c for c in df.columns if c != slide_col]
+        conflicting = df.loc[dup].groupby(m.case_id)[case_cols].nunique(dropna=False).gt(1).any(axis=1)
+        if slide_col is None or conflicting.any():
+            bad_ids = conflicting[conflicting].index.tolist() if slide_col else df.loc[dup, m.case_id].unique().tolist()
+            raise DataError(
+                f"{src}: duplicate case id(s) {bad_ids[:5]} at {_rows(df, df[m.case_id].isin(bad_ids))}"
+                + (" with conflicting values" if slide_col else "")
+                + "; each case must appear once (several rows are allowed only for several slides of one case)"
+            )
+        df = df.drop_duplicates(subset=[m.case_id], keep="first")
+
+    cases = df.set_index(m.case_id)
+    cases.index.name = "case_id"
+    rename = {}
+    for fld, col in m.clinical.items():
+        if col in cases.columns and col != fld:
+            rename[col] = fld
+    cases = cases.rename(columns=rename)
+    for fld in m.clinical:
+        if fld not in cases.columns:
+            log.debug("clinical field %r not in %s: missing for every case", fld, src)
+    drop_cols = [c for c in (m.time, m.event, m.censorship, slide_col) if c and c in cases.columns]
+    drop_cols = [c for c in drop_cols if c not in ("time", "event")]
+    cases = cases.drop(columns=drop_cols)
+    # normalise empty strings to missing in text fields
+    for col in cases.columns:
+        if cases[col].dtype == object:
+            cases[col] = cases[col].map(lambda v: np.nan if isinstance(v, str) and v.strip() == "" else v)
+    case_index = cases.index
+
+    # ------------------------------------------------------------- slides
+    if slides is not None:
+        ssrc = "<slides table>" if isinstance(slides, pd.DataFrame) else str(slides)
+        st = slides.copy() if isinstance(slides, pd.DataFrame) else read_table(slides, dtype=str)
+        for col in ("case_id", "slide_id"):
+            if col not in st.columns:
+                raise DataError(f"{ssrc}: column {col!r} not found (columns: {list(st.columns)})")
+        st = st[["case_id", "slide_id"]].astype(str)
+        slide_rows = pd.concat([slide_rows, st], ignore_index=True).drop_duplicates()
+    slide_rows = slide_rows.reset_index(drop=True)
+    unmatched = ~slide_rows["case_id"].isin(case_index)
+    if unmatched.any():
+        _apply_policy(
+            on_unmatched,
+            f"{int(unmatched.sum())} slide(s) belong to no case in {src}: "
+            f"{slide_rows.loc[unmatched, 'slide_id'].head(5).tolist()}",
+            "on_unmatched",
+        )
+        slide_rows = slide_rows.loc[~unmatched].reset_index(drop=True)
+    dup_slide = slide_rows["slide_id"].duplicated(keep=False)
+    if dup_slide.any():
+        raise DataError(
+            f"slide id(s) {slide_rows.loc[dup_slide, 'slide_id'].unique()[:5].tolist()} are listed for "
+            "more than one case; a slide belongs to exactly one patient"
+        )
+    slide_rows["slide_path"] = None
+    slide_rows["feature_path"] = None
+    if slide_dir is not None:
+        sd = Path(slide_dir)
+        if not sd.is_dir():
+            raise DataError(f"slide folder {sd} does not exist")
+        paths = [sd / s if (sd / s).is_file() else None for s in slide_rows["slide_id"]]
+        slide_rows["slide_path"] = [str(p) if p else None for p in paths]
+        n_missing = sum(p is None for p in paths)
+        if n_missing:
+            notes.append(f"{n_missing} slide file(s) not found in {sd}")
+            log.warning("%s", notes[-1])
+    if feature_dir is not None:
+        fd = Path(feature_dir)
+        if not fd.is_dir():
+            raise DataError(f"feature folder {fd} does not exist")
+        found = [_find_feature(fd, s) for s in slide_rows["slide_id"]]
+        missing = np.array([p is None for p in found], dtype=bool)
+        if missing.any():
+            _apply_policy(
+                on_missing_features,
+                f"{int(missing.sum())} of {len(found)} slide(s) have no feature file "
+                f"(<slide stem>.h5 or .pt) in {fd}: {slide_rows.loc[missing, 'slide_id'].head(5).tolist()}",
+                "on_missing_features",
+            )
+            notes.append(f"{int(missing.sum())} slide(s) without feature files dropped")
+            slide_rows = slide_rows.loc[~missing].reset_index(drop=True)
+            found = [p for p in found if p is not None]
+        slide_rows["feature_path"] = [str(p) for p in found]
+
+    # ------------------------------------------------------------- omics
+    om = None
+    if omics is not None:
+        osrc = "<omics table>" if isinstance(omics, pd.DataFrame) else str(omics)
+        raw = omics if isinstance(omics, pd.DataFrame) else read_table(omics, dtype={m.case_id: str})
+        om, om_notes = _parse_omics(raw, osrc, m.case_id, omics_nonfinite)
+        notes += om_notes
+        unmatched_o = ~om.index.isin(case_index)
+        if unmatched_o.any():
+            _apply_policy(
+                on_unmatched,
+                f"{osrc}: {int(unmatched_o.sum())} omics row(s) match no case: {om.index[unmatched_o][:5].tolist()}",
+                "on_unmatched",
+            )
+            om = om.loc[~unmatched_o]
+        n_without = int((~case_index.isin(om.index)).sum())
+        if n_without:
+            notes.append(f"{n_without} case(s) have no omics row (kept, marked as missing omics)")
+            log.info("%s", notes[-1])
+
+    cohort_name = name or (Path(src).parent.name if not isinstance(clinical, pd.DataFrame) else "cohort")
+    return Cohort(
+        name=cohort_name,
+        cases=cases,
+        omics=om,
+        slides=slide_rows[["case_id", "slide_id", "slide_path", "feature_path"]],
+        endpoint=endpoint,
+        meta={"source": src, "notes": notes},
+    )
+
+
+def load_tcga(
+    path: str | Path,
+    *,
+    endpoint: str = "os",
+    feature_dir: str | Path | None = None,
+    slide_dir: str | Path | None = None,
+    name: str | None = None,
+    on_invalid_survival: Policy = "error",
+    on_unmatched: Policy = "drop",
+    on_missing_features: Policy = "error",
+    omics_nonfinite: str = "error",
+    min_time: float | None = ONE_DAY_MONTHS,
+) -> Cohort:
+    """Load a cohort directory in the TCGA layout: ``cohort.csv``, optional ``omics.csv.gz``.
+
+    ``endpoint`` selects ``os`` (``survival_months``/``censorship``), ``dss`` or ``pfs`` (the ``_dss`` /
+    ``_pfs`` columns, where they exist). Survival times of 0 (5 LIHC cases, all censored) are set to
+    ``min_time`` (one day) by default, with a warning; pass ``min_time=None`` to treat them as invalid.
+    Omics rows of cases absent from ``cohort.csv`` are dropped with a warning by default
+    (``on_unmatched='drop'``; the LIHC omics table has 2 such rows).
+    A ``slides/`` sub-folder is used as ``slide_dir`` when present and none is given.
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise DataError(f"{root}: not a directory (expected cohort.csv, omics.csv.gz, splits_survpgc/)")
+    table = root / "cohort.csv"
+    if not table.is_file():
+        raise DataError(f"{root}: cohort.csv not found")
+    ep = endpoint.lower()
+    mapping = ColumnMapping.tcga(ep)
+    header = pd.read_csv(table, nrows=0).columns
+    if mapping.time not in header:
+        raise DataError(f"{table}: endpoint {endpoint!r} needs column {mapping.time!r}, which is absent")
+    omics_path = next((p for p in (root / "omics.csv.gz", root / "omics.csv") if p.is_file()), None)
+    if slide_dir is None and (root / "slides").is_dir():
+        slide_dir = root / "slides"
+    cohort = load_cohort(
+        table,
+        mapping=mapping,
+        omics=omics_path,
+        slide_dir=slide_dir,
+        feature_dir=feature_dir,
+        name=name or root.name,
+        endpoint=ep,
+        on_invalid_survival=on_invalid_survival,
+        on_unmatched=on_unmatched,
+        on_missing_features=on_missing_features,
+        omics_nonfinite=omics_nonfinite,
+        min_time=min_time,
+    )
+    # drop the other endpoints' columns: they are outcomes, never features
+    outcome_cols = [c for c in cohort.cases.columns if c.startswith(("survival_months", "censorship"))]
+    cohort.cases = cohort.cases.drop(columns=outcome_cols)
+    cohort.meta["root"] = str(root)
+    if (root / "splits_survpgc").is_dir():
+        cohort.meta["paper_splits"] = str(root / "splits_survpgc")
+    return cohort
+
+
+def list_builtin() -> list[str]:
+    """Names of the cohorts shipped with survpgc."""
+    return sorted(BUILTIN_COHORTS)
+
+
+def builtin_path(name: str) -> Path:
+    """Folder of a built-in cohort inside the installed package."""
+    key = name.lower()
+    if key not in BUILTIN_COHORTS:
+        raise InputError(
+            f"unknown built-in cohort {name!r}; built-in: {list_builtin()}. "
+            "Other cohorts (e.g. TCGA-BRCA) load from a folder: load_tcga(PATH)."
+        )
+    return Path(str(resources.files("survpgc") / "resources" / BUILTIN_COHORTS[key]))
+
+
+def load_builtin(name: str = "tcga-lihc", **kwargs: Any) -> Cohort:
+    """Load a built-in cohort (``tcga-lihc``: 354 cases, 125 deaths; omics for 331)."""
+    return load_tcga(builtin_path(name), name=name.lower(), **kwargs)
+
+
+def open_cohort(source: str | Path, **kwargs: Any) -> Cohort:
+    """A built-in name (``tcga-lihc``) or a folder in the TCGA layout."""
+    if str(source).lower() in BUILTIN_COHORTS:
+        return load_builtin(str(source), **kwargs)
+    return load_tcga(source, **kwargs)
