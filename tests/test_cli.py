@@ -1,0 +1,65 @@
+"""The command line: instant help, lazy imports, and the cohort / splits commands."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+from survpgc.cli import app
+
+runner = CliRunner()
+
+
+def test_help_is_lazy():
+    code = (
+        "import sys, survpgc.cli\n"
+        "heavy = [m for m in ('torch', 'pandas', 'sksurv', 'lifelines', 'timm', 'transformers') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "survpgc.cli", "--help"], check=True, capture_output=True, text=True
+    ).stdout
+    assert "cohort" in out and "splits" in out
+
+
+def test_version():
+    r = runner.invoke(app, ["version"])
+    assert r.exit_code == 0 and r.stdout.strip()
+
+
+def test_cohort_info_json():
+    r = runner.invoke(app, ["cohort", "info", "tcga-lihc", "--json"])
+    assert r.exit_code == 0, r.output
+    s = json.loads(r.stdout)
+    assert (s["n_cases"], s["n_events"], s["coverage"]["omics"]) == (354, 125, 331)
+
+
+def test_cohort_info_table():
+    r = runner.invoke(app, ["cohort", "info", "tcga-lihc"])
+    assert r.exit_code == 0
+    assert "354" in r.stdout and "clinical + omics + slides" in r.stdout
+
+
+def test_cohort_info_error_is_one_line(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "survpgc.cli", "cohort", "info", str(tmp_path)], capture_output=True, text=True
+    )
+    assert proc.returncode == 2
+    assert "error:" in proc.stderr and "cohort.csv not found" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_splits_make(tmp_path):
+    r = runner.invoke(app, ["splits", "make", "tcga-lihc", "--out", str(tmp_path / "s"), "--folds", "3", "--seed", "2"])
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == [
+        "fold_0.csv",
+        "fold_1.csv",
+        "fold_2.csv",
+        "splits.json",
+    ]
+    assert "fold 2" in r.stdout
