@@ -63,3 +63,15 @@ def test_splits_make(tmp_path):
         "splits.json",
     ]
     assert "fold 2" in r.stdout
+
+
+def test_synth_then_cohort_info(tmp_path):
+    out = tmp_path / "syn"
+    r = runner.invoke(app, ["synth", "--out", str(out), "--n-patients", "8", "--no-slides", "--seed", "4"])
+    assert r.exit_code == 0, r.output
+    assert "oracle ceiling" in r.stdout
+    r = runner.invoke(app, ["cohort", "info", str(out), "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["n_cases"] == 8
+    r = runner.invoke(app, ["synth", "--out", str(out), "--n-patients", "8", "--no-slides"])
+    assert r.exit_code != 0  # refuses to overwrite without --overwrite
