@@ -75,3 +75,40 @@ def test_synth_then_cohort_info(tmp_path):
     assert json.loads(r.stdout)["n_cases"] == 8
     r = runner.invoke(app, ["synth", "--out", str(out), "--n-patients", "8", "--no-slides"])
     assert r.exit_code != 0  # refuses to overwrite without --overwrite
+
+
+def test_evaluate_matches_library(tmp_path):
+    import numpy as np
+    import pandas as pd
+
+    from survpgc.survival import harrell_cindex, td_auc, uno_cindex
+
+    rng = np.random.default_rng(0)
+    n = 120
+    risk = rng.normal(size=n)
+    time = rng.exponential(40 * np.exp(-risk)) + 0.5
+    cens = (rng.random(n) < 0.5).astype(int)
+    pred = pd.DataFrame({"time": time[:60], "censorship": cens[:60], "risk": risk[:60]})
+    train = pd.DataFrame({"time": time[60:], "censorship": cens[60:]})
+    pred.to_csv(tmp_path / "p.csv", index=False)
+    train.to_csv(tmp_path / "t.csv", index=False)
+    r = runner.invoke(
+        app, ["evaluate", str(tmp_path / "p.csv"), "--train", str(tmp_path / "t.csv"), "--json", "--times", "6,12"]
+    )
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    e, te = cens[:60] == 0, cens[60:] == 0
+    assert out["harrell_cindex"] == harrell_cindex(time[:60], e, risk[:60])
+    assert out["uno_cindex"] == uno_cindex(time[60:], te, time[:60], e, risk[:60])
+    aucs, iauc = td_auc(time[60:], te, time[:60], e, risk[:60], [6.0, 12.0])
+    assert out["iauc"] == iauc and out["auc"]["6"] == aucs[0]
+    lo, hi = out["harrell_cindex_95ci"]
+    assert lo < out["harrell_cindex"] < hi
+
+
+def test_evaluate_bad_column(tmp_path):
+    (tmp_path / "p.csv").write_text("time,event,score\n1,1,0.3\n2,0,0.1\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "survpgc.cli", "evaluate", str(tmp_path / "p.csv")], capture_output=True, text=True
+    )
+    assert proc.returncode == 2 and "risk column 'risk' not found" in proc.stderr

@@ -157,6 +157,89 @@ def synth(
     )
 
 
+def _survival_table(path: str, time_col: str, event_col: str | None, censorship_col: str | None):
+    """Read time / event (or censorship) from a table, converting at the boundary."""
+    from survpgc.data.cohort import read_table
+    from survpgc.errors import DataError
+    from survpgc.survival import check_survival, event_from_censorship
+
+    df = read_table(path)
+    ev_col = event_col if event_col else censorship_col
+    if ev_col is None or ev_col not in df.columns:
+        # default: `event` when present, else `censorship`
+        ev_col = "event" if "event" in df.columns else ("censorship" if "censorship" in df.columns else None)
+        censorship_col = "censorship" if ev_col == "censorship" else None
+    for col in (time_col, ev_col):
+        if col is None or col not in df.columns:
+            raise DataError(f"{path}: needs columns {time_col!r} and 'event' (or 'censorship'); has {list(df.columns)}")
+    event = event_from_censorship(df[ev_col], name=f"{path}:{ev_col}") if ev_col == censorship_col else df[ev_col]
+    t, e = check_survival(df[time_col], event, time_name=f"{path}:{time_col}", event_name=f"{path}:{ev_col}")
+    return df, t, e
+
+
+@app.command()
+def evaluate(
+    predictions: str = typer.Argument(..., help="CSV/TSV with time, event (or censorship) and risk columns."),
+    train: str | None = typer.Option(
+        None, help="Training-set table (time, event) for the censoring distribution (Uno C, AUC, Brier)."
+    ),
+    risk_col: str = typer.Option("risk", help="Risk column (higher = worse)."),
+    time_col: str = typer.Option("time", help="Time column (months)."),
+    event_col: str | None = typer.Option(None, help="Event column (1 = death). Default: 'event'."),
+    censorship_col: str | None = typer.Option(None, help="Censorship column (1 = censored), instead of event."),
+    times: str = typer.Option("12,36,60", help="Comma-separated months for time-dependent AUC."),
+    n_bootstrap: int = typer.Option(1000, help="Bootstrap resamples for the C-index CI (0 = none)."),
+    seed: int = typer.Option(0, help="Bootstrap seed."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Survival metrics of a prediction table: Harrell C (+ bootstrap CI), Uno C, td-AUC and iAUC."""
+    import json
+
+    import numpy as np
+
+    from survpgc.errors import DataError, SurvpgcError
+    from survpgc.survival import bootstrap_cindex, check_risk, harrell_cindex, td_auc, uno_cindex
+
+    df, t, e = _survival_table(predictions, time_col, event_col, censorship_col)
+    if risk_col not in df.columns:
+        raise DataError(f"{predictions}: risk column {risk_col!r} not found; has {list(df.columns)}")
+    r = check_risk(df[risk_col], len(t), name=f"{predictions}:{risk_col}")
+    out: dict[str, object] = {"n": len(t), "events": int(e.sum()), "harrell_cindex": harrell_cindex(t, e, r)}
+    if n_bootstrap:
+        _est, lo, hi = bootstrap_cindex(t, e, r, n=n_bootstrap, seed=seed)
+        out["harrell_cindex_95ci"] = [lo, hi]
+    if train:
+        _, tt, te = _survival_table(train, time_col, event_col, censorship_col)
+        out["uno_cindex"] = uno_cindex(tt, te, t, e, r)
+        grid = np.array([float(x) for x in times.split(",") if x.strip()])
+        ok = grid[(grid >= t.min()) & (grid < min(t.max(), tt.max()))]
+        if len(ok) < len(grid):
+            out["auc_times_skipped"] = [float(x) for x in grid if x not in ok]
+        if len(ok):
+            try:
+                aucs, iauc = td_auc(tt, te, t, e, r, ok)
+                out["auc"] = {f"{x:g}": float(a) for x, a in zip(ok, aucs, strict=True)}
+                out["iauc"] = iauc
+            except SurvpgcError as exc:
+                out["auc_error"] = str(exc)
+    if as_json:
+        typer.echo(json.dumps(out, indent=2))
+        return
+    typer.echo(f"cases {out['n']}  events {out['events']}")
+    ci = out.get("harrell_cindex_95ci")
+    typer.echo(f"Harrell C-index {out['harrell_cindex']:.4f}" + (f"  95% CI [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else ""))
+    if "uno_cindex" in out:
+        typer.echo(f"Uno C-index     {out['uno_cindex']:.4f}")
+    for k, v in out.get("auc", {}).items():
+        typer.echo(f"AUC at {k} months {v:.4f}")
+    if "iauc" in out:
+        typer.echo(f"iAUC            {out['iauc']:.4f}")
+    if out.get("auc_times_skipped"):
+        typer.echo(f"times outside the follow-up, skipped: {out['auc_times_skipped']}")
+    if out.get("auc_error"):
+        typer.echo(f"td-AUC not computed: {out['auc_error']}")
+
+
 def main() -> None:
     """Entry point of the ``survpgc`` console script; turns SurvpgcError into a one-line message."""
     from survpgc.errors import SurvpgcError
