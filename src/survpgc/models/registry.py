@@ -1,0 +1,102 @@
+"""Registry of survival models by name.
+
+Each model module registers its classes with :func:`register_model`; the registry imports every module
+of ``survpgc.models`` on first use (no central list to keep in sync), so a new model is one new file.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from survpgc.errors import ConfigError
+
+__all__ = ["ModelSpec", "create_model", "get_model_spec", "list_models", "register_model"]
+
+_NOT_MODEL_MODULES = {"registry", "base", "layers"}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the registry knows of a model."""
+
+    name: str
+    description: str
+    modalities: tuple[str, ...]  # required input modalities ("pathology", "clinical", "genomic")
+    factory: Callable[..., Any]
+    neural: bool = True  # False for models fitted in closed form (e.g. the Cox baseline)
+    optional_modalities: tuple[str, ...] = ()
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+_LOADED = False
+
+
+def register_model(
+    name: str,
+    description: str,
+    modalities: tuple[str, ...],
+    *,
+    neural: bool = True,
+    optional_modalities: tuple[str, ...] = (),
+) -> Callable[[Any], Any]:
+    """Class decorator: ``@register_model("abmil", "gated attention MIL", ("pathology",))``."""
+
+    def wrap(cls: Any) -> Any:
+        if name in _REGISTRY and _REGISTRY[name].factory is not cls:
+            raise ConfigError(f"model name {name!r} registered twice")
+        _REGISTRY[name] = ModelSpec(name, description, tuple(modalities), cls, neural, tuple(optional_modalities))
+        cls.model_name = name
+        cls.modalities = tuple(modalities)
+        cls.optional_modalities = tuple(optional_modalities)
+        return cls
+
+    return wrap
+
+
+def _load_all() -> None:
+    global _LOADED
+    if _LOADED:
+        return
+    import survpgc.models as pkg
+
+    for info in pkgutil.iter_modules(pkg.__path__):
+        if info.name not in _NOT_MODEL_MODULES and not info.name.startswith("_"):
+            importlib.import_module(f"survpgc.models.{info.name}")
+    _LOADED = True
+
+
+def list_models() -> list[ModelSpec]:
+    """All registered models, sorted by name."""
+    _load_all()
+    return [_REGISTRY[k] for k in sorted(_REGISTRY)]
+
+
+def get_model_spec(name: str) -> ModelSpec:
+    """The spec of one model; unknown names raise :class:`ConfigError` listing the known ones."""
+    _load_all()
+    key = name.lower()
+    if key not in _REGISTRY:
+        raise ConfigError(f"unknown model {name!r}; available: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[key]
+
+
+def create_model(name: str, **config: Any) -> Any:
+    """Build a registered model: ``create_model("survpgc", path_dim=1024, n_bins=4)``.
+
+    Unknown keyword arguments raise :class:`ConfigError` naming the model and its accepted arguments.
+    """
+    import inspect
+
+    spec = get_model_spec(name)
+    sig = inspect.signature(spec.factory)
+    accepts_var = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
+    if not accepts_var:
+        unknown = set(config) - set(sig.parameters)
+        if unknown:
+            allowed = [p for p in sig.parameters if p != "self"]
+            raise ConfigError(f"model {name!r} does not accept {sorted(unknown)}; its arguments: {allowed}")
+    return spec.factory(**config)

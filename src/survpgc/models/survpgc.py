@@ -1,0 +1,139 @@
+"""SurvPGC and its one-path / two-modality variants, as compositions of the shared layers.
+
+Architecture (reference dimensions; see DESIGN.md): each modality is projected linearly to ``dim`` (256).
+Each *path* pairs a query modality (genomic or clinical tokens) with a "patch" modality (pathology, or
+clinical tokens for ``survgc``) in a :class:`~survpgc.models.layers.BidirectionalCrossAttention` layer of
+its own (1 head, dim_head 128); one FeedForward and one LayerNorm are shared by all paths. Each path is
+mean-pooled into (query-token mean, patch-token mean); the vectors are concatenated in path order and
+mapped by Linear -> ReLU -> Linear to the hazard logits.
+
+Missing data: padded patches and missing tokens are masked out of every softmax and mean. A case with no
+token of a modality gets a zero vector for that modality's mean (and its queries output zeros), so the
+model still predicts from the other inputs -- no NaN.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from survpgc.models.base import ModelOutput, SurvivalModel, get_bag
+from survpgc.models.layers import BidirectionalCrossAttention, FeedForward, masked_mean
+from survpgc.models.registry import register_model
+
+__all__ = ["CrossAttentionSurvival", "SurvGC", "SurvPC", "SurvPGC"]
+
+_SHORT = {"pathology": "patch", "clinical": "clinic", "genomic": "genomic"}
+
+
+class CrossAttentionSurvival(SurvivalModel):
+    """Generic multi-path bidirectional cross-attention survival model.
+
+    Parameters
+    ----------
+    paths
+        Sequence of ``(query_modality, patch_modality)`` pairs, in concatenation order.
+    path_dim, clin_dim, gen_dim
+        Input feature dims (follow the encoders actually used).
+    dim, heads, dim_head
+        Projection width and attention shape (reference: 256, 1, 128).
+    hidden
+        Width of the head's hidden layer (reference: 64).
+    dropout
+        FeedForward dropout (reference: 0.1).
+    """
+
+    def __init__(
+        self,
+        paths: tuple[tuple[str, str], ...],
+        *,
+        path_dim: int = 1024,
+        clin_dim: int = 512,
+        gen_dim: int = 768,
+        n_bins: int = 4,
+        dim: int = 256,
+        heads: int = 1,
+        dim_head: int = 128,
+        hidden: int = 64,
+        dropout: float = 0.1,
+    ) -> None:
+        super().__init__(n_bins)
+        self.paths = tuple(tuple(p) for p in paths)
+        used = {m for p in self.paths for m in p}
+        in_dims = {"pathology": path_dim, "clinical": clin_dim, "genomic": gen_dim}
+        self.proj = nn.ModuleDict({m: nn.Linear(in_dims[m], dim) for m in sorted(used)})
+        self.attn = nn.ModuleList(BidirectionalCrossAttention(dim, heads, dim_head) for _ in self.paths)
+        inner = heads * dim_head
+        self.ffn = FeedForward(inner, dropout=dropout)
+        self.norm = nn.LayerNorm(inner)
+        self.head = nn.Sequential(nn.Linear(2 * inner * len(self.paths), hidden), nn.ReLU(), nn.Linear(hidden, n_bins))
+
+    def forward(self, batch: dict[str, Any], return_attention: bool = False) -> ModelOutput:
+        tokens = {}
+        for m, proj in self.proj.items():
+            x, mask = get_bag(batch, m)
+            tokens[m] = (proj(x), mask)
+        pooled: dict[str, torch.Tensor] = {}
+        attention: dict[str, torch.Tensor] = {}
+        path_vecs = []
+        for (q, k), layer in zip(self.paths, self.attn, strict=True):
+            (mq, mq_mask), (pk, pk_mask) = tokens[q], tokens[k]
+            out_q, out_p, attn = layer(mq, mq_mask, pk, pk_mask, return_attention=return_attention)
+            out_q = self.norm(self.ffn(out_q))
+            out_p = self.norm(self.ffn(out_p))
+            vq, vp = masked_mean(out_q, mq_mask), masked_mean(out_p, pk_mask)
+            name_q, name_p = _SHORT[q], _SHORT[k]
+            pooled[f"{name_q}[{name_q}-{name_p}]"] = vq
+            pooled[f"{name_p}[{name_q}-{name_p}]"] = vp
+            path_vecs.append(torch.cat([vq, vp], dim=-1))
+            if attn is not None:
+                attention[f"{name_q}->{name_p}"] = attn["mod->patch"]
+                attention[f"{name_p}->{name_q}"] = attn["patch->mod"]
+                attention[f"{name_q}->{name_q}[{name_q}-{name_p}]"] = attn["mod->mod"]
+        fused = torch.cat(list(pooled.values()), dim=-1)
+        return ModelOutput(
+            logits=self.head(fused),
+            attention=attention or None,
+            fused=pooled,
+            paths=(path_vecs[0], path_vecs[1]) if len(path_vecs) == 2 else None,
+        )
+
+
+@register_model(
+    "survpgc",
+    "SurvPGC: genomic<->pathology and clinic<->pathology bidirectional cross-attention (the paper's model)",
+    ("pathology", "clinical", "genomic"),
+)
+class SurvPGC(CrossAttentionSurvival):
+    """The paper's model: path 1 genomic<->pathology, path 2 clinic<->pathology; fused vectors in the order
+    genomic mean, patch mean (path 1), clinic mean, patch mean (path 2). ``ModelOutput.paths`` holds
+    ([genomic ‖ patch] of path 1, [clinic ‖ patch] of path 2) for the cosine loss."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__((("genomic", "pathology"), ("clinical", "pathology")), **kwargs)
+
+
+@register_model(
+    "survpc",
+    "SurvPC: clinic<->pathology cross-attention only (the paper's clinic + pathology model, Table 4)",
+    ("pathology", "clinical"),
+)
+class SurvPC(CrossAttentionSurvival):
+    """One path, clinical tokens <-> patches."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__((("clinical", "pathology"),), **kwargs)
+
+
+@register_model(
+    "survgc",
+    "SurvGC: genomic tokens <-> clinical tokens cross-attention (no pathology)",
+    ("clinical", "genomic"),
+)
+class SurvGC(CrossAttentionSurvival):
+    """One path, genomic tokens as queries and clinical tokens in the place of patches."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__((("genomic", "clinical"),), **kwargs)
