@@ -148,11 +148,12 @@ class BidirectionalCrossAttention(nn.Module):
         s_mm = qm @ km.transpose(-1, -2)  # (B, h, M, M)
         s_mp = qm @ kp.transpose(-1, -2)  # (B, h, M, L)
         keys_mask = torch.cat([m_mask, p_mask], dim=1)[:, None, None, :]  # (B, 1, 1, M+L)
-        a_m = masked_softmax(torch.cat([s_mm, s_mp], dim=-1), keys_mask)
+        # padded / missing queries get all-zero attention rows (their outputs are zero and never pooled)
+        a_m = masked_softmax(torch.cat([s_mm, s_mp], dim=-1), keys_mask & m_mask[:, None, :, None])
         a_mm, a_mp = a_m[..., :n_m], a_m[..., n_m:]
         out_m = a_mm @ vm + a_mp @ vp  # (B, h, M, dh)
         # patch queries over modality tokens only
-        a_pm = masked_softmax(qp @ km.transpose(-1, -2), m_mask[:, None, None, :])  # (B, h, L, M)
+        a_pm = masked_softmax(qp @ km.transpose(-1, -2), m_mask[:, None, None, :] & p_mask[:, None, :, None])
         out_p = a_pm @ vm  # (B, h, L, dh)
         out_m = out_m.transpose(1, 2).reshape(b, n_m, self.inner)
         out_p = out_p.transpose(1, 2).reshape(b, n_p, self.inner)

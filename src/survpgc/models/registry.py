@@ -18,6 +18,10 @@ __all__ = ["ModelSpec", "create_model", "get_model_spec", "list_models", "regist
 
 _NOT_MODEL_MODULES = {"registry", "base", "layers"}
 
+#: Keyword arguments describing the inputs (feature dims, token counts). ``create_model`` passes them only
+#: to models that accept them, so one config can describe the data for every model.
+INPUT_KWARGS = frozenset({"path_dim", "clin_dim", "gen_dim", "n_clin_tokens", "n_gen_tokens"})
+
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -87,7 +91,8 @@ def get_model_spec(name: str) -> ModelSpec:
 def create_model(name: str, **config: Any) -> Any:
     """Build a registered model: ``create_model("survpgc", path_dim=1024, n_bins=4)``.
 
-    Unknown keyword arguments raise :class:`ConfigError` naming the model and its accepted arguments.
+    Input-description arguments (:data:`INPUT_KWARGS`) a model does not take are dropped; any other
+    unknown keyword argument raises :class:`ConfigError` naming the model and its accepted arguments.
     """
     import inspect
 
@@ -95,6 +100,8 @@ def create_model(name: str, **config: Any) -> Any:
     sig = inspect.signature(spec.factory)
     accepts_var = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
     if not accepts_var:
+        # input dims are passed to every model by configs; a model that has no use for one ignores it
+        config = {k: v for k, v in config.items() if k in sig.parameters or k not in INPUT_KWARGS}
         unknown = set(config) - set(sig.parameters)
         if unknown:
             allowed = [p for p in sig.parameters if p != "self"]
