@@ -112,3 +112,11 @@ def test_evaluate_bad_column(tmp_path):
         [sys.executable, "-m", "survpgc.cli", "evaluate", str(tmp_path / "p.csv")], capture_output=True, text=True
     )
     assert proc.returncode == 2 and "risk column 'risk' not found" in proc.stderr
+
+
+def test_models_command_lists_survpgc():
+    r = runner.invoke(app, ["models", "--json", "--params"])
+    assert r.exit_code == 0, r.output
+    rows = {row["name"]: row for row in json.loads(r.stdout)}
+    assert rows["survpgc"]["parameters"] == 854_852
+    assert rows["survpgc"]["modalities"] == ["pathology", "clinical", "genomic"]

@@ -130,6 +130,35 @@ def splits_make(
     typer.echo(f"wrote {path}")
 
 
+@app.command("models")
+def models_cmd(
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    params: bool = typer.Option(False, "--params", help="Also count parameters at the reference input dims."),
+) -> None:
+    """List the registered survival models, their required modalities and descriptions."""
+    import json
+
+    from survpgc.models import create_model, list_models
+
+    rows = []
+    for spec in list_models():
+        row = {"name": spec.name, "modalities": list(spec.modalities), "description": spec.description}
+        if params and spec.neural:
+            row["parameters"] = create_model(spec.name).n_parameters()
+        rows.append(row)
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table("model", "modalities", *(["parameters"] if params else []), "description")
+    for r in rows:
+        extra = [f"{r['parameters']:,}" if "parameters" in r else "-"] if params else []
+        t.add_row(r["name"], " + ".join(r["modalities"]), *extra, r["description"])
+    Console().print(t)
+
+
 @app.command()
 def synth(
     out: str = typer.Option(..., "--out", help="Folder to create (TCGA layout + slides/, masks/, truth.*)."),
