@@ -32,7 +32,7 @@ format: setup
 	$(PY) -m ruff check --fix src tests benchmarks tools
 
 test: lint
-	$(PY) -m pytest -n 2 $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 $(PYTEST_ARGS)
 
 bench: setup
 	@for f in benchmarks/*.py; do echo "== $$f"; $(PY) $$f || exit 1; done

@@ -13,15 +13,22 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
+    "PPEG",
     "BidirectionalCrossAttention",
     "FeedForward",
     "GatedAttentionPool",
+    "GatedBilinearFusion",
     "GroupSNNTokenizer",
     "MLPHead",
+    "MaskedMultiheadAttention",
+    "MaskedTransformerLayer",
+    "NystromAttention",
     "SNNBlock",
     "cosine_path_loss",
     "masked_mean",
     "masked_softmax",
+    "moore_penrose_pinv",
+    "omics_vector",
     "snn_init",
 ]
 
@@ -212,3 +219,313 @@ class GroupSNNTokenizer(nn.Module):
         w1 = self.w1 * self.valid[..., None].to(self.w1.dtype)  # padded inputs never get weight
         h = self.drop(F.elu(torch.einsum("bgw,gwh->bgh", g, w1) + self.b1))
         return self.drop(F.elu(torch.einsum("bgh,ghd->bgd", h, self.w2) + self.b2))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Layers of the MIL / multimodal baselines (TransMIL, PORPOISE, MCAT). Same conventions as above: boolean
+# masks (True = real), padded positions never reach a real one, an empty bag never gives NaN.
+# ---------------------------------------------------------------------------------------------------------
+
+
+def omics_vector(
+    x: torch.Tensor | None, mask: torch.Tensor | None, n_features: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The per-case omics vector of a one-token genomic bag (the output of ``get_bag(batch, "genomic")``).
+
+    ``x`` (B, 1, n_features) with ``mask`` (B, 1) -> ``(vector (B, n_features), present (B,) bool)``; cases
+    whose token is masked get a zero vector (their padded values are never read). A bag with no token at all
+    (L = 0: no case of the batch has omics) gives zeros and all-False. More than one token per case, or a
+    feature count other than ``n_features``, raises :class:`~survpgc.errors.InputError`.
+    """
+    from survpgc.errors import InputError
+
+    if x is None or mask is None:
+        raise InputError("omics_vector: the batch has no 'gen' (genomic) tensor")
+    b, n_tok = x.shape[:2]
+    if n_tok == 0:
+        return x.new_zeros(b, n_features), torch.zeros(b, dtype=torch.bool, device=x.device)
+    if n_tok != 1:
+        raise InputError(
+            f"this model reads the omics vector as one token per case (B, 1, n_features), got {n_tok} tokens "
+            "per case; serve omics with OmicsVectorTokens"
+        )
+    if x.shape[-1] != n_features:
+        raise InputError(f"omics vector has {x.shape[-1]} features but the model was built with gen_dim={n_features}")
+    present = mask[:, 0]
+    return torch.where(present[:, None], x[:, 0], torch.zeros_like(x[:, 0])), present
+
+
+def moore_penrose_pinv(x: torch.Tensor, iters: int = 6) -> torch.Tensor:
+    """Iterative Moore-Penrose pseudo-inverse of the square matrices ``x`` (..., m, m), as in the
+    Nyströmformer (Xiong et al. 2021; the order-3 iteration of Razavi et al. 2014):
+
+    ``Z_0 = xᵀ / (‖x‖_1 ‖x‖_∞)`` (per matrix), then ``Z <- ¼ Z (13 I - xZ (15 I - xZ (7 I - xZ)))``.
+
+    Converges (order 3) to the inverse of a well-conditioned ``x``, and in exact arithmetic to the
+    pseudo-inverse of a singular one; in floating point, rounding in a null space grows ~3x per iteration,
+    so keep to a few iterations there. Six iterations (the Nyströmformer's default) do not converge for
+    badly conditioned kernels (near-uniform softmax rows); that approximation is part of the method. The
+    initial scale is taken per matrix (the reference takes one scale over the whole batch, which would couple
+    the cases of a batch).
+    """
+    abs_x = x.abs()
+    norm_1 = abs_x.sum(dim=-2).amax(dim=-1)  # max column sum
+    norm_inf = abs_x.sum(dim=-1).amax(dim=-1)  # max row sum
+    scale = (norm_1 * norm_inf).clamp(min=torch.finfo(x.dtype).tiny)
+    z = x.transpose(-1, -2) / scale[..., None, None]
+    eye = torch.eye(x.shape[-1], dtype=x.dtype, device=x.device)
+    for _ in range(iters):
+        xz = x @ z
+        z = 0.25 * z @ (13 * eye - xz @ (15 * eye - xz @ (7 * eye - xz)))
+    return z
+
+
+class _PerCaseModule(nn.Module):
+    """Base of layers computed on the real tokens of each case: ``_compute`` maps (1, n, d) -> (1, n, out_dim)
+    over real tokens only; ``forward(x, mask)`` gathers them per case and scatters back (padded outputs 0).
+
+    Every case is computed on its own real tokens, so its result does not depend on the batch it is in
+    (padding, neighbours). A batch without padding runs as one call.
+    """
+
+    out_dim: int
+
+    def _compute(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        if mask is None or bool(mask.all()):
+            return self._compute(x)
+        out = x.new_zeros(*x.shape[:2], self.out_dim)
+        for i in range(x.shape[0]):
+            idx = mask[i].nonzero().squeeze(1)
+            if idx.numel():
+                out[i, idx] = self._compute(x[i, idx].unsqueeze(0))[0]
+        return out
+
+
+class NystromAttention(_PerCaseModule):
+    """Nyström self-attention (Xiong et al. 2021) over the real tokens of each case.
+
+    With ``q`` scaled by ``dim_head^-1/2`` and ``m`` landmarks ``q̃, k̃`` (the means of ``m`` contiguous,
+    near-equal segments of the real queries / keys)::
+
+        out = softmax(q k̃ᵀ) · pinv(softmax(q̃ k̃ᵀ)) · softmax(q̃ kᵀ) v  +  DWConv_33(v)
+
+    where ``pinv`` is :func:`moore_penrose_pinv` (``pinv_iters`` iterations) and ``DWConv_33`` the residual
+    depthwise convolution of ``v`` along the sequence (one kernel per head, zero padding at the ends of the
+    real sequence). A case with ``n <= landmarks`` real tokens uses exact softmax attention ``softmax(q kᵀ)
+    v`` (+ the same residual convolution) instead: there the approximation would save nothing.
+
+    Masking: each case is computed on its own real tokens (gathered by the mask), so padded tokens neither
+    enter the landmarks, nor the keys, nor the convolution; their outputs are 0.
+
+    Parameters
+    ----------
+    dim, heads, dim_head
+        Token width and attention shape (TransMIL: 512, 8, 64).
+    landmarks
+        Number of landmarks (default ``dim // 2``, as TransMIL); never more than the real tokens of a case.
+    pinv_iters
+        Iterations of the pseudo-inverse (6).
+    residual_kernel
+        Kernel of the residual depthwise convolution on ``v`` (33; 0 disables it).
+    dropout
+        Dropout after the output projection.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        heads: int = 8,
+        dim_head: int | None = None,
+        landmarks: int | None = None,
+        pinv_iters: int = 6,
+        residual_kernel: int = 33,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.heads = heads
+        self.dim_head = dim_head or dim // heads
+        self.landmarks = landmarks or max(dim // 2, 1)
+        self.pinv_iters = pinv_iters
+        self.scale = self.dim_head**-0.5
+        self.inner = heads * self.dim_head
+        self.out_dim = dim
+        self.to_qkv = nn.Linear(dim, 3 * self.inner, bias=False)
+        self.to_out = nn.Sequential(nn.Linear(self.inner, dim), nn.Dropout(dropout))
+        self.res_conv = (
+            nn.Conv2d(heads, heads, (residual_kernel, 1), padding=(residual_kernel // 2, 0), groups=heads, bias=False)
+            if residual_kernel
+            else None
+        )
+
+    def _compute(self, x: torch.Tensor) -> torch.Tensor:
+        """Attention over (b, n, dim) tokens that are all real."""
+        b, n, _ = x.shape
+        q, k, v = (t.view(b, n, self.heads, self.dim_head).transpose(1, 2) for t in self.to_qkv(x).chunk(3, -1))
+        q = q * self.scale
+        m = self.landmarks
+        if n <= m:
+            out = torch.softmax(q @ k.transpose(-1, -2), dim=-1) @ v
+        else:
+            seg = torch.arange(n, device=x.device) * m // n  # segment of each token, m near-equal segments
+            counts = torch.bincount(seg, minlength=m).to(q.dtype)[:, None]
+            q_l = q.new_zeros(b, self.heads, m, self.dim_head).index_add(2, seg, q) / counts
+            k_l = k.new_zeros(b, self.heads, m, self.dim_head).index_add(2, seg, k) / counts
+            a1 = torch.softmax(q @ k_l.transpose(-1, -2), dim=-1)  # (b, h, n, m)
+            a2 = torch.softmax(q_l @ k_l.transpose(-1, -2), dim=-1)  # (b, h, m, m)
+            a3 = torch.softmax(q_l @ k.transpose(-1, -2), dim=-1)  # (b, h, m, n)
+            out = (a1 @ moore_penrose_pinv(a2, self.pinv_iters)) @ (a3 @ v)
+        if self.res_conv is not None:
+            out = out + self.res_conv(v)
+        return self.to_out(out.transpose(1, 2).reshape(b, n, self.inner))
+
+
+class PPEG(_PerCaseModule):
+    """Pyramid position encoding generator of TransMIL (Shao et al. 2021).
+
+    The real tokens of a case (n of them, in bag order) are laid row-major on a ``ceil(sqrt(n))`` square
+    grid; the cells left over are filled by repeating the first tokens (TransMIL's "squaring"). The grid is
+    mapped by ``g + DWConv_7(g) + DWConv_5(g) + DWConv_3(g)`` (depthwise, zero padding) and the cells of the
+    n real tokens are read back. Unlike the reference, the repeated fill tokens serve only as convolution
+    context and are dropped afterwards, so every patch counts once in the attention layers and the token
+    count is unchanged. Input and output exclude the class token; padded positions output 0.
+    """
+
+    def __init__(self, dim: int, kernels: tuple[int, ...] = (7, 5, 3)) -> None:
+        super().__init__()
+        self.out_dim = dim
+        self.convs = nn.ModuleList(nn.Conv2d(dim, dim, k, padding=k // 2, groups=dim) for k in kernels)
+
+    def _compute(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, d = x.shape
+        if n == 0:
+            return x
+        side = math.isqrt(n - 1) + 1
+        fill = torch.arange(side * side, device=x.device) % n
+        g = x[:, fill].transpose(1, 2).reshape(b, d, side, side)
+        g = g + sum(conv(g) for conv in self.convs)
+        return g.reshape(b, d, side * side).transpose(1, 2)[:, :n]
+
+
+class MaskedMultiheadAttention(nn.Module):
+    """Multi-head scaled dot-product attention with a boolean key mask (q, k, v and output projections).
+
+    ``forward(query (B, Nq, dim), key (B, Nk, dim), value (B, Nk, dim), key_mask (B, Nk))`` returns
+    ``(out (B, Nq, dim), attn (B, heads, Nq, Nk))``; masked keys get exactly zero weight; a query with no
+    valid key attends to nothing (its output is the output projection's bias), never NaN. ``dropout``
+    drops attention weights in training (the returned map is before dropout).
+    """
+
+    def __init__(self, dim: int, heads: int = 1, dropout: float = 0.0) -> None:
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"dim ({dim}) must be divisible by heads ({heads})")
+        self.heads, self.dim_head = heads, dim // heads
+        self.q = nn.Linear(dim, dim)
+        self.k = nn.Linear(dim, dim)
+        self.v = nn.Linear(dim, dim)
+        self.out = nn.Linear(dim, dim)
+        self.drop = nn.Dropout(dropout)
+
+    def _split(self, t: torch.Tensor) -> torch.Tensor:
+        b, n, _ = t.shape
+        return t.view(b, n, self.heads, self.dim_head).transpose(1, 2)
+
+    def forward(
+        self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, key_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        q, k, v = self._split(self.q(query)), self._split(self.k(key)), self._split(self.v(value))
+        scores = (q * self.dim_head**-0.5) @ k.transpose(-1, -2)  # (B, h, Nq, Nk)
+        if key_mask is None:
+            attn = torch.softmax(scores, dim=-1)
+        else:
+            attn = masked_softmax(scores, key_mask[:, None, None, :])
+        out = (self.drop(attn) @ v).transpose(1, 2).reshape(query.shape[0], query.shape[1], -1)
+        return self.out(out), attn
+
+
+class MaskedTransformerLayer(nn.Module):
+    """Transformer encoder layer (self-attention + ReLU feed-forward), with a boolean padding mask.
+
+    Post-norm by default, as ``torch.nn.TransformerEncoderLayer`` (``norm_first=True`` for pre-norm).
+    Real tokens attend to real tokens only; padded positions get values that no real token reads. A case
+    with no real token stays finite.
+    """
+
+    def __init__(
+        self, dim: int, heads: int = 8, ff_dim: int = 512, dropout: float = 0.1, norm_first: bool = False
+    ) -> None:
+        super().__init__()
+        self.attn = MaskedMultiheadAttention(dim, heads, dropout)
+        self.ff = nn.Sequential(nn.Linear(dim, ff_dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(ff_dim, dim))
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.drop1, self.drop2 = nn.Dropout(dropout), nn.Dropout(dropout)
+        self.norm_first = norm_first
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        if self.norm_first:
+            h = self.norm1(x)
+            x = x + self.drop1(self.attn(h, h, h, mask)[0])
+            return x + self.drop2(self.ff(self.norm2(x)))
+        x = self.norm1(x + self.drop1(self.attn(x, x, x, mask)[0]))
+        return self.norm2(x + self.drop2(self.ff(x)))
+
+
+class GatedBilinearFusion(nn.Module):
+    """Gated bilinear (Kronecker) fusion of two vectors (Pathomic Fusion / PORPOISE-MMF).
+
+    For each modality ``i`` (with ``c = [x1 ‖ x2]``)::
+
+        h_i = ReLU(W_i x_i),  z_i = W_zi c,  o_i = Dropout(ReLU(W_oi (sigmoid(z_i) * h_i)))   (gate_dim wide)
+
+    then ``o_i' = [o_i, 1]``, the flattened outer product ``o_1' ⊗ o_2'`` ((gate_dim+1)² features, holding
+    the unimodal terms through the appended 1s and the bimodal ones) -> Dropout -> Linear -> ReLU -> Dropout
+    (``hidden``); with ``skip`` the result is concatenated with ``o_1', o_2'`` and mapped by a second
+    Linear -> ReLU -> Dropout (``hidden``). ``bilinear_gate=True`` computes ``z_i`` with ``nn.Bilinear(x1,
+    x2)`` (the reference's default, ~dim1·dim2·gate_dim weights each) instead of a Linear on ``c``.
+    Output (B, hidden).
+    """
+
+    def __init__(
+        self,
+        dim1: int,
+        dim2: int,
+        gate_dim: int = 32,
+        hidden: int = 256,
+        dropout: float = 0.25,
+        skip: bool = True,
+        bilinear_gate: bool = False,
+    ) -> None:
+        super().__init__()
+        self.dims = (dim1, dim2)
+        self.bilinear_gate = bilinear_gate
+        self.h = nn.ModuleList([nn.Linear(dim1, gate_dim), nn.Linear(dim2, gate_dim)])
+        if bilinear_gate:
+            self.z = nn.ModuleList([nn.Bilinear(dim1, dim2, gate_dim), nn.Bilinear(dim1, dim2, gate_dim)])
+        else:
+            self.z = nn.ModuleList([nn.Linear(dim1 + dim2, gate_dim), nn.Linear(dim1 + dim2, gate_dim)])
+        self.o = nn.ModuleList(
+            nn.Sequential(nn.Linear(gate_dim, gate_dim), nn.ReLU(), nn.Dropout(dropout)) for _ in range(2)
+        )
+        self.post_drop = nn.Dropout(dropout)
+        k = (gate_dim + 1) ** 2
+        self.encoder1 = nn.Sequential(nn.Linear(k, hidden), nn.ReLU(), nn.Dropout(dropout))
+        self.skip = skip
+        skip_dim = 2 * (gate_dim + 1) if skip else 0
+        self.encoder2 = nn.Sequential(nn.Linear(hidden + skip_dim, hidden), nn.ReLU(), nn.Dropout(dropout))
+
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+        c = torch.cat([x1, x2], dim=-1)
+        outs = []
+        for i, x in enumerate((x1, x2)):
+            z = self.z[i](x1, x2) if self.bilinear_gate else self.z[i](c)
+            o = self.o[i](torch.sigmoid(z) * F.relu(self.h[i](x)))
+            outs.append(torch.cat([o, o.new_ones(o.shape[0], 1)], dim=-1))
+        o1, o2 = outs
+        kron = (o1[:, :, None] * o2[:, None, :]).flatten(1)
+        out = self.encoder1(self.post_drop(kron))
+        if self.skip:
+            out = torch.cat([out, o1, o2], dim=-1)
+        return self.encoder2(out)

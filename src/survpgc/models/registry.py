@@ -94,16 +94,29 @@ def create_model(name: str, **config: Any) -> Any:
     Input-description arguments (:data:`INPUT_KWARGS`) a model does not take are dropped; any other
     unknown keyword argument raises :class:`ConfigError` naming the model and its accepted arguments.
     """
-    import inspect
 
     spec = get_model_spec(name)
-    sig = inspect.signature(spec.factory)
-    accepts_var = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
-    if not accepts_var:
+    accepted = _accepted_kwargs(spec.factory)
+    if accepted is not None:
         # input dims are passed to every model by configs; a model that has no use for one ignores it
-        config = {k: v for k, v in config.items() if k in sig.parameters or k not in INPUT_KWARGS}
-        unknown = set(config) - set(sig.parameters)
+        config = {k: v for k, v in config.items() if k in accepted or k not in INPUT_KWARGS}
+        unknown = set(config) - accepted
         if unknown:
-            allowed = [p for p in sig.parameters if p != "self"]
-            raise ConfigError(f"model {name!r} does not accept {sorted(unknown)}; its arguments: {allowed}")
+            raise ConfigError(f"model {name!r} does not accept {sorted(unknown)}; its arguments: {sorted(accepted)}")
     return spec.factory(**config)
+
+
+def _accepted_kwargs(factory: Any) -> set[str] | None:
+    """Keyword arguments a class accepts, following ``**kwargs`` up the MRO to the ``__init__`` that
+    finally names them; None when some ``__init__`` forwards ``**kwargs`` to something opaque."""
+    import inspect
+
+    classes = factory.__mro__ if isinstance(factory, type) else (factory,)
+    names: set[str] = set()
+    for cls in classes:
+        fn = cls.__init__ if isinstance(factory, type) else cls
+        params = inspect.signature(fn).parameters
+        names |= {n for n, p in params.items() if n != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            return names
+    return None

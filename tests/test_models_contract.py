@@ -1,0 +1,212 @@
+"""Contract tests over the whole model registry, plus SurvPGC's reference architecture."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from survpgc.errors import ConfigError
+from survpgc.models import create_model, get_model_spec, list_models
+from survpgc.models.layers import cosine_path_loss
+from survpgc.survival.losses import nll_survival_loss
+
+DIMS = {"path_dim": 24, "clin_dim": 16, "gen_dim": 20, "n_bins": 4}
+N_CLIN = 6
+ORDER_DEPENDENT = {"transmil"}  # positional encoding by design
+NEURAL = [s.name for s in list_models() if s.neural]
+
+
+def make_batch(lengths, *, seed=0, n_clin=N_CLIN, n_gen=1, junk=0.0, has_clin=None, has_gen=None):
+    """Padded batch with bags of the given lengths; padded positions hold `junk` noise."""
+    g = torch.Generator().manual_seed(seed)
+    b, lmax = len(lengths), max(lengths)
+    path = torch.randn(b, lmax, DIMS["path_dim"], generator=g)
+    mask = torch.zeros(b, lmax, dtype=torch.bool)
+    for i, n in enumerate(lengths):
+        mask[i, :n] = True
+        path[i, n:] = junk * torch.randn(lmax - n, DIMS["path_dim"], generator=g)
+    clin_mask = torch.ones(b, n_clin, dtype=torch.bool)
+    gen_mask = torch.ones(b, n_gen, dtype=torch.bool)
+    if has_clin is not None:
+        clin_mask[~torch.as_tensor(has_clin)] = False
+    if has_gen is not None:
+        gen_mask[~torch.as_tensor(has_gen)] = False
+    clin = torch.randn(b, n_clin, DIMS["clin_dim"], generator=g) * clin_mask[..., None]
+    gen = torch.randn(b, n_gen, DIMS["gen_dim"], generator=g) * gen_mask[..., None]
+    return {"path": path, "path_mask": mask, "clin": clin, "clin_mask": clin_mask, "gen": gen, "gen_mask": gen_mask}
+
+
+def build(name, seed=0):
+    torch.manual_seed(seed)
+    m = create_model(name, **DIMS)
+    return m.eval()
+
+
+def slice_case(batch, i, length):
+    out = {}
+    for k, v in batch.items():
+        v = v[i : i + 1]
+        if k in ("path", "path_mask"):
+            v = v[:, :length]
+        out[k] = v
+    return out
+
+
+def test_registry_lists_every_model_of_the_paper():
+    names = {s.name for s in list_models()}
+    expected = {
+        "survpgc", "survpc", "survgc", "survpath", "mcat", "porpoise", "abmil", "transmil", "mean_mil",
+        "mlp", "snn", "late_fusion", "concat_fusion", "encoded_fusion", "coxph",
+    }  # fmt: skip
+    assert expected <= names, expected - names
+    for s in list_models():
+        assert s.description and s.modalities
+        assert set(s.modalities) <= {"pathology", "clinical", "genomic"}
+    with pytest.raises(ConfigError, match="unknown model 'nope'"):
+        get_model_spec("nope")
+    with pytest.raises(ConfigError, match="does not accept"):
+        create_model("survpgc", n_layers=3)
+
+
+@pytest.mark.parametrize("name", NEURAL)
+def test_shapes_batch_1_and_3(name):
+    m = build(name)
+    for lengths in ([7], [5, 11, 2]):
+        out = m(make_batch(lengths))
+        b = len(lengths)
+        assert out.logits.shape[0] == b
+        if out.discrete:
+            assert out.logits.shape == (b, DIMS["n_bins"])
+            assert out.survival.shape == (b, DIMS["n_bins"])
+        assert out.risk.shape == (b,)
+        assert torch.isfinite(out.logits).all()
+
+
+@pytest.mark.parametrize("name", NEURAL)
+def test_every_parameter_gets_a_gradient(name):
+    m = build(name)  # eval mode: dropout off, so no gradient is zero by chance
+    grads = {n: torch.zeros_like(p) for n, p in m.named_parameters()}
+    for seed in range(3):
+        batch = make_batch([9, 4, 13], seed=seed)
+        out = m(batch)
+        if out.discrete:
+            loss = nll_survival_loss(out.logits, torch.tensor([0, 2, 3]), torch.tensor([True, False, True]))
+        else:
+            loss = out.logits.sum()
+        if out.paths is not None:
+            loss = loss + cosine_path_loss(*out.paths, margin=-1.0)
+        m.zero_grad()
+        loss.backward()
+        for n, p in m.named_parameters():
+            if p.grad is not None:
+                grads[n] += p.grad.abs()
+    dead = [n for n, g in grads.items() if not (g > 0).any()]
+    assert not dead, f"{name}: parameters without gradient: {dead}"
+
+
+@pytest.mark.parametrize("name", NEURAL)
+def test_pad_invariance(name):
+    m = build(name)
+    batch = make_batch([6, 15, 3], seed=1, junk=50.0)
+    with torch.no_grad():
+        together = m(batch).logits
+        for i, n in enumerate([6, 15, 3]):
+            alone = m(slice_case(batch, i, n)).logits
+            torch.testing.assert_close(together[i : i + 1], alone, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", NEURAL)
+def test_patch_order(name):
+    spec = get_model_spec(name)
+    if "pathology" not in spec.modalities:
+        pytest.skip("no patches")
+    m = build(name)
+    batch = make_batch([12], seed=2)
+    perm = torch.randperm(12, generator=torch.Generator().manual_seed(0))
+    shuffled = dict(batch, path=batch["path"][:, perm])
+    with torch.no_grad():
+        a, b = m(batch).logits, m(shuffled).logits
+    if name in ORDER_DEPENDENT:
+        assert not torch.allclose(a, b, atol=1e-6)
+    else:
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", NEURAL)
+def test_no_nan_single_patch_and_missing_modalities(name):
+    m = build(name)
+    with torch.no_grad():
+        assert torch.isfinite(m(make_batch([1])).logits).all()
+        out = m(make_batch([3, 1], has_clin=[False, True], has_gen=[True, False]))
+        assert torch.isfinite(out.logits).all()
+        if "pathology" in get_model_spec(name).modalities:
+            b = make_batch([4, 4])
+            b["path_mask"][1] = False  # second case has no patches at all
+            assert torch.isfinite(m(b).logits).all()
+
+
+@pytest.mark.parametrize("name", NEURAL)
+def test_deterministic_under_seed(name):
+    batch = make_batch([5, 8], seed=3)
+    with torch.no_grad():
+        a = build(name, seed=7)(batch).logits
+        b = build(name, seed=7)(batch).logits
+        c = build(name, seed=8)(batch).logits
+    torch.testing.assert_close(a, b, atol=0, rtol=0)
+    assert not torch.equal(a, c)
+
+
+# ------------------------------------------------------------------------------ SurvPGC specifics
+def test_survpgc_reference_dims_parameter_count():
+    m = create_model("survpgc")
+    # 0.85 M in the paper's reference: projections 1024/512/768 -> 256, two attention layers, shared FFN/LN, head
+    assert m.n_parameters() == 854_852
+
+
+def test_survpgc_attention_maps():
+    torch.manual_seed(0)
+    m = create_model("survpgc", **DIMS).eval()
+    batch = make_batch([10, 4], n_gen=4, seed=5)
+    batch["clin_mask"][1, 2] = False  # a missing clinical field
+    with torch.no_grad():
+        out = m(batch, return_attention=True)
+    a = out.attention
+    assert a["clinic->patch"].shape == (2, N_CLIN, 10)
+    assert a["patch->clinic"].shape == (2, 10, N_CLIN)
+    assert a["genomic->patch"].shape == (2, 4, 10)
+    # clinic queries: one softmax over [clinic tokens ‖ patches] sums to 1 over real keys (0 for the
+    # missing field, whose query is masked too)
+    rows = a["clinic->patch"].sum(-1) + a["clinic->clinic[clinic-patch]"].sum(-1)
+    torch.testing.assert_close(rows, batch["clin_mask"].float())
+    assert (a["clinic->clinic[clinic-patch]"][1, :, 2] == 0).all()
+    # patch queries over clinical tokens: sum to 1 for real patches, 0 on padding, 0 weight on missing field
+    p2c = a["patch->clinic"]
+    torch.testing.assert_close(p2c[0].sum(-1), torch.ones(10))
+    torch.testing.assert_close(p2c[1, :4].sum(-1), torch.ones(4))
+    assert (p2c[1, 4:] == 0).all() and (p2c[1, :, 2] == 0).all()
+    assert (a["clinic->patch"][1, :, 4:] == 0).all()
+    assert list(out.fused) == [
+        "genomic[genomic-patch]", "patch[genomic-patch]", "clinic[clinic-patch]", "patch[clinic-patch]"
+    ]  # fmt: skip
+    g, c = out.paths
+    assert g.shape == c.shape == (2, 256)
+
+
+def test_cosine_path_loss():
+    a = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    b = torch.tensor([[1.0, 0.0], [0.0, -1.0]])
+    # target -1: max(0, cos - margin): (1 - 0.2) and max(0, -1 - 0.2) = 0
+    assert cosine_path_loss(a, b, margin=0.2).item() == pytest.approx(0.4)
+    ref = torch.nn.CosineEmbeddingLoss(margin=0.2)(a, b, -torch.ones(2))
+    assert cosine_path_loss(a, b, margin=0.2).item() == pytest.approx(ref.item())
+
+
+def test_survpgc_is_linear_in_patches_memory_free_of_quadratic_term():
+    """No L x L tensor is ever built: attention outputs for 3000 patches are (M, L) and (L, M) only."""
+    torch.manual_seed(0)
+    m = create_model("survpgc", **DIMS).eval()
+    with torch.no_grad():
+        out = m(make_batch([3000], n_gen=4), return_attention=True)
+    assert all(3000 not in v.shape[1:] or v.shape.count(3000) == 1 for v in out.attention.values())
+    assert np.isfinite(out.risk.numpy()).all()
