@@ -120,3 +120,11 @@ def test_models_command_lists_survpgc():
     rows = {row["name"]: row for row in json.loads(r.stdout)}
     assert rows["survpgc"]["parameters"] == 854_852
     assert rows["survpgc"]["modalities"] == ["pathology", "clinical", "genomic"]
+
+
+def test_prepare_omics_on_lihc(tmp_path):
+    r = runner.invoke(app, ["prepare-omics", "--cohort", "tcga-lihc", "--out", str(tmp_path / "om")])
+    assert r.exit_code == 0, r.output
+    assert "768" in r.stdout  # of the 4999 combine genes, 768 are measured (rnaseq) -- visible, not hidden
+    names = {p.name for p in (tmp_path / "om").iterdir()}
+    assert {"omics_selected.csv.gz", "groups.json", "coverage.csv", "coverage.txt"} <= names

@@ -210,3 +210,20 @@ def test_survpgc_is_linear_in_patches_memory_free_of_quadratic_term():
         out = m(make_batch([3000], n_gen=4), return_attention=True)
     assert all(3000 not in v.shape[1:] or v.shape.count(3000) == 1 for v in out.attention.values())
     assert np.isfinite(out.risk.numpy()).all()
+
+
+def test_survpgc_shared_patch_qkv_equals_per_layer_computation():
+    """The fused LayerNorm + qkv over the patches is the same function as each layer's own."""
+    torch.manual_seed(0)
+    m = create_model("survpgc", **DIMS).eval()
+    for layer in m.attn:  # non-trivial LayerNorm affine parameters
+        torch.nn.init.normal_(layer.norm.weight, 1.0, 0.3)
+        torch.nn.init.normal_(layer.norm.bias, 0.0, 0.3)
+    batch = make_batch([9, 4], n_gen=4, seed=11)
+    with torch.no_grad():
+        fused = m(batch, return_attention=True)
+        m._shared_patch_qkv = lambda tokens: {}  # fall back to each layer's own norm + qkv
+        plain = m(batch, return_attention=True)
+    torch.testing.assert_close(fused.logits, plain.logits, atol=1e-5, rtol=1e-5)
+    for k in plain.attention:
+        torch.testing.assert_close(fused.attention[k], plain.attention[k], atol=1e-5, rtol=1e-5)

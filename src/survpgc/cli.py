@@ -23,11 +23,26 @@ app = typer.Typer(
 )
 
 
+class _LiveStderrHandler(logging.Handler):
+    """Writes to whatever ``sys.stderr`` is at emit time (robust to test runners swapping streams)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(self.format(record) + "\n")
+        except Exception:  # pragma: no cover - logging must never raise
+            self.handleError(record)
+
+
 @app.callback()
 def _root(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug messages."),
 ) -> None:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    root = logging.getLogger()
+    if not any(isinstance(h, _LiveStderrHandler) for h in root.handlers):
+        handler = _LiveStderrHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+        root.setLevel(logging.WARNING)
     logging.getLogger("survpgc").setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
@@ -267,6 +282,39 @@ def evaluate(
         typer.echo(f"times outside the follow-up, skipped: {out['auc_times_skipped']}")
     if out.get("auc_error"):
         typer.echo(f"td-AUC not computed: {out['auc_error']}")
+
+
+@app.command("prepare-omics")
+def prepare_omics_cmd(
+    cohort: str = typer.Option(..., "--cohort", help="Built-in name (tcga-lihc) or a TCGA-layout folder."),
+    out: str = typer.Option(..., "--out", help="Folder for omics_selected.csv.gz, groups.json, coverage.*"),
+    signatures: str = typer.Option(
+        "combine", help="combine (331 pathways) | hallmarks (50) | families (6) | path to a signature CSV / .gmt."
+    ),
+    data_types: str = typer.Option("rnaseq", "--data-types", help="Comma-separated subset of rnaseq,cnv,mut."),
+    min_coverage: float = typer.Option(
+        0.0, "--min-coverage", help="Drop pathways whose measured / listed gene share is below this (0-1)."
+    ),
+    min_genes: int = typer.Option(1, "--min-genes", help="Drop pathways with fewer measured genes than this."),
+    endpoint: str = typer.Option("os", help="os | dss | pfs"),
+    on_invalid: str = typer.Option("error", help="Invalid survival rows: error | drop."),
+) -> None:
+    """Select the signature genes of a cohort's omics table; write the matrix, groups and coverage report.
+
+    The matrix is not normalised: normalisation is fitted per fold on the training cases.
+    """
+    from survpgc.genomics.prepare import prepare_omics
+
+    res = prepare_omics(
+        _open(cohort, endpoint, None, on_invalid),
+        signatures,
+        data_types,
+        out_dir=out,
+        min_coverage=min_coverage,
+        min_genes=min_genes,
+    )
+    typer.echo(res.summary_text().rstrip())
+    typer.echo(f"wrote {', '.join(p.name for p in res.files.values())} to {res.out_dir}")
 
 
 def main() -> None:

@@ -137,6 +137,14 @@ class BidirectionalCrossAttention(nn.Module):
         b, n, _ = t.shape
         return t.view(b, n, self.heads, self.dim_head).transpose(1, 2)
 
+    def folded_qkv(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(W, b)`` with ``to_qkv(norm(x)) == F.linear(layer_norm_without_affine(x), W, b)``.
+
+        Lets several layers that read the same tokens share one normalisation and one matmul
+        (:class:`~survpgc.models.survpgc.CrossAttentionSurvival` does this for the patch tokens)."""
+        w = self.to_qkv.weight * self.norm.weight[None, :]
+        return w, self.to_qkv.weight @ self.norm.bias
+
     def forward(
         self,
         m: torch.Tensor,
@@ -145,10 +153,23 @@ class BidirectionalCrossAttention(nn.Module):
         p_mask: torch.Tensor,
         return_attention: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor] | None]:
-        b, n_m, _ = m.shape
-        n_p = p.shape[1]
-        qm, km, vm = (self._split(t) for t in self.to_qkv(self.norm(m)).chunk(3, dim=-1))
-        qp, kp, vp = (self._split(t) for t in self.to_qkv(self.norm(p)).chunk(3, dim=-1))
+        return self.attend(
+            self.to_qkv(self.norm(m)), m_mask, self.to_qkv(self.norm(p)), p_mask, return_attention=return_attention
+        )
+
+    def attend(
+        self,
+        qkv_m: torch.Tensor,
+        m_mask: torch.Tensor,
+        qkv_p: torch.Tensor,
+        p_mask: torch.Tensor,
+        return_attention: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor] | None]:
+        """The attention itself, from already projected ``qkv`` (B, M, 3·inner) and (B, L, 3·inner)."""
+        b, n_m, _ = qkv_m.shape
+        n_p = qkv_p.shape[1]
+        qm, km, vm = (self._split(t) for t in qkv_m.chunk(3, dim=-1))
+        qp, kp, vp = (self._split(t) for t in qkv_p.chunk(3, dim=-1))
         qm = qm * self.scale
         qp = qp * self.scale
         # modality queries over [modality ‖ patches], one softmax

@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from survpgc.models.base import ModelOutput, SurvivalModel, get_bag
@@ -70,6 +71,26 @@ class CrossAttentionSurvival(SurvivalModel):
         self.norm = nn.LayerNorm(inner)
         self.head = nn.Sequential(nn.Linear(2 * inner * len(self.paths), hidden), nn.ReLU(), nn.Linear(hidden, n_bins))
 
+    def _shared_patch_qkv(self, tokens: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> dict[int, torch.Tensor]:
+        """For paths that read the same patch tokens (SurvPGC's two paths both read the pathology), normalise
+        the patches once and compute every path's qkv in one matmul with folded LayerNorm affine weights
+        -- mathematically identical to each layer's own LayerNorm + qkv, with one pass over the big bag."""
+        out: dict[int, torch.Tensor] = {}
+        by_modality: dict[str, list[int]] = {}
+        for i, (_, k) in enumerate(self.paths):
+            by_modality.setdefault(k, []).append(i)
+        for k, idx in by_modality.items():
+            if len(idx) < 2:
+                continue
+            x = tokens[k][0]
+            eps = self.attn[idx[0]].norm.eps
+            normed = F.layer_norm(x, x.shape[-1:], eps=eps)
+            ws, bs = zip(*(self.attn[i].folded_qkv() for i in idx), strict=True)
+            qkv = F.linear(normed, torch.cat(ws), torch.cat(bs))
+            for i, part in zip(idx, qkv.split([w.shape[0] for w in ws], dim=-1), strict=True):
+                out[i] = part
+        return out
+
     def forward(self, batch: dict[str, Any], return_attention: bool = False) -> ModelOutput:
         tokens = {}
         for m, proj in self.proj.items():
@@ -78,9 +99,13 @@ class CrossAttentionSurvival(SurvivalModel):
         pooled: dict[str, torch.Tensor] = {}
         attention: dict[str, torch.Tensor] = {}
         path_vecs = []
-        for (q, k), layer in zip(self.paths, self.attn, strict=True):
+        patch_qkv = self._shared_patch_qkv(tokens)
+        for i, ((q, k), layer) in enumerate(zip(self.paths, self.attn, strict=True)):
             (mq, mq_mask), (pk, pk_mask) = tokens[q], tokens[k]
-            out_q, out_p, attn = layer(mq, mq_mask, pk, pk_mask, return_attention=return_attention)
+            qkv_p = patch_qkv[i] if i in patch_qkv else layer.to_qkv(layer.norm(pk))
+            out_q, out_p, attn = layer.attend(
+                layer.to_qkv(layer.norm(mq)), mq_mask, qkv_p, pk_mask, return_attention=return_attention
+            )
             out_q = self.norm(self.ffn(out_q))
             out_p = self.norm(self.ffn(out_p))
             vq, vp = masked_mean(out_q, mq_mask), masked_mean(out_p, pk_mask)
