@@ -128,3 +128,18 @@ def test_prepare_omics_on_lihc(tmp_path):
     assert "768" in r.stdout  # of the 4999 combine genes, 768 are measured (rnaseq) -- visible, not hidden
     names = {p.name for p in (tmp_path / "om").iterdir()}
     assert {"omics_selected.csv.gz", "groups.json", "coverage.csv", "coverage.txt"} <= names
+
+
+def test_encode_clinical_synthetic_then_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    syn = tmp_path / "syn"
+    assert runner.invoke(app, ["synth", "--out", str(syn), "--n-patients", "6", "--no-slides"]).exit_code == 0
+    args = ["encode-clinical", "--cohort", str(syn), "--out", str(tmp_path / "clin"), "--json"]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    first = json.loads(r.stdout)
+    assert first["n_encoded"] == 6 and first["dim"] == 384
+    r = runner.invoke(app, args)
+    assert json.loads(r.stdout)["n_encoded"] == 0  # cache hit: nothing new to encode
+    assert (tmp_path / "clin" / "sentences.csv").is_file()

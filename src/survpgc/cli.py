@@ -317,6 +317,72 @@ def prepare_omics_cmd(
     typer.echo(f"wrote {', '.join(p.name for p in res.files.values())} to {res.out_dir}")
 
 
+@app.command("encode-clinical")
+def encode_clinical_cmd(
+    cohort: str = typer.Option(..., "--cohort", help="Built-in name (tcga-lihc) or a TCGA-layout folder."),
+    out: str = typer.Option(..., "--out", help="Output folder: manifest.json, sentences.csv, tokens/<case>.pt."),
+    encoder: str = typer.Option("minilm", help="minilm | conch | a local model folder | a cached hub id."),
+    n_templates: int = typer.Option(1, "--n-templates", help="Template variants per field (N_t), one drawn per case."),
+    seed: int = typer.Option(0, help="Seed of the per-(case, field) template draw."),
+    templates: str | None = typer.Option(None, help="default | survpgc-paper | path to a template CSV."),
+    missing_phrases: str | None = typer.Option(None, "--missing-phrases", help="CSV of missing-value phrases."),
+    missing: str = typer.Option("phrase", help="Missing values: phrase ('... was not reported.') | mask (drop)."),
+    fields: str | None = typer.Option(None, help="Comma-separated fields (default: the paper's six)."),
+    allow_post_diagnosis: bool = typer.Option(
+        False, "--allow-post-diagnosis", help="Allow treatment fields (recorded after diagnosis: outcome leakage)."
+    ),
+    device: str = typer.Option("cpu", help="cpu | cuda | auto."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Sentences per encoder batch."),
+    overwrite: bool = typer.Option(False, help="Replace tokens of another configuration in --out."),
+    endpoint: str = typer.Option("os", help="os | dss | pfs (used only to open the cohort)."),
+    on_invalid: str = typer.Option("error", help="Invalid survival rows: error | drop."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Write clinical fields as sentences and encode them into per-case text tokens (n_fields x d)."""
+    import json
+
+    from survpgc.clinical.encode import encode_clinical_cli
+
+    s = encode_clinical_cli(
+        cohort,
+        out,
+        encoder=encoder,
+        n_templates=n_templates,
+        seed=seed,
+        templates=templates,
+        missing_phrases=missing_phrases,
+        missing=missing,
+        fields=fields,
+        allow_post_diagnosis=allow_post_diagnosis,
+        device=device,
+        batch_size=batch_size,
+        overwrite=overwrite,
+        endpoint=endpoint,
+        on_invalid=on_invalid,
+    )
+    typer.echo(json.dumps(s.as_dict(), indent=2) if as_json else s.describe())
+
+
+@app.command("text-encoders")
+def text_encoders_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """List the registered text encoders (dim, licence, gated weights, where weights are found)."""
+    import json
+
+    from survpgc.encoders.text import list_text_encoders
+
+    rows = [s.as_dict() for s in list_text_encoders()]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table("encoder", "dim", "gated", "license", "weights")
+    for r in rows:
+        t.add_row(r["name"], str(r["dim"]), "yes" if r["gated"] else "no", r["license"], r["weights"])
+    Console().print(t)
+
+
 def main() -> None:
     """Entry point of the ``survpgc`` console script; turns SurvpgcError into a one-line message."""
     from survpgc.errors import SurvpgcError
