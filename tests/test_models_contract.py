@@ -212,18 +212,41 @@ def test_survpgc_is_linear_in_patches_memory_free_of_quadratic_term():
     assert np.isfinite(out.risk.numpy()).all()
 
 
-def test_survpgc_shared_patch_qkv_equals_per_layer_computation():
-    """The fused LayerNorm + qkv over the patches is the same function as each layer's own."""
+@pytest.mark.parametrize("heads", [1, 2])
+def test_survpgc_factored_attention_equals_direct_computation(heads):
+    """The re-associated patch attention is the same function as each layer's own LayerNorm + qkv."""
     torch.manual_seed(0)
-    m = create_model("survpgc", **DIMS).eval()
+    m = create_model("survpgc", **DIMS, heads=heads, dim_head=16).eval()
     for layer in m.attn:  # non-trivial LayerNorm affine parameters
         torch.nn.init.normal_(layer.norm.weight, 1.0, 0.3)
         torch.nn.init.normal_(layer.norm.bias, 0.0, 0.3)
-    batch = make_batch([9, 4], n_gen=4, seed=11)
-    with torch.no_grad():
-        fused = m(batch, return_attention=True)
-        m._shared_patch_qkv = lambda tokens: {}  # fall back to each layer's own norm + qkv
-        plain = m(batch, return_attention=True)
+    batch = make_batch([9, 4], n_gen=4, seed=11, junk=30.0)
+    batch["clin_mask"][1, 3] = False
+    m.factored = True
+    fused = m(batch, return_attention=True)
+    fused.logits.sum().backward()
+    g_fused = {n: p.grad.clone() for n, p in m.named_parameters()}
+    m.zero_grad()
+    m.factored = False  # each layer's own norm + qkv over the patches
+    plain = m(batch, return_attention=True)
+    plain.logits.sum().backward()
     torch.testing.assert_close(fused.logits, plain.logits, atol=1e-5, rtol=1e-5)
     for k in plain.attention:
         torch.testing.assert_close(fused.attention[k], plain.attention[k], atol=1e-5, rtol=1e-5)
+    for n, p in m.named_parameters():  # and the same gradients
+        torch.testing.assert_close(g_fused[n], p.grad, atol=1e-5, rtol=1e-4)
+
+
+def test_fast_dropout_matches_dropout_statistics():
+    from survpgc.models.layers import FastDropout
+
+    torch.manual_seed(0)
+    x = torch.ones(200_000)
+    d = FastDropout(0.25).train()
+    y = d(x)
+    assert abs((y == 0).float().mean().item() - 0.25) < 0.005
+    assert torch.allclose(y[y != 0], torch.full_like(y[y != 0], 1 / 0.75))
+    assert abs(y.mean().item() - 1.0) < 0.01  # unbiased, like nn.Dropout
+    assert torch.equal(d.eval()(x), x)
+    with pytest.raises(ValueError):
+        FastDropout(1.0)

@@ -15,6 +15,7 @@ from torch import nn
 __all__ = [
     "PPEG",
     "BidirectionalCrossAttention",
+    "FastDropout",
     "FeedForward",
     "GatedAttentionPool",
     "GatedBilinearFusion",
@@ -25,6 +26,7 @@ __all__ = [
     "NystromAttention",
     "SNNBlock",
     "cosine_path_loss",
+    "factored_cross_attention",
     "masked_mean",
     "masked_softmax",
     "moore_penrose_pinv",
@@ -74,6 +76,27 @@ class MLPHead(nn.Sequential):
         super().__init__(*layers)
 
 
+class FastDropout(nn.Module):
+    """Inverted dropout with the same distribution as :class:`torch.nn.Dropout` (each element zeroed with
+    probability ``p``, survivors scaled by 1/(1-p); identity in eval mode), drawing its mask with
+    ``rand_like`` -- about twice as fast on CPU as ``bernoulli_`` for the large per-patch activations."""
+
+    def __init__(self, p: float = 0.1) -> None:
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout probability must lie in [0, 1), got {p}")
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = torch.rand_like(x) >= self.p
+        return x * keep * (1.0 / (1.0 - self.p))
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
 class FeedForward(nn.Module):
     """LayerNorm -> Linear -> GELU -> Dropout -> Linear (no residual, as the reference)."""
 
@@ -83,7 +106,7 @@ class FeedForward(nn.Module):
             nn.LayerNorm(dim),
             nn.Linear(dim, dim * mult),
             nn.GELU(),
-            nn.Dropout(dropout),
+            FastDropout(dropout),
             nn.Linear(dim * mult, dim),
         )
 
@@ -189,6 +212,82 @@ class BidirectionalCrossAttention(nn.Module):
         if return_attention:
             attn = {"mod->mod": a_mm.mean(1), "mod->patch": a_mp.mean(1), "patch->mod": a_pm.mean(1)}
         return out_m, out_p, attn
+
+
+def factored_cross_attention(
+    layers: list[BidirectionalCrossAttention],
+    qkv_ms: list[torch.Tensor],
+    m_masks: list[torch.Tensor],
+    x_hat: torch.Tensor,
+    p_mask: torch.Tensor,
+    return_attention: bool = False,
+) -> list[tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor] | None]]:
+    """:meth:`BidirectionalCrossAttention.attend` for several layers that read the same patch tokens,
+    without ever forming the patches' q, k, v.
+
+    The patches enter as ``x_hat`` (B, L, D): LayerNorm-normalised *without* affine; each layer's affine
+    and qkv weights are folded (:meth:`BidirectionalCrossAttention.folded_qkv`), so that its patch qkv would be
+    ``x_hat @ w.T + b``. Every use of the patch qkv is a product with a handful (M) of modality vectors, so
+    the products are re-associated around ``x_hat``:
+
+    * modality->patch scores ``q_m k_p^T = (q_m W_k) x_hat^T + q_m b_k``;
+    * patch->modality scores ``q_p k_m^T = x_hat (k_m W_q)^T + b_q k_m^T``;
+    * modality outputs from patches ``a v_p = (a x_hat) W_v^T + (a 1) b_v``.
+
+    All layers' score vectors are stacked so the big bag is read in one matmul for the scores and one for
+    the weighted sums (and a few more in backward). Cost per layer drops from L·D·3·inner to about
+    3·L·D·M multiply-adds (M = 4–6 tokens) and no L × 3·inner tensor is kept for backward. Results equal the
+    direct computation up to float rounding (tested, values and gradients).
+
+    Returns one ``(m_out, p_out, attn)`` per layer, as :meth:`BidirectionalCrossAttention.attend`.
+    """
+    bsz, n_p, d = x_hat.shape
+    parts = []
+    rows = []
+    for layer, qkv_m in zip(layers, qkv_ms, strict=True):
+        h, dh = layer.heads, layer.dim_head
+        n_m = qkv_m.shape[1]
+        qm, km, vm = (layer._split(t) for t in qkv_m.chunk(3, dim=-1))  # (B, h, M, dh)
+        w, b = layer.folded_qkv()
+        wq, wk, wv = (t.view(h, dh, d) for t in w.chunk(3, dim=0))  # (h, dh, D)
+        bq, bk, bv = (t.view(h, dh) for t in b.chunk(3, dim=0))
+        qm = qm * layer.scale
+        a_q = torch.einsum("bhmd,hdD->bhmD", qm, wk).reshape(bsz, h * n_m, d)
+        k_q = (torch.einsum("bhmd,hdD->bhmD", km, wq) * layer.scale).reshape(bsz, h * n_m, d)
+        rows += [a_q, k_q]
+        parts.append((layer, h, n_m, qm, km, vm, wv, bq, bk, bv))
+    scores = x_hat @ torch.cat(rows, dim=1).transpose(1, 2)  # (B, L, R): one pass over the bag
+    offset = 0
+    stage = []
+    for layer, h, n_m, qm, km, vm, wv, bq, bk, bv in parts:
+        hm = h * n_m
+        s_mp = scores[..., offset : offset + hm].view(bsz, n_p, h, n_m).permute(0, 2, 3, 1)  # (B, h, M, L)
+        s_pm = scores[..., offset + hm : offset + 2 * hm].view(bsz, n_p, h, n_m).transpose(1, 2)  # (B, h, L, M)
+        offset += 2 * hm
+        m_mask = m_masks[len(stage)]
+        s_mp = s_mp + torch.einsum("bhmd,hd->bhm", qm, bk)[..., None]
+        s_pm = s_pm + (torch.einsum("hd,bhmd->bhm", bq, km) * layer.scale)[:, :, None]
+        s_mm = qm @ km.transpose(-1, -2)  # (B, h, M, M)
+        keys_mask = torch.cat([m_mask, p_mask], dim=1)[:, None, None, :]
+        a_m = masked_softmax(torch.cat([s_mm, s_mp], dim=-1), keys_mask & m_mask[:, None, :, None])
+        a_mm, a_mp = a_m[..., :n_m], a_m[..., n_m:]
+        a_pm = masked_softmax(s_pm, m_mask[:, None, None, :] & p_mask[:, None, :, None])  # (B, h, L, M)
+        stage.append((layer, h, n_m, vm, wv, bv, a_mm, a_mp, a_pm))
+    weighted = torch.cat([st[7].reshape(bsz, st[1] * st[2], n_p) for st in stage], dim=1) @ x_hat  # (B, R', D)
+    offset = 0
+    results = []
+    for layer, h, n_m, vm, wv, bv, a_mm, a_mp, a_pm in stage:
+        ax = weighted[:, offset : offset + h * n_m].view(bsz, h, n_m, d)
+        offset += h * n_m
+        out_m = a_mm @ vm + torch.einsum("bhmD,hdD->bhmd", ax, wv) + a_mp.sum(-1, keepdim=True) * bv[None, :, None]
+        out_p = a_pm @ vm  # (B, h, L, dh)
+        out_m = out_m.transpose(1, 2).reshape(bsz, n_m, layer.inner)
+        out_p = out_p.transpose(1, 2).reshape(bsz, n_p, layer.inner)
+        attn = None
+        if return_attention:
+            attn = {"mod->mod": a_mm.mean(1), "mod->patch": a_mp.mean(1), "patch->mod": a_pm.mean(1)}
+        results.append((out_m, out_p, attn))
+    return results
 
 
 def cosine_path_loss(a: torch.Tensor, b: torch.Tensor, margin: float = 0.2) -> torch.Tensor:

@@ -21,7 +21,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from survpgc.models.base import ModelOutput, SurvivalModel, get_bag
-from survpgc.models.layers import BidirectionalCrossAttention, FeedForward, masked_mean
+from survpgc.models.layers import (
+    BidirectionalCrossAttention,
+    FeedForward,
+    factored_cross_attention,
+    masked_mean,
+)
 from survpgc.models.registry import register_model
 
 __all__ = ["CrossAttentionSurvival", "SurvGC", "SurvPC", "SurvPGC"]
@@ -44,6 +49,10 @@ class CrossAttentionSurvival(SurvivalModel):
         Width of the head's hidden layer (reference: 64).
     dropout
         FeedForward dropout (reference: 0.1).
+    factored
+        Compute the patch side of the attention re-associated around the normalised patches
+        (:func:`~survpgc.models.layers.factored_cross_attention`): same function, far fewer FLOPs. False
+        runs the direct computation (used by the equivalence test and the benchmark).
     """
 
     def __init__(
@@ -59,8 +68,10 @@ class CrossAttentionSurvival(SurvivalModel):
         dim_head: int = 128,
         hidden: int = 64,
         dropout: float = 0.1,
+        factored: bool = True,
     ) -> None:
         super().__init__(n_bins)
+        self.factored = bool(factored)
         self.paths = tuple(tuple(p) for p in paths)
         used = {m for p in self.paths for m in p}
         in_dims = {"pathology": path_dim, "clinical": clin_dim, "genomic": gen_dim}
@@ -71,25 +82,31 @@ class CrossAttentionSurvival(SurvivalModel):
         self.norm = nn.LayerNorm(inner)
         self.head = nn.Sequential(nn.Linear(2 * inner * len(self.paths), hidden), nn.ReLU(), nn.Linear(hidden, n_bins))
 
-    def _shared_patch_qkv(self, tokens: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> dict[int, torch.Tensor]:
-        """For paths that read the same patch tokens (SurvPGC's two paths both read the pathology), normalise
-        the patches once and compute every path's qkv in one matmul with folded LayerNorm affine weights
-        -- mathematically identical to each layer's own LayerNorm + qkv, with one pass over the big bag."""
-        out: dict[int, torch.Tensor] = {}
-        by_modality: dict[str, list[int]] = {}
+    def _attend(self, tokens: dict[str, tuple[torch.Tensor, torch.Tensor]], return_attention: bool) -> list:
+        """Cross-attention of every path. Paths that read the same "patch" modality share its LayerNorm
+        statistics and are computed together by :func:`~survpgc.models.layers.factored_cross_attention`
+        (``factored=True``); otherwise each layer runs its direct computation."""
+        results: dict[int, tuple] = {}
+        by_patch: dict[str, list[int]] = {}
         for i, (_, k) in enumerate(self.paths):
-            by_modality.setdefault(k, []).append(i)
-        for k, idx in by_modality.items():
-            if len(idx) < 2:
-                continue
-            x = tokens[k][0]
-            eps = self.attn[idx[0]].norm.eps
-            normed = F.layer_norm(x, x.shape[-1:], eps=eps)
-            ws, bs = zip(*(self.attn[i].folded_qkv() for i in idx), strict=True)
-            qkv = F.linear(normed, torch.cat(ws), torch.cat(bs))
-            for i, part in zip(idx, qkv.split([w.shape[0] for w in ws], dim=-1), strict=True):
-                out[i] = part
-        return out
+            by_patch.setdefault(k, []).append(i)
+        for k, idx in by_patch.items():
+            x, p_mask = tokens[k]
+            layers = [self.attn[i] for i in idx]
+            qkv_ms = [
+                layer.to_qkv(layer.norm(tokens[self.paths[i][0]][0])) for i, layer in zip(idx, layers, strict=True)
+            ]
+            m_masks = [tokens[self.paths[i][0]][1] for i in idx]
+            if self.factored:
+                x_hat = F.layer_norm(x, x.shape[-1:], eps=layers[0].norm.eps)
+                outs = factored_cross_attention(layers, qkv_ms, m_masks, x_hat, p_mask, return_attention)
+            else:
+                outs = [
+                    layer.attend(qkv_m, m_mask, layer.to_qkv(layer.norm(x)), p_mask, return_attention)
+                    for layer, qkv_m, m_mask in zip(layers, qkv_ms, m_masks, strict=True)
+                ]
+            results.update(zip(idx, outs, strict=True))
+        return [results[i] for i in range(len(self.paths))]
 
     def forward(self, batch: dict[str, Any], return_attention: bool = False) -> ModelOutput:
         tokens = {}
@@ -99,13 +116,9 @@ class CrossAttentionSurvival(SurvivalModel):
         pooled: dict[str, torch.Tensor] = {}
         attention: dict[str, torch.Tensor] = {}
         path_vecs = []
-        patch_qkv = self._shared_patch_qkv(tokens)
-        for i, ((q, k), layer) in enumerate(zip(self.paths, self.attn, strict=True)):
-            (mq, mq_mask), (pk, pk_mask) = tokens[q], tokens[k]
-            qkv_p = patch_qkv[i] if i in patch_qkv else layer.to_qkv(layer.norm(pk))
-            out_q, out_p, attn = layer.attend(
-                layer.to_qkv(layer.norm(mq)), mq_mask, qkv_p, pk_mask, return_attention=return_attention
-            )
+        attended = self._attend(tokens, return_attention)
+        for (q, k), (out_q, out_p, attn) in zip(self.paths, attended, strict=True):
+            mq_mask, pk_mask = tokens[q][1], tokens[k][1]
             out_q = self.norm(self.ffn(out_q))
             out_p = self.norm(self.ffn(out_p))
             vq, vp = masked_mean(out_q, mq_mask), masked_mean(out_p, pk_mask)
