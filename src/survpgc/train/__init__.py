@@ -1,0 +1,1 @@
+"""Training: fit one fold (``survpgc.train.loop``); cross-validation orchestration builds on it."""

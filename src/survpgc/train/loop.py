@@ -1,0 +1,284 @@
+"""Fit one model on one fold: the optimisation loop, epoch selection and prediction.
+
+The reference recipe (DESIGN.md) is the default: RAdam (lr 5e-4, weight decay 1e-3), a cosine schedule with
+one warm-up epoch, 20 epochs, batch size 1, discrete-time NLL (alpha 0), and selection of the epoch with the
+best validation C-index among epochs 10-20 (ties go to the later epoch). Mixed precision (bf16 autocast) is
+an option; the loss and everything after the logits run in float32.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from survpgc.errors import ConfigError
+from survpgc.survival.losses import nll_survival_loss
+
+__all__ = ["FitResult", "TrainConfig", "bf16_supported", "fit", "predict", "resolve_device"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings of one fit (defaults: the reference implementation's)."""
+
+    epochs: int = 20
+    lr: float = 5e-4
+    weight_decay: float = 1e-3
+    optimizer: str = "radam"  # radam | adamw | adam | sgd
+    scheduler: str = "cosine"  # cosine | constant
+    warmup_epochs: float = 1.0
+    batch_size: int = 1
+    alpha: float = 0.0  # NLL weight on the uncensored term
+    beta: float = 0.0  # cosine loss between SurvPGC's two paths
+    cosine_margin: float = 0.2
+    select_from_epoch: int = 10  # epoch selection window starts here (1-based), ends at the last epoch
+    precision: str = "fp32"  # fp32 | bf16 | auto (bf16 where the CPU/GPU supports it)
+    max_grad_norm: float | None = None
+    device: str = "auto"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ConfigError(f"train.epochs must be >= 1, got {self.epochs}")
+        if self.lr <= 0:
+            raise ConfigError(f"train.lr must be > 0, got {self.lr}")
+        if self.optimizer not in ("radam", "adamw", "adam", "sgd"):
+            raise ConfigError(f"train.optimizer must be radam, adamw, adam or sgd, got {self.optimizer!r}")
+        if self.scheduler not in ("cosine", "constant"):
+            raise ConfigError(f"train.scheduler must be cosine or constant, got {self.scheduler!r}")
+        if self.precision not in ("fp32", "bf16", "auto"):
+            raise ConfigError(f"train.precision must be fp32, bf16 or auto, got {self.precision!r}")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ConfigError(f"train.alpha must lie in [0, 1], got {self.alpha}")
+        if not 0.0 <= self.beta <= 1.0:
+            raise ConfigError(f"train.beta must lie in [0, 1], got {self.beta}")
+        if self.batch_size < 1:
+            raise ConfigError(f"train.batch_size must be >= 1, got {self.batch_size}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` returns: the selected epoch, the per-epoch history and the selected weights."""
+
+    best_epoch: int
+    history: list[dict[str, float]]
+    state_dict: dict[str, torch.Tensor]
+    seconds: float
+    precision: str
+    selection: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto`` → cuda if available, else mps, else cpu."""
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    return torch.device(device)
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """True where bf16 autocast is fast: CUDA with bf16 support, or a CPU with AVX512-BF16 / AMX."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        try:
+            with open("/proc/cpuinfo") as fh:
+                flags = fh.read()
+        except OSError:
+            return False
+        return "avx512_bf16" in flags or "amx_bf16" in flags
+    return False
+
+
+def _autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
+    if cfg.precision == "bf16" or (cfg.precision == "auto" and bf16_supported(device)):
+        return torch.bfloat16
+    return None
+
+
+def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
+
+
+def _make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer == "radam":
+        return torch.optim.RAdam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=0.9)
+
+
+def _make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int):
+    total = max(1, cfg.epochs * steps_per_epoch)
+    warmup = round(cfg.warmup_epochs * steps_per_epoch)
+
+    def factor(step: int) -> float:
+        if cfg.scheduler == "constant":
+            return 1.0
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def _forward(model, batch, autocast: torch.dtype | None, device: torch.device):
+    if autocast is not None:
+        with torch.autocast(device.type, dtype=autocast):
+            return model(batch)
+    return model(batch)
+
+
+def _loss(out, batch: dict[str, Any], cfg: TrainConfig) -> torch.Tensor:
+    loss = nll_survival_loss(out.logits.float(), batch["bin"], batch["event"], alpha=cfg.alpha)
+    if cfg.beta > 0:
+        if out.paths is None:
+            raise ConfigError("train.beta > 0 (cosine loss) needs a model with two paths, such as survpgc")
+        from survpgc.models.layers import cosine_path_loss
+
+        a, b = (p.float() for p in out.paths)
+        loss = (1.0 - cfg.beta) * loss + cfg.beta * cosine_path_loss(a, b, margin=cfg.cosine_margin)
+    return loss
+
+
+@torch.inference_mode()
+def predict(
+    model: torch.nn.Module,
+    loader: Iterable[dict[str, Any]],
+    *,
+    device: str | torch.device = "cpu",
+    precision: str = "fp32",
+) -> dict[str, Any]:
+    """Risk (higher = worse) and survival curves for every case of a loader, in loader order.
+
+    Returns ``{"case_id": list, "risk": (n,), "survival": (n, n_bins), "time": (n,), "event": (n,)}``.
+    """
+    dev = torch.device(device) if not isinstance(device, torch.device) else device
+    autocast = torch.bfloat16 if precision == "bf16" or (precision == "auto" and bf16_supported(dev)) else None
+    model.eval()
+    ids, risks, survs, times, events = [], [], [], [], []
+    for batch in loader:
+        b = _to_device(batch, dev)
+        out = _forward(model, b, autocast, dev)
+        logits = out.logits.float()
+        out.logits = logits
+        risks.append(out.risk.cpu().numpy().astype(np.float64))
+        survs.append(
+            out.survival.cpu().numpy().astype(np.float64) if out.discrete else np.full((len(logits), 0), np.nan)
+        )
+        ids += list(batch["case_id"])
+        times.append(batch["time"].cpu().numpy().astype(np.float64))
+        events.append(batch["event"].cpu().numpy().astype(bool))
+    return {
+        "case_id": ids,
+        "risk": np.concatenate(risks) if risks else np.zeros(0),
+        "survival": np.concatenate(survs) if survs else np.zeros((0, 0)),
+        "time": np.concatenate(times) if times else np.zeros(0),
+        "event": np.concatenate(events) if events else np.zeros(0, bool),
+    }
+
+
+def _val_cindex(pred: dict[str, Any]) -> float:
+    from survpgc.errors import SurvpgcError
+    from survpgc.survival.metrics import harrell_cindex
+
+    try:
+        return harrell_cindex(pred["time"], pred["event"], pred["risk"])
+    except SurvpgcError:
+        return float("nan")
+
+
+def fit(
+    model: torch.nn.Module,
+    train_loader: Iterable[dict[str, Any]],
+    val_loader: Iterable[dict[str, Any]] | None,
+    cfg: TrainConfig,
+    *,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
+) -> FitResult:
+    """Train ``model`` on ``train_loader`` and select an epoch on ``val_loader``.
+
+    Selection: the epoch (1-based) with the highest validation Harrell C-index among epochs
+    ``select_from_epoch .. epochs`` (clamped to the run's length), ties to the later epoch; with no
+    validation loader (protocol ``last-epoch``) or no usable validation C-index, the last epoch. The model
+    is left holding the selected weights.
+    """
+    device = resolve_device(cfg.device)
+    model.to(device)
+    autocast = _autocast_dtype(cfg, device)
+    torch.manual_seed(cfg.seed)
+    opt = _make_optimizer(model, cfg)
+    steps = len(train_loader) if hasattr(train_loader, "__len__") else 1
+    sched = _make_scheduler(opt, cfg, steps)
+    window_start = min(cfg.select_from_epoch, cfg.epochs)
+    history: list[dict[str, float]] = []
+    best: tuple[float, int] | None = None
+    best_state: dict[str, torch.Tensor] | None = None
+    t0 = time.perf_counter()
+    for epoch in range(1, cfg.epochs + 1):
+        ds = getattr(train_loader, "dataset", None)
+        if hasattr(ds, "set_epoch"):
+            ds.set_epoch(epoch)
+        model.train()
+        total, n = 0.0, 0
+        for batch in train_loader:
+            b = _to_device(batch, device)
+            out = _forward(model, b, autocast, device)
+            loss = _loss(out, b, cfg)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite training loss at epoch {epoch}; lower train.lr?")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.max_grad_norm:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            opt.step()
+            sched.step()
+            total += loss.item() * len(batch["case_id"])
+            n += len(batch["case_id"])
+        row = {"epoch": epoch, "train_loss": total / max(1, n), "lr": opt.param_groups[0]["lr"]}
+        if val_loader is not None:
+            pred = predict(model, val_loader, device=device, precision="bf16" if autocast else "fp32")
+            row["val_cindex"] = _val_cindex(pred)
+            model.train()
+        history.append(row)
+        if on_epoch is not None:
+            on_epoch(row)
+        score = row.get("val_cindex", float("nan"))
+        if epoch >= window_start and not math.isnan(score) and (best is None or score >= best[0]):
+            best = (score, epoch)
+            best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+    if best is None:
+        best_epoch, selection = cfg.epochs, "last epoch"
+        best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    else:
+        best_epoch, selection = best[1], f"best validation C-index in epochs {window_start}-{cfg.epochs}"
+        model.load_state_dict(best_state)
+    return FitResult(
+        best_epoch=best_epoch,
+        history=history,
+        state_dict=best_state,
+        seconds=time.perf_counter() - t0,
+        precision="bf16" if autocast else "fp32",
+        selection=selection,
+    )
