@@ -383,6 +383,48 @@ def text_encoders_cmd(as_json: bool = typer.Option(False, "--json", help="Print 
     Console().print(t)
 
 
+@app.command("run")
+def run_cmd(
+    config: str | None = typer.Argument(None, help="YAML run config (defaults when omitted)."),
+    overrides: list[str] | None = typer.Argument(None, help="key=value overrides, e.g. train.epochs=2"),
+    out: str = typer.Option("runs/run", "--out", help="Run directory (rerun to resume)."),
+    fold: list[int] | None = typer.Option(None, "--fold", help="Only this fold (repeatable; for job schedulers)."),
+    model: list[str] | None = typer.Option(None, "--model", help="Only this model id (repeatable)."),
+) -> None:
+    """Cross-validate the configured models: fit, select, predict, metrics, comparisons, plots, report."""
+    from survpgc.config import load_config
+    from survpgc.train.cv import run_cv
+
+    cfg = load_config(config, overrides or [])
+    res = run_cv(cfg, out, only_folds=fold or None, only_models=model or None)
+    _print_summary(res)
+
+
+def _print_summary(res) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    con = Console()
+    if res.summary.empty:
+        con.print(f"no finished fold x model pair yet in {res.out_dir}")
+        return
+    proto = str(res.summary["protocol"].iloc[0])
+    t = Table("model", "C-index", "Uno C", "iAUC", "IBS", title=f"{res.n_done}/{res.n_total} fold x model pairs")
+    for _, r in res.summary.iterrows():
+
+        def f(m, r=r):
+            mean, sd = r.get(f"{m}_mean"), r.get(f"{m}_sd")
+            return "-" if mean != mean else f"{mean:.3f} ± {sd:.3f}" if sd == sd else f"{mean:.3f}"
+
+        t.add_row(str(r["model"]), f("cindex"), f("cindex_uno"), f("iauc"), f("ibs"))
+    con.print(t)
+    if proto == "paper":
+        con.print("[bold red]protocol paper: model selection on the test fold - optimistic numbers[/bold red]")
+    if res.report:
+        con.print(f"report: {res.report}")
+    con.print(f"run directory: {res.out_dir}")
+
+
 def main() -> None:
     """Entry point of the ``survpgc`` console script; turns SurvpgcError into a one-line message."""
     from survpgc.errors import SurvpgcError
