@@ -46,6 +46,18 @@ fi
 
 [[ -f "$LOCK" ]] || { echo "setup: $LOCK is missing; run 'make lock'" >&2; exit 1; }
 
+# Headless Chromium renders report.html in the tests (Debian's package). Installed when missing and we
+# can (root + apt-get); otherwise that one test is skipped with a message.
+if ! command -v chromium >/dev/null 2>&1; then
+  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing Debian's chromium for the report test" >&2
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+      || echo "setup: could not install chromium; the report rendering test will be skipped" >&2
+  else
+    echo "setup: chromium not found (install Debian's 'chromium' to run the report rendering test)" >&2
+  fi
+fi
+
 matches_lock() {
   [[ -x "$PY" ]] || return 1
   "$PY" - "$LOCK" "$ROOT/src" <<'PYEOF' || return 1

@@ -477,12 +477,10 @@ def _plots_and_report(cfg, out, data, preds, metrics, summary, comparisons, note
         images["C-index per model"] = forest
     except Exception as exc:
         log.warning("forest plot failed: %s", exc)
-    from survpgc.data.splits import protocol_label
-
     return report_html.write_report(
         out,
         cohort_summary=data.cohort.summary(),
-        protocol=protocol_label(data.splits.protocol),
+        protocol=data.splits.protocol,
         config=cfg.to_dict(),
         summary=summary,
         metrics=metrics,
