@@ -392,10 +392,16 @@ def run_cmd(
     model: list[str] | None = typer.Option(None, "--model", help="Only this model id (repeatable)."),
 ) -> None:
     """Cross-validate the configured models: fit, select, predict, metrics, comparisons, plots, report."""
+    from pathlib import Path
+
     from survpgc.config import load_config
     from survpgc.train.cv import run_cv
 
-    cfg = load_config(config, overrides or [])
+    overrides = list(overrides or [])
+    if config is not None and "=" in config and not Path(config).is_file():
+        overrides.insert(0, config)  # no config file: the first argument is already an override
+        config = None
+    cfg = load_config(config, overrides)
     res = run_cv(cfg, out, only_folds=fold or None, only_models=model or None)
     _print_summary(res)
 

@@ -104,8 +104,9 @@ class _RunData:
                 protocol=sc.protocol,
                 seed=sc.seed,
             )
-        if not (out / "splits" / "splits.json").is_file():
+        if _is_main() and not (out / "splits" / "splits.json").is_file():
             splits.to_dir(out / "splits")
+        _barrier()
         return splits
 
     def clinical(self):
@@ -114,7 +115,7 @@ class _RunData:
 
             cc = self.cfg.clinical
             path = Path(cc.tokens_dir) if cc.tokens_dir else self.out / "clinical"
-            if not cc.tokens_dir:
+            if not cc.tokens_dir and _is_main():
                 encode_clinical(
                     self.cohort,
                     path,
@@ -124,6 +125,7 @@ class _RunData:
                     missing=cc.missing,
                     templates=cc.templates,
                 )
+            _barrier()
             self._clinical = load_clinical_tokens(path, case_ids=self.cohort.case_ids)
         return self._clinical
 
@@ -161,17 +163,52 @@ def _loader(ds, batch_size: int, shuffle: bool, workers: int, seed: int):
     import torch
 
     from survpgc.data.dataset import collate_survival
+    from survpgc.train.loop import is_distributed
 
     g = torch.Generator().manual_seed(seed)
+    sampler = None
+    if shuffle and is_distributed():
+        # each process trains on its own shard of the cases; the shards change every epoch (set_epoch)
+        sampler = torch.utils.data.DistributedSampler(ds, shuffle=True, seed=seed)
+        shuffle = False
     return torch.utils.data.DataLoader(
         ds,
         batch_size=batch_size,
         shuffle=shuffle,
+        sampler=sampler,
         collate_fn=collate_survival,
         num_workers=workers,
         generator=g,
         persistent_workers=workers > 0,
     )
+
+
+def _is_main() -> bool:
+    import torch.distributed as dist
+
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def _barrier() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def _init_distributed() -> bool:
+    """Join the process group torchrun describes (WORLD_SIZE > 1); True when this call created it."""
+    import torch
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available() or dist.is_initialized():
+        return False
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    dist.init_process_group(backend=backend)
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    log.info("distributed training: rank %d of %d (%s)", dist.get_rank(), dist.get_world_size(), backend)
+    return True
 
 
 def _surv_columns(surv: np.ndarray) -> dict[str, np.ndarray]:
@@ -240,10 +277,11 @@ def _run_neural(entry, data: _RunData, fold, binner, mods, cfg: RunConfig, ck_pa
         )
 
     res = fit(model, train_loader, val_loader, cfg.train, on_epoch=on_epoch)
-    ck_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = ck_path.with_name(f".{ck_path.name}.tmp")
-    save_file({k: v.contiguous() for k, v in res.state_dict.items()}, str(tmp), metadata={"model": entry.name})
-    os.replace(tmp, ck_path)
+    if _is_main():
+        ck_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = ck_path.with_name(f".{ck_path.name}.tmp")
+        save_file({k: v.contiguous() for k, v in res.state_dict.items()}, str(tmp), metadata={"model": entry.name})
+        os.replace(tmp, ck_path)
     frames = []
     device = res.extra.get("device", cfg.train.device)
     for split, ids in (("train", fold.train), ("val", fold.val), ("test", fold.test)):
@@ -318,20 +356,32 @@ def run_cv(
     *,
     only_folds: list[int] | None = None,
     only_models: list[str] | None = None,
-    config_text: str | None = None,
 ) -> RunResult:
     """Run (or resume) the cross-validation described by ``cfg`` into ``out_dir``.
 
     ``only_folds`` / ``only_models`` restrict the work to some fold × model pairs (for job schedulers: run
-    pairs as independent processes, then once more without restriction -- or with ``--aggregate`` -- to
-    build the tables over everything finished).
+    pairs as independent processes, then once more without restriction to build the tables over everything
+    finished). Under ``torchrun`` (WORLD_SIZE > 1) training is data-parallel (DDP; nccl on GPUs, gloo on
+    CPUs): every process trains on its shard of each fold's training cases with averaged gradients, and
+    process 0 alone writes files.
     """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    created_group = _init_distributed()
+    try:
+        return _run_cv(cfg, out, only_folds, only_models)
+    finally:
+        if created_group:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def _run_cv(cfg: RunConfig, out: Path, only_folds, only_models) -> RunResult:
     import yaml
 
     from survpgc.survival.binning import TimeBinner
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     resolved = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
     cfg_path = out / "config.yaml"
     if cfg_path.is_file():
@@ -343,11 +393,18 @@ def run_cv(
                 f"{out} holds a run with a different configuration (changed section(s): {', '.join(changed)}); "
                 "use a new --out directory, or delete the old run"
             )
-    else:
+    elif _is_main():
         _atomic_write_text(cfg_path, resolved)
-    handler = logging.FileHandler(out / "run.log")
+    _barrier()
+    handler = logging.FileHandler(out / ("run.log" if _is_main() else f"run.rank{os.environ.get('RANK', '?')}.log"))
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger("survpgc").addHandler(handler)
+    from survpgc.train.loop import is_distributed
+
+    if is_distributed():
+        import torch.distributed as dist
+
+        log.info("distributed training: rank %d of %d", dist.get_rank(), dist.get_world_size())
     try:
         return _run(cfg, out, only_folds, only_models, TimeBinner)
     finally:
@@ -391,10 +448,15 @@ def _run(cfg, out, only_folds, only_models, TimeBinner) -> RunResult:
                 preds, record = _run_coxph(entry, data, fold, binner)
             preds.insert(1, "model", entry.id)
             preds.insert(2, "fold", fold.index)
-            _atomic_csv(preds, out / "folds" / f"{stem}.csv")
-            record.update({"model": entry.id, "fold": fold.index, "bin_edges": binner.to_dict()["edges"]})
-            _atomic_write_text(record_path, json.dumps(record, indent=1, default=float))
+            if _is_main():
+                _atomic_csv(preds, out / "folds" / f"{stem}.csv")
+                record.update({"model": entry.id, "fold": fold.index, "bin_edges": binner.to_dict()["edges"]})
+                _atomic_write_text(record_path, json.dumps(record, indent=1, default=float))
+            _barrier()
             trained.append(stem)
+    if not _is_main():
+        empty = pd.DataFrame()
+        return RunResult(out, empty, empty, empty, 0, len(data.splits) * len(cfg.models), trained)
     return _aggregate(cfg, out, data, trained)
 
 

@@ -22,7 +22,7 @@ import torch
 from survpgc.errors import ConfigError
 from survpgc.survival.losses import nll_survival_loss
 
-__all__ = ["FitResult", "TrainConfig", "bf16_supported", "fit", "predict", "resolve_device"]
+__all__ = ["FitResult", "TrainConfig", "bf16_supported", "fit", "is_distributed", "predict", "resolve_device"]
 
 log = logging.getLogger(__name__)
 
@@ -82,11 +82,20 @@ class FitResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def is_distributed() -> bool:
+    """True inside an initialised ``torch.distributed`` process group of more than one process."""
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
 def resolve_device(device: str = "auto") -> torch.device:
-    """``auto`` → cuda if available, else mps, else cpu."""
+    """``auto`` → cuda if available (``cuda:LOCAL_RANK`` under torchrun), else mps, else cpu."""
     if device == "auto":
         if torch.cuda.is_available():
-            return torch.device("cuda")
+            import os
+
+            return torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
@@ -228,6 +237,15 @@ def fit(
     model.to(device)
     autocast = _autocast_dtype(cfg, device)
     torch.manual_seed(cfg.seed)
+    train_model = model
+    if is_distributed():
+        # gradients are averaged across processes; every process sees its own shard of the training cases
+        # (DistributedSampler) and keeps identical weights
+        from torch.nn.parallel import DistributedDataParallel
+
+        train_model = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
+        )
     opt = _make_optimizer(model, cfg)
     steps = len(train_loader) if hasattr(train_loader, "__len__") else 1
     sched = _make_scheduler(opt, cfg, steps)
@@ -240,11 +258,14 @@ def fit(
         ds = getattr(train_loader, "dataset", None)
         if hasattr(ds, "set_epoch"):
             ds.set_epoch(epoch)
+        sampler = getattr(train_loader, "sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
         model.train()
         total, n = 0.0, 0
         for batch in train_loader:
             b = _to_device(batch, device)
-            out = _forward(model, b, autocast, device)
+            out = _forward(train_model, b, autocast, device)
             loss = _loss(out, b, cfg)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"non-finite training loss at epoch {epoch}; lower train.lr?")
