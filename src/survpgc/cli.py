@@ -431,6 +431,55 @@ def _print_summary(res) -> None:
     con.print(f"run directory: {res.out_dir}")
 
 
+@app.command("extract")
+def extract_cmd(
+    slides: str = typer.Option(..., "--slides", help="Folder of slides, or a CSV with a 'path' column."),
+    out: str = typer.Option(..., "--out", help="Output folder: <slide>.h5, qc/<slide>.png, manifest.csv."),
+    encoder: str = typer.Option("efficientnet_lite0", help="efficientnet_lite0 | uni | conch | timm:<name>."),
+    weights: str | None = typer.Option(None, help="Local weights file (UNI / timm / CONCH)."),
+    magnification: float = typer.Option(20.0, help="Target magnification (20x = 0.5 um/px)."),
+    patch_size: int = typer.Option(256, "--patch-size", help="Patch size in pixels at the target magnification."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Patches per encoder batch."),
+    workers: int = typer.Option(0, help="DataLoader workers reading and decoding patches."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda[:i]."),
+    precision: str = typer.Option("auto", help="auto | fp32 | bf16 | fp16."),
+    shard: str | None = typer.Option(None, help="i/n: this process's share of the slides (default: torchrun)."),
+    mpp: float | None = typer.Option(None, help="Microns per pixel for slides whose metadata lacks it."),
+    mpp_table: str | None = typer.Option(None, "--mpp-table", help="CSV slide_id,mpp of per-slide overrides."),
+    preset: str = typer.Option("default", help="Tissue segmentation preset: default | biopsy | lenient."),
+    min_tissue: float = typer.Option(0.5, "--min-tissue", help="Keep patches with at least this tissue fraction."),
+    float16: bool = typer.Option(False, "--float16", help="Store features as float16 (half the disk)."),
+) -> None:
+    """Segment tissue, tile at the target magnification and encode patches into CLAM/TRIDENT .h5 files."""
+    from survpgc.wsi.extract import extract_features
+
+    res = extract_features(
+        slides,
+        out,
+        encoder=encoder,
+        weights=weights,
+        magnification=magnification,
+        patch_size=patch_size,
+        batch_size=batch_size,
+        workers=workers,
+        device=device,
+        precision=precision,
+        shard=shard,
+        mpp=mpp,
+        mpp_table=mpp_table,
+        preset=preset,
+        min_tissue=min_tissue,
+        float16=float16,
+        progress=sys.stderr.isatty(),
+    )
+    typer.echo(res.describe())
+    typer.echo(f"manifest: {res.manifest}")
+    if not res.ok:
+        failed = [r["slide_id"] for r in res.rows if r["status"] == "failed"]
+        typer.secho(f"{res.failed} slide(s) failed: {', '.join(failed[:10])} (see the manifest)", err=True, fg="red")
+        raise typer.Exit(1)
+
+
 def main() -> None:
     """Entry point of the ``survpgc`` console script; turns SurvpgcError into a one-line message."""
     from survpgc.errors import SurvpgcError
