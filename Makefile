@@ -2,6 +2,7 @@
 #
 #   make setup   virtual environment + pinned install (idempotent; ~1 s when nothing changed)
 #   make test    setup if needed, then ruff (lint + format check) and pytest
+#   make demo    setup if needed, then the end-to-end demo (synthetic cohort + TCGA-LIHC) into runs/demo
 #   make bench   run the benchmarks in benchmarks/
 #   make lock    re-resolve requirements/lock.txt from pyproject.toml (maintainers only)
 #
@@ -15,10 +16,10 @@ PY := $(VENV)/bin/python
 LOCK := requirements/lock.txt
 PYTEST_ARGS ?=
 
-.PHONY: setup test lint format bench lock clean-venv help
+.PHONY: setup test lint format bench demo lock clean-venv help
 
 help:
-	@sed -n '2,11p' Makefile
+	@sed -n '2,12p' Makefile
 
 setup:
 	@VENV="$(VENV)" PYTHON="$(PYTHON)" LOCK="$(LOCK)" bash tools/setup_env.sh
@@ -33,6 +34,9 @@ format: setup
 
 test: lint
 	OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 $(PYTEST_ARGS)
+
+demo: setup
+	$(PY) -m survpgc.cli demo --out runs/demo
 
 bench: setup
 	@for f in benchmarks/*.py; do echo "== $$f"; $(PY) $$f || exit 1; done

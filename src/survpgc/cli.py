@@ -480,6 +480,18 @@ def extract_cmd(
         raise typer.Exit(1)
 
 
+@app.command("demo")
+def demo_cmd(
+    out: str = typer.Option("runs/demo", "--out", help="Folder for the demo's cohorts, features and runs."),
+    n_patients: int = typer.Option(40, "--n-patients", help="Patients of the synthetic cohort."),
+    quick: bool = typer.Option(False, help="A much smaller run (smoke test)."),
+) -> None:
+    """The whole pipeline on shipped data: (a) synthetic tri-modal cohort with known truth, (b) TCGA-LIHC."""
+    from survpgc.demo import run_demo
+
+    run_demo(out, n_patients=n_patients, quick=quick)
+
+
 def main() -> None:
     """Entry point of the ``survpgc`` console script; turns SurvpgcError into a one-line message."""
     from survpgc.errors import SurvpgcError
