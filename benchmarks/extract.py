@@ -68,7 +68,8 @@ def main() -> None:
         tb = time.perf_counter() - t0
         rb = reps * args.batch_size / tb
         print(
-            f"(b) encoder forward alone:              {reps * args.batch_size} patches in {tb:.2f} s = {rb:7.1f} patches/s"
+            f"(b) encoder forward alone:              {reps * args.batch_size} patches in {tb:.2f} s "
+            f"= {rb:7.1f} patches/s"
         )
 
         # (c) end to end
