@@ -81,6 +81,7 @@ class _RunData:
         )
         self.splits = self._splits(out)
         self._clinical = None
+        self._genomic: dict[tuple[str, ...], Any] = {}
         self.out = out
 
     def _splits(self, out: Path):
@@ -130,6 +131,13 @@ class _RunData:
         return self._clinical
 
     def genomic(self, train_ids: list[str]):
+        """The fold's genomic token source (scaler fitted on ``train_ids``), built once per fold."""
+        key = tuple(train_ids)
+        if key not in self._genomic:
+            self._genomic[key] = self._build_genomic(train_ids)
+        return self._genomic[key]
+
+    def _build_genomic(self, train_ids: list[str]):
         gc = self.cfg.genomic
         if gc.kind == "none":
             raise ConfigError("a model needs genomic input but genomic.kind is none")
