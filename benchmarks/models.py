@@ -66,7 +66,10 @@ def model_inputs(name: str) -> tuple[dict, int, int]:
 
 
 def train_step_fn(model, batch, bf16: bool = False):
+    from survpgc._alloc import keep_large_allocations
     from survpgc.survival.losses import nll_survival_loss
+
+    keep_large_allocations()  # as survpgc.train.loop.fit does
 
     opt = torch.optim.RAdam(model.parameters(), lr=5e-4, weight_decay=1e-3)
 

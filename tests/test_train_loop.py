@@ -109,3 +109,14 @@ def test_cosine_loss_option(sim):
 def test_bad_config(kwargs, match):
     with pytest.raises(ConfigError, match=match):
         TrainConfig(**kwargs)
+
+
+def test_keep_large_allocations_is_idempotent():
+    import sys
+
+    from survpgc._alloc import keep_large_allocations
+
+    first = keep_large_allocations()
+    assert keep_large_allocations() == first
+    if sys.platform.startswith("linux"):
+        assert first is True

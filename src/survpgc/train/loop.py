@@ -233,6 +233,9 @@ def fit(
     validation loader (protocol ``last-epoch``) or no usable validation C-index, the last epoch. The model
     is left holding the selected weights.
     """
+    from survpgc._alloc import keep_large_allocations
+
+    keep_large_allocations()  # big bags: reuse activation memory across steps (linear time in the bag size)
     device = resolve_device(cfg.device)
     model.to(device)
     autocast = _autocast_dtype(cfg, device)
