@@ -171,3 +171,10 @@ def test_config_file_errors(tmp_path):
         load_config(tmp_path / "bad.yaml")
     with pytest.raises(ConfigError, match="key=value"):
         load_config(None, ["train.epochs"])
+
+
+def test_missing_modality_is_refused_before_training(tmp_path):
+    cfg = load_config(None, ["cohort.source=tcga-lihc", "models=[survpgc]", "splits.folds=2"])
+    with pytest.raises(ConfigError, match=r"needs pathology features.*pathology.feature_dir"):
+        run_cv(cfg, tmp_path / "r")
+    assert not (tmp_path / "r" / "folds").exists()

@@ -432,6 +432,7 @@ def _run(cfg, out, only_folds, only_models, TimeBinner) -> RunResult:
         bad = [k for k in only_folds if not 0 <= k < len(data.splits)]
         if bad:
             raise ConfigError(f"--fold {bad} out of range 0..{len(data.splits) - 1}")
+    _check_inputs(cfg, data)
     trained = []
     for fold in data.splits:
         if only_folds and fold.index not in only_folds:
@@ -466,6 +467,26 @@ def _run(cfg, out, only_folds, only_models, TimeBinner) -> RunResult:
         empty = pd.DataFrame()
         return RunResult(out, empty, empty, empty, 0, len(data.splits) * len(cfg.models), trained)
     return _aggregate(cfg, out, data, trained)
+
+
+def _check_inputs(cfg: RunConfig, data: _RunData) -> None:
+    """Before any training: every model's required modality must exist in the cohort."""
+    mt = data.cohort.modality_table()
+    for i, entry in enumerate(cfg.models):
+        mods, neural = _model_modalities(entry)
+        if "pathology" in mods and not mt["features"].any():
+            raise ConfigError(
+                f"models[{i}] ({entry.id}) needs pathology features, but cohort {data.cohort.name!r} has none: set "
+                "pathology.feature_dir=DIR (one <slide stem>.h5 per slide, e.g. from `survpgc extract`)"
+            )
+        if "genomic" in mods and cfg.genomic.kind == "none":
+            raise ConfigError(f"models[{i}] ({entry.id}) needs genomic input, but genomic.kind is none")
+        if "genomic" in mods and cfg.genomic.kind != "scfoundation" and not mt["omics"].any():
+            raise ConfigError(
+                f"models[{i}] ({entry.id}) needs genomic input, but cohort {data.cohort.name!r} has no omics table"
+            )
+        if "clinical" in mods and not mt["clinical"].any():
+            raise ConfigError(f"models[{i}] ({entry.id}) needs clinical fields, but the cohort has none")
 
 
 def _aggregate(cfg: RunConfig, out: Path, data: _RunData, trained: list[str]) -> RunResult:
