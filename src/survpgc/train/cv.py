@@ -473,7 +473,7 @@ def _check_inputs(cfg: RunConfig, data: _RunData) -> None:
     """Before any training: every model's required modality must exist in the cohort."""
     mt = data.cohort.modality_table()
     for i, entry in enumerate(cfg.models):
-        mods, neural = _model_modalities(entry)
+        mods, _ = _model_modalities(entry)
         if "pathology" in mods and not mt["features"].any():
             raise ConfigError(
                 f"models[{i}] ({entry.id}) needs pathology features, but cohort {data.cohort.name!r} has none: set "
