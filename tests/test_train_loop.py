@@ -120,3 +120,16 @@ def test_keep_large_allocations_is_idempotent():
     assert keep_large_allocations() == first
     if sys.platform.startswith("linux"):
         assert first is True
+
+
+def test_auto_precision_is_bf16_only_for_patch_models_on_capable_hardware(monkeypatch):
+    assert TrainConfig().precision == "auto"
+    cpu = torch.device("cpu")
+    survpgc, mlp = create_model("survpgc"), create_model("mlp")
+    monkeypatch.setattr(loop, "bf16_supported", lambda device: True)
+    assert loop._autocast_dtype(TrainConfig(), cpu, survpgc) is torch.bfloat16
+    assert loop._autocast_dtype(TrainConfig(), cpu, mlp) is None
+    assert loop._autocast_dtype(TrainConfig(precision="fp32"), cpu, survpgc) is None
+    monkeypatch.setattr(loop, "bf16_supported", lambda device: False)
+    assert loop._autocast_dtype(TrainConfig(), cpu, survpgc) is None
+    assert loop._autocast_dtype(TrainConfig(precision="bf16"), cpu, mlp) is torch.bfloat16

