@@ -178,3 +178,8 @@ def test_missing_modality_is_refused_before_training(tmp_path):
     with pytest.raises(ConfigError, match=r"needs pathology features.*pathology.feature_dir"):
         run_cv(cfg, tmp_path / "r")
     assert not (tmp_path / "r" / "folds").exists()
+
+
+def test_progress_bar_path(cohort_dir, tmp_path):
+    res = run_cv(_cfg(cohort_dir, "models=[abmil]", "train.epochs=1"), tmp_path / "p", progress=True)
+    assert res.n_done == 2

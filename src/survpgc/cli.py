@@ -402,7 +402,7 @@ def run_cmd(
         overrides.insert(0, config)  # no config file: the first argument is already an override
         config = None
     cfg = load_config(config, overrides)
-    res = run_cv(cfg, out, only_folds=fold or None, only_models=model or None)
+    res = run_cv(cfg, out, only_folds=fold or None, only_models=model or None, progress=sys.stderr.isatty())
     _print_summary(res)
 
 

@@ -273,8 +273,18 @@ def _run_neural(entry, data: _RunData, fold, binner, mods, cfg: RunConfig, ck_pa
     train_loader = _loader(train_ds, bs, True, w, cfg.seed + fold.index)
     val_loader = _loader(ds(fold.val, False), max(bs, 8), False, w, 0) if fold.val else None
 
+    bar = _PROGRESS.get("bar")
+    task = None
+    if bar is not None:
+        task = bar.add_task(f"fold {fold.index} {entry.id}", total=cfg.train.epochs, status="")
+
     def on_epoch(row):
-        log.info(
+        if bar is not None:
+            val = f" val C {row['val_cindex']:.3f}" if "val_cindex" in row else ""
+            bar.update(task, advance=1, status=f"loss {row['train_loss']:.4f}{val}")
+        # with a live bar the per-epoch line would only scroll the console (the history is in folds/*.json)
+        log.log(
+            logging.DEBUG if bar is not None else logging.INFO,
             "fold %d %s epoch %d/%d loss %.4f%s",
             fold.index,
             entry.id,
@@ -285,6 +295,8 @@ def _run_neural(entry, data: _RunData, fold, binner, mods, cfg: RunConfig, ck_pa
         )
 
     res = fit(model, train_loader, val_loader, cfg.train, on_epoch=on_epoch)
+    if bar is not None:
+        bar.update(task, status=f"selected epoch {res.best_epoch}")
     if _is_main():
         ck_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = ck_path.with_name(f".{ck_path.name}.tmp")
@@ -364,21 +376,37 @@ def run_cv(
     *,
     only_folds: list[int] | None = None,
     only_models: list[str] | None = None,
+    progress: bool = False,
 ) -> RunResult:
     """Run (or resume) the cross-validation described by ``cfg`` into ``out_dir``.
 
-    ``only_folds`` / ``only_models`` restrict the work to some fold × model pairs (for job schedulers: run
-    pairs as independent processes, then once more without restriction to build the tables over everything
-    finished). Under ``torchrun`` (WORLD_SIZE > 1) training is data-parallel (DDP; nccl on GPUs, gloo on
-    CPUs): every process trains on its shard of each fold's training cases with averaged gradients, and
-    process 0 alone writes files.
+    ``progress`` shows a live bar per fold × model with the epoch, the training loss and the validation
+    C-index (the CLI turns it on when stderr is a terminal). ``only_folds`` / ``only_models`` restrict the
+    work to some fold × model pairs (for job schedulers: run pairs as independent processes, then once more
+    without restriction to build the tables over everything finished). Under ``torchrun`` (WORLD_SIZE > 1)
+    training is data-parallel (DDP; nccl on GPUs, gloo on CPUs): every process trains on its shard of each
+    fold's training cases with averaged gradients, and process 0 alone writes files.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     created_group = _init_distributed()
+    if progress and _is_main():
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        _PROGRESS["bar"] = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("epochs  {task.fields[status]}"),
+            TimeElapsedColumn(),
+        )
+        _PROGRESS["bar"].start()
     try:
         return _run_cv(cfg, out, only_folds, only_models)
     finally:
+        bar = _PROGRESS.pop("bar", None)
+        if bar is not None:
+            bar.stop()
         if created_group:
             import torch.distributed as dist
 
@@ -418,6 +446,10 @@ def _run_cv(cfg: RunConfig, out: Path, only_folds, only_models) -> RunResult:
     finally:
         logging.getLogger("survpgc").removeHandler(handler)
         handler.close()
+
+
+#: The rich progress display of the current run (set by ``run_cv(progress=True)``), or nothing.
+_PROGRESS: dict[str, Any] = {}
 
 
 def _run(cfg, out, only_folds, only_models, TimeBinner) -> RunResult:
