@@ -122,3 +122,11 @@ def test_cli_exit_code_and_other_settings_refused(tmp_path, synth):
         "other settings"
         in pd.read_csv(tmp_path / "o" / "manifest.csv").set_index("slide_id").loc["cmu_small_region", "error"]
     )
+
+
+def test_progress_display_path(tmp_path, encoder):
+    src = tmp_path / "slides"
+    src.mkdir()
+    shutil.copy(FIXTURES / "cmu_small_region.svs", src)
+    res = extract_features(src, tmp_path / "o", encoder=encoder, batch_size=8, progress=True)
+    assert res.done == 1 and res.n_patches == 27

@@ -217,7 +217,12 @@ def extract_features(
                     log.warning("%s: no tissue patches (%s); no feature file written", stem, grid.status)
                 else:
                     feats = _encode_grid(
-                        enc, SlidePatchDataset(path, grid, transform=enc.transform), batch_size, workers
+                        enc,
+                        SlidePatchDataset(path, grid, transform=enc.transform),
+                        batch_size,
+                        workers,
+                        bar=bar,
+                        label=stem,
                     )
                     _write(h5, feats, grid, enc, float16)
                     row.update(status="done", n_patches=int(grid.n_patches))
@@ -245,8 +250,10 @@ def _progress(enabled: bool, total: int):
         return None
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    p = Progress(TextColumn("extract"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=False)
-    task = p.add_task("slides", total=total)
+    p = Progress(
+        TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=False
+    )
+    task = p.add_task("all slides", total=total)
     p.start()
     return p, task
 
@@ -257,16 +264,22 @@ def _stem(path: Path) -> str:
     return slide_stem(path.name)
 
 
-def _encode_grid(enc, dataset, batch_size: int, workers: int) -> np.ndarray:
+def _encode_grid(enc, dataset, batch_size: int, workers: int, *, bar=None, label: str = "") -> np.ndarray:
+    """Encode every patch of one slide; with a progress display, a per-slide bar counts the patches."""
     import torch
 
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, num_workers=workers, shuffle=False, persistent_workers=False
     )
+    task = bar[0].add_task(f"  {label[:26]}", total=len(dataset)) if bar is not None else None
     parts = []
     with torch.inference_mode():
         for x in loader:
             parts.append(enc.encode_tensor(x).float().cpu().numpy())
+            if task is not None:
+                bar[0].advance(task, len(x))
+    if task is not None:
+        bar[0].remove_task(task)
     return np.concatenate(parts, axis=0)
 
 
