@@ -130,3 +130,16 @@ def test_progress_display_path(tmp_path, encoder):
     shutil.copy(FIXTURES / "cmu_small_region.svs", src)
     res = extract_features(src, tmp_path / "o", encoder=encoder, batch_size=8, progress=True)
     assert res.done == 1 and res.n_patches == 27
+
+
+def test_segment_command(tmp_path):
+    src = tmp_path / "slides"
+    src.mkdir()
+    shutil.copy(FIXTURES / "cmu_small_region.svs", src)
+    shutil.copy(FIXTURES / "unopenable.tiff", src)
+    r = CliRunner().invoke(app, ["segment", "--slides", str(src), "--out", str(tmp_path / "seg")])
+    assert r.exit_code == 1  # one slide failed
+    table = pd.read_csv(tmp_path / "seg" / "segment.csv").set_index("slide_id")
+    assert table.loc["cmu_small_region", "n_patches"] == 27 and table.loc["unopenable", "status"] == "failed"
+    assert (tmp_path / "seg" / "qc" / "cmu_small_region.png").is_file()
+    assert (tmp_path / "seg" / "masks" / "cmu_small_region.png").is_file()

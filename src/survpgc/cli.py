@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 
 import typer
 
@@ -429,6 +430,59 @@ def _print_summary(res) -> None:
     if res.report:
         con.print(f"report: {res.report}")
     con.print(f"run directory: {res.out_dir}")
+
+
+@app.command("segment")
+def segment_cmd(
+    slides: str = typer.Option(..., "--slides", help="Folder of slides, or a CSV with a 'path' column."),
+    out: str = typer.Option(..., "--out", help="Output folder: qc/<slide>.png, masks/<slide>.png, segment.csv."),
+    magnification: float = typer.Option(20.0, help="Target magnification of the patch grid (20x = 0.5 um/px)."),
+    patch_size: int = typer.Option(256, "--patch-size", help="Patch size in pixels at the target magnification."),
+    preset: str = typer.Option("default", help="Tissue segmentation preset: default | biopsy | lenient."),
+    min_tissue: float = typer.Option(0.5, "--min-tissue", help="Keep patches with at least this tissue fraction."),
+    mpp: float | None = typer.Option(None, help="Microns per pixel for slides whose metadata lacks it."),
+    mpp_table: str | None = typer.Option(None, "--mpp-table", help="CSV slide_id,mpp of per-slide overrides."),
+) -> None:
+    """Tissue segmentation and patch grid only (fast): QC thumbnails and masks to check before extracting."""
+    import pandas as pd
+
+    from survpgc.errors import SurvpgcError
+    from survpgc.wsi.extract import list_slides
+    from survpgc.wsi.grid import tile_slide
+    from survpgc.wsi.reader import load_mpp_overrides, slide_stem
+
+    root = Path(out)
+    overrides = load_mpp_overrides(mpp_table) if mpp_table else mpp
+    rows = []
+    for path in list_slides(slides):
+        stem = slide_stem(path.name)
+        try:
+            tiling = tile_slide(
+                path,
+                patch_size=patch_size,
+                target_magnification=magnification,
+                min_tissue_fraction=min_tissue,
+                segment_config=preset,
+                mpp_override=overrides,
+                qc_path=root / "qc" / f"{stem}.png",
+                mask_path=root / "masks" / f"{stem}.png",
+            )
+            g = tiling.grid
+            rows.append({"slide_id": stem, "status": g.status, "n_patches": g.n_patches, "error": ""})
+        except SurvpgcError as exc:
+            rows.append({"slide_id": stem, "status": "failed", "n_patches": 0, "error": str(exc)})
+    table = pd.DataFrame(rows)
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / ".segment.csv.tmp"
+    table.to_csv(tmp, index=False)
+    tmp.replace(root / "segment.csv")
+    for r in rows:
+        typer.echo(
+            f"{r['slide_id']}: {r['status']} ({r['n_patches']} patches){'  ' + r['error'] if r['error'] else ''}"
+        )
+    typer.echo(f"wrote {root / 'segment.csv'} and QC images in {root / 'qc'}")
+    if any(r["status"] == "failed" for r in rows):
+        raise typer.Exit(1)
 
 
 @app.command("extract")
