@@ -303,11 +303,11 @@ def _run_neural(entry, data: _RunData, fold, binner, mods, cfg: RunConfig, ck_pa
         save_file({k: v.contiguous() for k, v in res.state_dict.items()}, str(tmp), metadata={"model": entry.name})
         os.replace(tmp, ck_path)
     frames = []
-    device = res.extra.get("device", cfg.train.device)
+    device = next(model.parameters()).device  # where fit() left the model
     for split, ids in (("train", fold.train), ("val", fold.val), ("test", fold.test)):
         if not ids or (split == "val" and data.splits.protocol == "paper"):
             continue
-        pred = predict(model, _loader(ds(ids, False), max(bs, 8), False, w, 0), device=_device(device))
+        pred = predict(model, _loader(ds(ids, False), max(bs, 8), False, w, 0), device=device)
         frames.append(
             pd.DataFrame(
                 {
@@ -329,12 +329,6 @@ def _run_neural(entry, data: _RunData, fold, binner, mods, cfg: RunConfig, ck_pa
         "n_parameters": int(sum(p.numel() for p in model.parameters())),
     }
     return pd.concat(frames, ignore_index=True), record
-
-
-def _device(device: str):
-    from survpgc.train.loop import resolve_device
-
-    return resolve_device(device)
 
 
 def _run_coxph(entry, data: _RunData, fold, binner):
@@ -491,7 +485,7 @@ def _run(cfg, out, only_folds, only_models, TimeBinner) -> RunResult:
             preds.insert(2, "fold", fold.index)
             if _is_main():
                 _atomic_csv(preds, out / "folds" / f"{stem}.csv")
-                record.update({"model": entry.id, "fold": fold.index, "bin_edges": binner.to_dict()["edges"]})
+                record.update({"model": entry.id, "fold": fold.index, "binner": binner.to_dict()})
                 _atomic_write_text(record_path, json.dumps(record, indent=1, default=float))
             _barrier()
             trained.append(stem)
@@ -543,10 +537,7 @@ def _aggregate(cfg: RunConfig, out: Path, data: _RunData, trained: list[str]) ->
     for (model_id, k), rec in records.items():
         fold = data.splits[k]
         train_t, train_e = cohort.survival(fold.train)
-        binner = TimeBinner.from_dict(
-            {"n_bins": cfg.data.n_bins, "edges": rec["bin_edges"], "quantile_edges": rec["bin_edges"],
-             "train_range": [float(train_t.min()), float(train_t.max())]}
-        )  # fmt: skip
+        binner = TimeBinner.from_dict(rec["binner"])
         test = preds[(preds["model"] == model_id) & (preds["fold"] == k) & (preds["split"] == "test")]
         surv = test[[c for c in test.columns if c.startswith("surv_")]].to_numpy(float)
         surv_at = (

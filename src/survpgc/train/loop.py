@@ -9,6 +9,7 @@ an option; the loss and everything after the logits run in float32.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import math
 import time
@@ -194,9 +195,9 @@ def predict(
     ids, risks, survs, times, events = [], [], [], [], []
     for batch in loader:
         b = _to_device(batch, dev)
-        out = _forward(model, b, autocast, dev)
-        logits = out.logits.float()
-        out.logits = logits
+        raw = _forward(model, b, autocast, dev)
+        out = dataclasses.replace(raw, logits=raw.logits.float())  # metrics in float32 whatever the autocast
+        logits = out.logits
         risks.append(out.risk.cpu().numpy().astype(np.float64))
         survs.append(
             out.survival.cpu().numpy().astype(np.float64) if out.discrete else np.full((len(logits), 0), np.nan)
