@@ -234,3 +234,15 @@ def test_cohort_invariants():
     cases = pd.DataFrame({"time": [0.0], "event": [True]}, index=pd.Index(["a"], name="case_id"))
     with pytest.raises(DataError, match="> 0"):
         Cohort("x", cases)
+
+
+def test_feature_files_follow_the_extraction_naming_rule(tmp_path):
+    """`survpgc extract` names features by `slide_stem` (image suffixes stripped too); the loader must agree."""
+    body = "A,A-1.png,50,male,white,Stage I,7th,HCC,10.5,0\nB,B-1.svs,61,female,,Stage II,7th,HCC,20,1\n"
+    p = _write(tmp_path, body)
+    feat = tmp_path / "feat"
+    feat.mkdir()
+    (feat / "A-1.h5").write_bytes(b"")
+    (feat / "B-1.h5").write_bytes(b"")
+    c = load_cohort(p, feature_dir=feat)
+    assert c.feature_paths("A") == [feat / "A-1.h5"] and c.feature_paths("B") == [feat / "B-1.h5"]

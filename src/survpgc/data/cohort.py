@@ -60,7 +60,6 @@ _TIME_UNITS = {"months": 1.0, "days": 12.0 / 365.25, "years": 12.0, "weeks": 7.0
 _ENDPOINTS = {"os": "", "dss": "_dss", "pfs": "_pfs"}
 Policy = Literal["error", "drop"]
 _FEATURE_SUFFIXES = (".h5", ".pt")
-_SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".svslide")
 
 
 # ----------------------------------------------------------------------------------------- reading
@@ -288,17 +287,10 @@ class Cohort:
 
 
 # ----------------------------------------------------------------------------------------- loading
-def _slide_stem(slide_id: str) -> str:
-    s = str(slide_id)
-    low = s.lower()
-    for sfx in _SLIDE_SUFFIXES:
-        if low.endswith(sfx):
-            return s[: -len(sfx)]
-    return s
-
-
 def _find_feature(feature_dir: Path, slide_id: str) -> Path | None:
-    stem = _slide_stem(slide_id)
+    from survpgc.wsi.reader import slide_stem  # the same slide id -> file stem rule as extraction
+
+    stem = slide_stem(slide_id)
     for name in (stem, str(slide_id)):
         for sfx in _FEATURE_SUFFIXES:
             p = feature_dir / f"{name}{sfx}"

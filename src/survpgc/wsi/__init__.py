@@ -20,27 +20,33 @@ Typical use for one slide::
 
 from __future__ import annotations
 
-from survpgc.wsi.grid import (
-    DEFAULT_MIN_TISSUE_FRACTION,
-    GRID_STATUSES,
-    PatchGrid,
-    SlidePatchDataset,
-    SlideTiling,
-    make_patch_grid,
-    read_patches,
-    tile_slide,
-)
-from survpgc.wsi.reader import (
-    BACKENDS,
-    MPP_RANGE,
-    Slide,
-    load_mpp_overrides,
-    magnification_to_mpp,
-    mpp_to_magnification,
-    open_slide,
-    slide_stem,
-)
-from survpgc.wsi.segment import SEGMENT_PRESETS, SegmentConfig, TissueMask, patch_size_level0, segment_tissue
+import importlib
+from typing import Any
+
+# Names resolve lazily (PEP 562): ``survpgc.wsi.reader`` is needed by light code (the cohort loader's
+# slide-id rule), while ``grid`` pulls in torch and OpenCV.
+_HOME = {
+    **dict.fromkeys(
+        ("DEFAULT_MIN_TISSUE_FRACTION", "GRID_STATUSES", "PatchGrid", "SlidePatchDataset", "SlideTiling",
+         "make_patch_grid", "read_patches", "tile_slide"),
+        "grid",
+    ),
+    **dict.fromkeys(
+        ("BACKENDS", "MPP_RANGE", "Slide", "load_mpp_overrides", "magnification_to_mpp", "mpp_to_magnification",
+         "open_slide", "slide_stem"),
+        "reader",
+    ),
+    **dict.fromkeys(
+        ("SEGMENT_PRESETS", "SegmentConfig", "TissueMask", "patch_size_level0", "segment_tissue"), "segment"
+    ),
+}  # fmt: skip
+
+
+def __getattr__(name: str) -> Any:
+    if name in _HOME:
+        return getattr(importlib.import_module(f"survpgc.wsi.{_HOME[name]}"), name)
+    raise AttributeError(f"module 'survpgc.wsi' has no attribute {name!r}")
+
 
 __all__ = [
     "BACKENDS",

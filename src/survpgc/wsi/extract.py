@@ -35,7 +35,6 @@ __all__ = ["ExtractSummary", "extract_features", "list_slides", "read_manifests"
 
 log = logging.getLogger(__name__)
 
-SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".svslide", ".png", ".jpg")
 MANIFEST_COLUMNS = ["slide_id", "path", "status", "n_patches", "seconds", "error", "encoder"]
 
 
@@ -73,7 +72,9 @@ def list_slides(source: str | Path | Sequence[str | Path]) -> list[Path]:
     else:
         src = Path(source)
         if src.is_dir():
-            paths = [p for p in src.iterdir() if p.is_file() and p.suffix.lower() in SLIDE_SUFFIXES]
+            from survpgc.wsi.reader import SLIDE_SUFFIXES
+
+            paths = [p for p in src.iterdir() if p.is_file() and p.name.lower().endswith(SLIDE_SUFFIXES)]
         elif src.is_file():
             from survpgc.data.cohort import read_table
 
@@ -164,7 +165,7 @@ def extract_features(
 
     from survpgc.encoders.patch import create_patch_encoder
     from survpgc.wsi.grid import SlidePatchDataset, tile_slide
-    from survpgc.wsi.reader import load_mpp_overrides
+    from survpgc.wsi.reader import load_mpp_overrides, slide_stem
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -188,7 +189,7 @@ def extract_features(
     t_all = time.perf_counter()
     bar = _progress(progress, len(mine))
     for path in mine:
-        stem = _stem(path)
+        stem = slide_stem(path.name)
         h5 = out / f"{stem}.h5"
         row: dict[str, Any] = {"slide_id": stem, "path": str(path), "status": "", "n_patches": 0, "seconds": 0.0,
                                "error": "", "encoder": enc.name}  # fmt: skip
@@ -256,12 +257,6 @@ def _progress(enabled: bool, total: int):
     task = p.add_task("all slides", total=total)
     p.start()
     return p, task
-
-
-def _stem(path: Path) -> str:
-    from survpgc.wsi.reader import slide_stem
-
-    return slide_stem(path.name)
 
 
 def _encode_grid(enc, dataset, batch_size: int, workers: int, *, bar=None, label: str = "") -> np.ndarray:
