@@ -30,8 +30,6 @@ class ABMIL(SurvivalModel):
     ----------
     path_dim
         Patch feature dim.
-    clin_dim, gen_dim
-        Accepted for a uniform configuration across models and ignored (pathology only).
     n_bins
         Number of discrete-time hazard bins.
     dim
@@ -46,14 +44,11 @@ class ABMIL(SurvivalModel):
         self,
         *,
         path_dim: int = 1024,
-        clin_dim: int | None = None,
-        gen_dim: int | None = None,
         n_bins: int = 4,
         dim: int = 256,
         dropout: float = 0.25,
     ) -> None:
         super().__init__(n_bins)
-        del clin_dim, gen_dim
         self.fc = nn.Sequential(nn.Linear(path_dim, dim), nn.ReLU(), nn.Dropout(dropout))
         self.pool = GatedAttentionPool(dim, dim, dropout)
         self.head = MLPHead(dim, dim, n_bins, dropout)

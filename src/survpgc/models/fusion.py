@@ -84,7 +84,6 @@ class LateFusion(_PathologyFusion):
     A case missing one modality (no patch, or no clinical token) is predicted by the other branch alone
     (the weights are renormalised over the branches the case has); a case with neither uses both branches'
     input-free outputs. ``fused`` holds the two branch logits ``{"pathology", "clinical"}`` (B, n_bins).
-    ``gen_dim`` is unused (accepted so one config can pass every dim to every model).
     """
 
     def __init__(
@@ -93,7 +92,6 @@ class LateFusion(_PathologyFusion):
         path_dim: int = 1024,
         clin_dim: int = 512,
         n_clin_tokens: int = 6,
-        gen_dim: int = 768,
         n_bins: int = 4,
         dim: int = 256,
         attn_hidden: int = 256,
@@ -144,7 +142,7 @@ class ConcatFusion(_PathologyFusion):
 
     Then [pathology embedding (dim) ‖ clinical vector (clin_dim)] -> MLPHead(hidden) -> n_bins. A case with
     no clinical token gets a zero clinical vector. ``fused``: ``{"pathology" (B, dim), "clinical"
-    (B, clin_dim)}``. ``gen_dim`` is unused; ``n_clin_tokens`` is only kept for the config.
+    (B, clin_dim)}``. ``n_clin_tokens`` is only kept for the config.
     """
 
     def __init__(
@@ -154,7 +152,6 @@ class ConcatFusion(_PathologyFusion):
         path_dim: int = 1024,
         clin_dim: int = 512,
         n_clin_tokens: int = 6,
-        gen_dim: int = 768,
         n_bins: int = 4,
         dim: int = 256,
         attn_hidden: int = 256,
@@ -199,7 +196,6 @@ class EncodedFusion(_PathologyFusion):
     (Linear -> ReLU -> Dropout) per width of ``clin_hidden`` (default one layer to 256); the encoding is set
     to zero for a case with no clinical token. Then [pathology embedding (dim) ‖ clinical encoding] ->
     MLPHead(hidden) -> n_bins. ``fused``: ``{"pathology" (B, dim), "clinical" (B, clin_hidden[-1])}``.
-    ``gen_dim`` is unused.
     """
 
     def __init__(
@@ -208,7 +204,6 @@ class EncodedFusion(_PathologyFusion):
         path_dim: int = 1024,
         clin_dim: int = 512,
         n_clin_tokens: int = 6,
-        gen_dim: int = 768,
         n_bins: int = 4,
         dim: int = 256,
         attn_hidden: int = 256,

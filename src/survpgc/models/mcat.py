@@ -65,8 +65,6 @@ class MCAT(SurvivalModel):
     ----------
     path_dim
         Patch feature dim.
-    clin_dim
-        Accepted for a uniform configuration across models and ignored.
     gen_dim
         Length of the omics vector (the genomic bag is one token (B, 1, gen_dim) per case).
     n_bins
@@ -92,7 +90,6 @@ class MCAT(SurvivalModel):
         self,
         *,
         path_dim: int = 1024,
-        clin_dim: int | None = None,
         gen_dim: int = 2000,
         n_bins: int = 4,
         groups: list[list[int]] | None = None,
@@ -104,7 +101,6 @@ class MCAT(SurvivalModel):
         dropout: float = 0.25,
     ) -> None:
         super().__init__(n_bins)
-        del clin_dim
         if groups is None:
             groups = default_groups(gen_dim)
         bad = [i for g in groups for i in g if not 0 <= int(i) < gen_dim]

@@ -26,8 +26,6 @@ class MeanMIL(SurvivalModel):
     ----------
     path_dim
         Patch feature dim.
-    clin_dim, gen_dim
-        Accepted for a uniform configuration across models and ignored (pathology only).
     n_bins
         Number of discrete-time hazard bins.
     dim
@@ -44,14 +42,11 @@ class MeanMIL(SurvivalModel):
         self,
         *,
         path_dim: int = 1024,
-        clin_dim: int | None = None,
-        gen_dim: int | None = None,
         n_bins: int = 4,
         dim: int = 256,
         dropout: float = 0.25,
     ) -> None:
         super().__init__(n_bins)
-        del clin_dim, gen_dim
         self.head = MLPHead(path_dim, dim, n_bins, dropout)
 
     def forward(self, batch: dict[str, Any], return_attention: bool = False) -> ModelOutput:

@@ -144,8 +144,6 @@ class MLPSurvival(_VectorSurvival):
     ----------
     modality
         ``"clinical"`` (flattened clinical tokens, default) or ``"genomic"`` (the omics vector).
-    path_dim
-        Unused (accepted so one config can pass every dim to every model).
     clin_dim, n_clin_tokens
         Clinical token dim and number of tokens per case (input n_clin_tokens * clin_dim).
     gen_dim
@@ -164,7 +162,6 @@ class MLPSurvival(_VectorSurvival):
         self,
         *,
         modality: str = "clinical",
-        path_dim: int = 1024,
         clin_dim: int = 512,
         n_clin_tokens: int = 6,
         gen_dim: int = 2574,
@@ -189,7 +186,7 @@ class SNNSurvival(_VectorSurvival):
     AlphaDropout) per width in ``hidden`` -> Linear -> n_bins logits, all Linear layers with
     :func:`~survpgc.models.layers.snn_init`.
 
-    Parameters are those of :class:`MLPSurvival` (``path_dim`` unused); ``hidden`` defaults to (256, 256).
+    Parameters are those of :class:`MLPSurvival`; ``hidden`` defaults to (256, 256).
     ``fused`` holds ``{modality: last hidden (B, hidden[-1])}``.
     """
 
@@ -197,7 +194,6 @@ class SNNSurvival(_VectorSurvival):
         self,
         *,
         modality: str = "clinical",
-        path_dim: int = 1024,
         clin_dim: int = 512,
         n_clin_tokens: int = 6,
         gen_dim: int = 2574,

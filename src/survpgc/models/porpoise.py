@@ -58,8 +58,6 @@ class PORPOISE(SurvivalModel):
     ----------
     path_dim
         Patch feature dim.
-    clin_dim
-        Accepted for a uniform configuration across models and ignored.
     gen_dim
         Length of the omics vector (the genomic bag is one token (B, 1, gen_dim) per case).
     n_bins
@@ -81,7 +79,6 @@ class PORPOISE(SurvivalModel):
         self,
         *,
         path_dim: int = 1024,
-        clin_dim: int | None = None,
         gen_dim: int = 2000,
         n_bins: int = 4,
         dim: int = 256,
@@ -90,7 +87,6 @@ class PORPOISE(SurvivalModel):
         dropout: float = 0.25,
     ) -> None:
         super().__init__(n_bins)
-        del clin_dim
         self.gen_dim = gen_dim
         self.path_fc = nn.Sequential(nn.Linear(path_dim, dim), nn.ReLU(), nn.Dropout(dropout))
         self.path_pool = GatedAttentionPool(dim, dim, dropout)

@@ -58,8 +58,6 @@ class TransMIL(SurvivalModel):
     ----------
     path_dim
         Patch feature dim.
-    clin_dim, gen_dim
-        Accepted for a uniform configuration across models and ignored (pathology only).
     n_bins
         Number of discrete-time hazard bins.
     dim, heads
@@ -78,8 +76,6 @@ class TransMIL(SurvivalModel):
         self,
         *,
         path_dim: int = 1024,
-        clin_dim: int | None = None,
-        gen_dim: int | None = None,
         n_bins: int = 4,
         dim: int = 512,
         heads: int = 8,
@@ -88,7 +84,6 @@ class TransMIL(SurvivalModel):
         dropout: float = 0.1,
     ) -> None:
         super().__init__(n_bins)
-        del clin_dim, gen_dim
         if dim % heads:
             raise ValueError(f"TransMIL: dim ({dim}) must be divisible by heads ({heads})")
         self.fc = nn.Sequential(nn.Linear(path_dim, dim), nn.ReLU())
