@@ -444,43 +444,23 @@ def segment_cmd(
     mpp_table: str | None = typer.Option(None, "--mpp-table", help="CSV slide_id,mpp of per-slide overrides."),
 ) -> None:
     """Tissue segmentation and patch grid only (fast): QC thumbnails and masks to check before extracting."""
-    import pandas as pd
+    from survpgc.wsi.extract import segment_slides
 
-    from survpgc.errors import SurvpgcError
-    from survpgc.wsi.extract import list_slides
-    from survpgc.wsi.grid import tile_slide
-    from survpgc.wsi.reader import load_mpp_overrides, slide_stem
-
-    root = Path(out)
-    overrides = load_mpp_overrides(mpp_table) if mpp_table else mpp
-    rows = []
-    for path in list_slides(slides):
-        stem = slide_stem(path.name)
-        try:
-            tiling = tile_slide(
-                path,
-                patch_size=patch_size,
-                target_magnification=magnification,
-                min_tissue_fraction=min_tissue,
-                segment_config=preset,
-                mpp_override=overrides,
-                qc_path=root / "qc" / f"{stem}.png",
-                mask_path=root / "masks" / f"{stem}.png",
-            )
-            g = tiling.grid
-            rows.append({"slide_id": stem, "status": g.status, "n_patches": g.n_patches, "error": ""})
-        except SurvpgcError as exc:
-            rows.append({"slide_id": stem, "status": "failed", "n_patches": 0, "error": str(exc)})
-    table = pd.DataFrame(rows)
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = root / ".segment.csv.tmp"
-    table.to_csv(tmp, index=False)
-    tmp.replace(root / "segment.csv")
+    rows = segment_slides(
+        slides,
+        out,
+        magnification=magnification,
+        patch_size=patch_size,
+        preset=preset,
+        min_tissue=min_tissue,
+        mpp=mpp,
+        mpp_table=mpp_table,
+    )
     for r in rows:
         typer.echo(
             f"{r['slide_id']}: {r['status']} ({r['n_patches']} patches){'  ' + r['error'] if r['error'] else ''}"
         )
-    typer.echo(f"wrote {root / 'segment.csv'} and QC images in {root / 'qc'}")
+    typer.echo(f"wrote {Path(out) / 'segment.csv'} and QC images in {Path(out) / 'qc'}")
     if any(r["status"] == "failed" for r in rows):
         raise typer.Exit(1)
 

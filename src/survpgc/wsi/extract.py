@@ -31,7 +31,7 @@ import pandas as pd
 
 from survpgc.errors import ConfigError, DataError, SurvpgcError
 
-__all__ = ["ExtractSummary", "extract_features", "list_slides", "read_manifests", "resolve_shard"]
+__all__ = ["ExtractSummary", "extract_features", "list_slides", "read_manifests", "resolve_shard", "segment_slides"]
 
 log = logging.getLogger(__name__)
 
@@ -112,10 +112,59 @@ def _manifest_path(out: Path, shard: tuple[int, int]) -> Path:
     return out / ("manifest.csv" if shard[1] == 1 else f"manifest.shard{shard[0]}-of-{shard[1]}.csv")
 
 
-def _write_manifest(path: Path, rows: list[dict[str, Any]]) -> None:
+def _write_manifest(path: Path, rows: list[dict[str, Any]], columns: Sequence[str] = MANIFEST_COLUMNS) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    pd.DataFrame(rows, columns=MANIFEST_COLUMNS).to_csv(tmp, index=False)
+    pd.DataFrame(rows, columns=list(columns)).to_csv(tmp, index=False)
     os.replace(tmp, path)
+
+
+def _mpp_overrides(mpp: float | None, mpp_table: str | Path | None) -> Any:
+    """One MPP for every slide, or a per-slide table (which wins)."""
+    from survpgc.wsi.reader import load_mpp_overrides
+
+    return load_mpp_overrides(mpp_table) if mpp_table is not None else mpp
+
+
+def segment_slides(
+    slides: str | Path | Sequence[str | Path],
+    out_dir: str | Path,
+    *,
+    magnification: float = 20.0,
+    patch_size: int = 256,
+    preset: str = "default",
+    min_tissue: float = 0.5,
+    mpp: float | None = None,
+    mpp_table: str | Path | None = None,
+) -> list[dict[str, Any]]:
+    """Segmentation and patch grid only (no encoder): ``qc/<slide>.png``, ``masks/<slide>.png`` and
+    ``segment.csv`` (slide_id, status, n_patches, error), to check a batch before a long extraction.
+    One bad slide never stops the batch."""
+    from survpgc.wsi.grid import tile_slide
+    from survpgc.wsi.reader import slide_stem
+
+    out = Path(out_dir)
+    overrides = _mpp_overrides(mpp, mpp_table)
+    rows = []
+    for path in list_slides(slides):
+        stem = slide_stem(path.name)
+        try:
+            grid = tile_slide(
+                path,
+                patch_size=patch_size,
+                target_magnification=magnification,
+                min_tissue_fraction=min_tissue,
+                segment_config=preset,
+                mpp_override=overrides,
+                qc_path=out / "qc" / f"{stem}.png",
+                mask_path=out / "masks" / f"{stem}.png",
+            ).grid
+            rows.append({"slide_id": stem, "status": grid.status, "n_patches": grid.n_patches, "error": ""})
+        except SurvpgcError as exc:
+            rows.append({"slide_id": stem, "status": "failed", "n_patches": 0, "error": str(exc)})
+            log.error("%s: %s", stem, exc)
+    _write_manifest(out / "segment.csv", rows, ["slide_id", "status", "n_patches", "error"])
+    return rows
 
 
 def _existing_ok(h5: Path, encoder_name: str, patch_size: int, magnification: float) -> tuple[bool, str]:
@@ -165,7 +214,7 @@ def extract_features(
 
     from survpgc.encoders.patch import create_patch_encoder
     from survpgc.wsi.grid import SlidePatchDataset, tile_slide
-    from survpgc.wsi.reader import load_mpp_overrides, slide_stem
+    from survpgc.wsi.reader import slide_stem
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -179,9 +228,7 @@ def extract_features(
         if not isinstance(encoder, str)
         else create_patch_encoder(encoder, weights, device=device, precision=precision)
     )
-    overrides: Any = mpp
-    if mpp_table is not None:
-        overrides = load_mpp_overrides(mpp_table)
+    overrides = _mpp_overrides(mpp, mpp_table)
     summary = ExtractSummary(out, len(mine))
     manifest = _manifest_path(out, (shard_i, shard_n))
     summary.manifest = manifest
