@@ -130,7 +130,7 @@ class _Tiny(nn.Module):
 
 
 def test_custom_encoder_registration_and_output_checks(monkeypatch):
-    monkeypatch.setattr(patch_mod, "_REGISTRY", dict(patch_mod._REGISTRY))
+    monkeypatch.setattr(patch_mod._REGISTRY, "specs", dict(patch_mod._REGISTRY.specs))
     made = []
 
     def factory(weights=None, *, device="cpu", precision="auto", **kw):

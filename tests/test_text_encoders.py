@@ -90,7 +90,9 @@ def test_register_custom_encoder_is_used_by_create(monkeypatch):
             return torch.ones(len(sentences), 3)
 
     spec = TextEncoderSpec("const-test", 3, "MIT", False, "none", (), "test", factory=lambda **kw: Const(**kw))
-    monkeypatch.setattr("survpgc.encoders.text._REGISTRY", {"const-test": spec})
+    from survpgc.encoders import text as text_mod
+
+    monkeypatch.setattr(text_mod._REGISTRY, "specs", {"const-test": spec})
     enc = create_text_encoder("const-test", normalize=False)
     out = enc.encode(["a", "b"], batch_size=1)
     assert out.dtype == np.float32 and out.shape == (2, 3) and np.all(out == 1)

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from survpgc.encoders._checkpoints import WeightMapping, load_into, map_in_order, read_state_dict
+from survpgc.encoders._registry import SpecRegistry
 from survpgc.encoders.text import CONCH_CHECKPOINT_ENV, _conch_checkpoint
 from survpgc.errors import ConfigError, InputError
 
@@ -699,36 +700,27 @@ def _encoder_from_spec(spec: PatchEncoderSpec, model: nn.Module, *, weights: str
     )
 
 
-_REGISTRY: dict[str, PatchEncoderSpec] = {}
+_REGISTRY: SpecRegistry[PatchEncoderSpec] = SpecRegistry(
+    "patch encoder", unknown_hint="(any timm model as timm:<model_name>)"
+)
 
 
 def register_patch_encoder(spec: PatchEncoderSpec, *, overwrite: bool = False) -> PatchEncoderSpec:
     """Add an encoder to the registry (names are case-insensitive; ``timm:`` is reserved)."""
-    key = spec.name.lower()
-    if key.startswith(_TIMM_PREFIX):
+    if spec.name.lower().startswith(_TIMM_PREFIX):
         raise InputError(f"patch encoder names may not start with {_TIMM_PREFIX!r} (reserved for timm models)")
-    if key in _REGISTRY and not overwrite:
-        raise InputError(f"patch encoder {spec.name!r} is already registered (pass overwrite=True to replace it)")
-    _REGISTRY[key] = spec
-    return spec
+    return _REGISTRY.register(spec, overwrite=overwrite)
 
 
 def list_patch_encoders() -> list[PatchEncoderSpec]:
     """Registered encoders, in registration order (``timm`` stands for every ``timm:<model_name>``)."""
-    return list(_REGISTRY.values())
+    return _REGISTRY.list()
 
 
 def get_patch_encoder_spec(name: str) -> PatchEncoderSpec:
     """Spec of a registered encoder (``timm:<model>`` gives the ``timm`` entry); InputError otherwise."""
     key = str(name).strip().lower()
-    if key.startswith(_TIMM_PREFIX):
-        key = "timm"
-    try:
-        return _REGISTRY[key]
-    except KeyError:
-        raise InputError(
-            f"unknown patch encoder {name!r}; registered: {sorted(_REGISTRY)} (any timm model as timm:<model_name>)"
-        ) from None
+    return _REGISTRY.get("timm" if key.startswith(_TIMM_PREFIX) else name)
 
 
 def create_patch_encoder(

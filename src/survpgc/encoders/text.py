@@ -40,6 +40,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from survpgc.encoders._registry import SpecRegistry
 from survpgc.errors import ConfigError, InputError
 
 __all__ = [
@@ -503,29 +504,22 @@ class TextEncoderSpec:
         return d
 
 
-_REGISTRY: dict[str, TextEncoderSpec] = {}
+_REGISTRY: SpecRegistry[TextEncoderSpec] = SpecRegistry("text encoder")
 
 
 def register_text_encoder(spec: TextEncoderSpec, *, overwrite: bool = False) -> TextEncoderSpec:
     """Add an encoder to the registry (names are case-insensitive)."""
-    key = spec.name.lower()
-    if key in _REGISTRY and not overwrite:
-        raise InputError(f"text encoder {spec.name!r} is already registered (pass overwrite=True to replace it)")
-    _REGISTRY[key] = spec
-    return spec
+    return _REGISTRY.register(spec, overwrite=overwrite)
 
 
 def list_text_encoders() -> list[TextEncoderSpec]:
     """Registered encoders, in registration order."""
-    return list(_REGISTRY.values())
+    return _REGISTRY.list()
 
 
 def get_text_encoder_spec(name: str) -> TextEncoderSpec:
     """Spec of a registered encoder; InputError naming the known ones otherwise."""
-    try:
-        return _REGISTRY[name.lower()]
-    except KeyError:
-        raise InputError(f"unknown text encoder {name!r}; registered: {sorted(_REGISTRY)}") from None
+    return _REGISTRY.get(name)
 
 
 def create_text_encoder(encoder: str | Path | TextEncoder = "minilm", **kwargs: Any) -> TextEncoder:
@@ -538,9 +532,8 @@ def create_text_encoder(encoder: str | Path | TextEncoder = "minilm", **kwargs: 
         if kwargs:
             raise InputError("keyword arguments cannot be applied to an already-built TextEncoder")
         return encoder
-    key = str(encoder).strip().lower()
-    if key in _REGISTRY:
-        return _REGISTRY[key].factory(**kwargs)
+    if encoder in _REGISTRY:
+        return _REGISTRY.get(encoder).factory(**kwargs)
     return TransformersTextEncoder(encoder, **kwargs)
 
 
