@@ -14,7 +14,7 @@ from typing import Any
 
 from survpgc.errors import ConfigError
 
-__all__ = ["ModelSpec", "create_model", "get_model_spec", "list_models", "register_model"]
+__all__ = ["ModelSpec", "create_model", "get_model_spec", "list_models", "model_accepts", "register_model"]
 
 _NOT_MODEL_MODULES = {"registry", "base", "layers"}
 
@@ -104,6 +104,12 @@ def create_model(name: str, **config: Any) -> Any:
         if unknown:
             raise ConfigError(f"model {name!r} does not accept {sorted(unknown)}; its arguments: {sorted(accepted)}")
     return spec.factory(**config)
+
+
+def model_accepts(name: str, argument: str) -> bool:
+    """Whether ``create_model(name, argument=...)`` is accepted (e.g. ``groups`` for per-pathway encoders)."""
+    accepted = _accepted_kwargs(get_model_spec(name).factory)
+    return accepted is None or argument in accepted
 
 
 def _accepted_kwargs(factory: Any) -> set[str] | None:

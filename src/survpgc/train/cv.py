@@ -229,6 +229,7 @@ def _run_neural(entry, data: _RunData, fold, binner, mods, cfg: RunConfig, ck_pa
 
     from survpgc.data.dataset import SurvivalDataset
     from survpgc.models import create_model
+    from survpgc.models.registry import model_accepts
     from survpgc.train.loop import fit, predict
 
     cohort = data.cohort
@@ -243,8 +244,8 @@ def _run_neural(entry, data: _RunData, fold, binner, mods, cfg: RunConfig, ck_pa
         src = data.genomic(list(fold.train))
         sources["genomic"] = src
         dims["gen_dim"] = src.dim
-        if getattr(src, "groups", None) is not None and entry.name in ("survpath", "mcat"):
-            extra["groups"] = src.groups
+        if getattr(src, "groups", None) is not None and model_accepts(entry.name, "groups"):
+            extra["groups"] = src.groups  # gene groups (pathways / families) for models with per-group encoders
     bins = binner.transform(cohort.time)
     bin_of = dict(zip(cohort.case_ids, bins, strict=True))
 
