@@ -27,10 +27,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -40,6 +38,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from survpgc._io import atomic_write, atomic_write_text
 from survpgc.clinical.prompts import _build, resolve_fields
 from survpgc.clinical.templates import TemplateSet, load_templates
 from survpgc.data.dataset import InMemoryTokens
@@ -134,24 +133,6 @@ def _case_filename(case_id: str) -> str:
         return f"{case_id}.pt"
     stem = re.sub(r"[^A-Za-z0-9._-]", "_", case_id)[:80].lstrip(".") or "case"
     return f"{stem}-{hashlib.sha1(case_id.encode()).hexdigest()[:10]}.pt"
-
-
-def _tmp_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-
-
-def _atomic_write_bytes(path: Path, writer: Any) -> None:
-    tmp = _tmp_name(path)
-    try:
-        writer(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    _atomic_write_bytes(path, lambda t: t.write_text(text, encoding="utf-8"))
 
 
 def _sha(*parts: str) -> str:
@@ -256,7 +237,9 @@ def encode_clinical(
     _prepare_out_dir(out, config, config_key, overwrite)
     tok_dir.mkdir(parents=True, exist_ok=True)
     if not (out / MANIFEST_NAME).is_file():  # provisional manifest: an interrupted run can resume
-        _atomic_text(out / MANIFEST_NAME, json.dumps({**config, "config_key": config_key, "complete": False}, indent=2))
+        atomic_write_text(
+            out / MANIFEST_NAME, json.dumps({**config, "config_key": config_key, "complete": False}, indent=2)
+        )
 
     # per-case sentences and cache keys
     ids = list(dict.fromkeys(table["case_id"].tolist()))
@@ -309,9 +292,9 @@ def encode_clinical(
             "key": keys[i],
         }
         path = tok_dir / _case_filename(cid)
-        _atomic_write_bytes(path, lambda t, obj=payload: torch.save(obj, t))
+        atomic_write(path, lambda t, obj=payload: torch.save(obj, t))
 
-    _atomic_text(out / SENTENCES_NAME, table.to_csv(index=False))
+    atomic_write_text(out / SENTENCES_NAME, table.to_csv(index=False))
     from survpgc import __version__
 
     manifest = {
@@ -327,7 +310,7 @@ def encode_clinical(
         "survpgc_version": __version__,
         "complete": True,
     }
-    _atomic_text(out / MANIFEST_NAME, json.dumps(manifest, indent=2, ensure_ascii=False))
+    atomic_write_text(out / MANIFEST_NAME, json.dumps(manifest, indent=2, ensure_ascii=False))
     summary = ClinicalEncodingSummary(
         out_dir=str(out),
         n_cases=len(ids),

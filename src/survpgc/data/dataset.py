@@ -24,8 +24,6 @@ A case missing a modality is never dropped: it gets an empty bag (0 x dim) and `
 from __future__ import annotations
 
 import logging
-import os
-import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -35,6 +33,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from survpgc._io import atomic_write
 from survpgc.errors import DataError, InputError
 
 __all__ = [
@@ -278,9 +277,8 @@ def write_feature_file(path: str | Path, features: Any, coords: Any | None = Non
     except DataError as exc:
         raise InputError(f"write_feature_file: {exc}") from exc
     attrs = {k: _plain(v) for k, v in attrs.items() if v is not None}
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.{uuid.uuid4().hex[:12]}.tmp")
-    try:
+
+    def write(tmp: Path) -> None:
         if kind == "h5":
             import h5py
 
@@ -296,10 +294,8 @@ def write_feature_file(path: str | Path, features: Any, coords: Any | None = Non
                 obj["coords"] = torch.from_numpy(np.ascontiguousarray(crd))
             obj.update(attrs)
             torch.save(obj, tmp)
-        os.replace(tmp, p)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+
+    atomic_write(p, write)
     return p
 
 

@@ -21,15 +21,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from survpgc._io import atomic_write, atomic_write_text
 from survpgc.errors import DataError, InputError
 from survpgc.genomics.signatures import GeneSelection, select_genes
 
@@ -60,21 +59,6 @@ class PreparedOmics:
     def summary_text(self) -> str:
         """Cases with omics, then :meth:`GeneSelection.summary_text`."""
         return f"cases with omics: {self.n_cases_omics} of {self.n_cases}\n" + self.selection.summary_text()
-
-
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _write_text(path: Path, text: str) -> None:
-    _atomic_write(path, lambda t: t.write_text(text, encoding="utf-8"))
 
 
 def prepare_omics(
@@ -109,16 +93,16 @@ def prepare_omics(
 
     matrix = omics[selection.columns].copy()
     matrix.index = matrix.index.rename("case_id")
-    _atomic_write(
+    atomic_write(
         files["matrix"],
         lambda t: matrix.to_csv(t, compression={"method": "gzip", "mtime": 0}, float_format="%.9g"),
     )
-    _write_text(files["groups"], json.dumps(selection.groups, indent=1) + "\n")
-    _atomic_write(files["coverage"], lambda t: selection.coverage.to_csv(t, index=False, float_format="%.6g"))
+    atomic_write_text(files["groups"], json.dumps(selection.groups, indent=1) + "\n")
+    atomic_write(files["coverage"], lambda t: selection.coverage.to_csv(t, index=False, float_format="%.6g"))
     result = PreparedOmics(out_dir=out, files=files, selection=selection, n_cases_omics=len(omics), n_cases=len(cohort))
     text = f"cohort: {cohort.name}\n" + result.summary_text()
     text += "values in omics_selected.csv.gz are NOT normalised: fit the scaler on each fold's training cases.\n"
-    _write_text(files["summary"], text)
+    atomic_write_text(files["summary"], text)
     manifest = {
         "cohort": cohort.name,
         "signatures": selection.signatures,
@@ -131,7 +115,7 @@ def prepare_omics(
         "files": {k: v.name for k, v in files.items()},
         "normalised": False,
     }
-    _write_text(files["manifest"], json.dumps(manifest, indent=1) + "\n")
+    atomic_write_text(files["manifest"], json.dumps(manifest, indent=1) + "\n")
     s = selection.summary
     log.info(
         "%s: %d of %d %s genes measured in %s; %d of %d pathways kept; %d columns x %d cases written to %s",

@@ -24,7 +24,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from survpgc.report.plots import LOWER_IS_BETTER, METRIC_LABELS, _atomic_write_bytes, format_p_value
+from survpgc._io import atomic_write_bytes
+from survpgc.report.plots import LOWER_IS_BETTER, METRIC_LABELS, format_p_value
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -687,6 +688,6 @@ def write_report(
         created=created,
     )
     path = Path(run_dir) / filename
-    _atomic_write_bytes(path, page.encode("utf-8"))
+    atomic_write_bytes(path, page.encode("utf-8"))
     log.info("wrote %s (%d kB)", path, len(page) // 1024)
     return path

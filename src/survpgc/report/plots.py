@@ -15,13 +15,13 @@ import io
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from survpgc._io import atomic_write_bytes
 from survpgc.errors import InputError, LengthMismatchError, NoEventError
 from survpgc.survival.convention import as_1d_array, check_risk, check_survival
 from survpgc.survival.stats import kaplan_meier, logrank_test, median_risk_groups
@@ -80,22 +80,6 @@ def format_p_value(p: float | None) -> str:
     return f"{p:.1e}"
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` via a temporary file in the same directory and :func:`os.replace`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
 def _save_figure(fig: Any, path: Path, metadata: Mapping[str, str]) -> Path:
     """Render ``fig`` (a :class:`matplotlib.figure.Figure`) as PNG in memory and write it atomically.
 
@@ -107,7 +91,7 @@ def _save_figure(fig: Any, path: Path, metadata: Mapping[str, str]) -> Path:
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI, metadata={k: str(v) for k, v in metadata.items()})
-    return _atomic_write_bytes(Path(path), buf.getvalue())
+    return atomic_write_bytes(Path(path), buf.getvalue())
 
 
 def _figure(figsize: tuple[float, float], **kwargs: Any) -> Any:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from survpgc._io import atomic_write, atomic_write_text
 from survpgc.config import ModelEntry, RunConfig
 from survpgc.errors import ConfigError
 
@@ -45,20 +45,8 @@ class RunResult:
     report: Path | None = None
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _atomic_csv(df: pd.DataFrame, path: Path) -> None:
-    _atomic_write_text(path, df.to_csv(index=False))
+    atomic_write(path, lambda t: df.to_csv(t, index=False))
 
 
 def _safe_name(model_id: str) -> str:
@@ -299,10 +287,8 @@ def _run_neural(entry, data: _RunData, fold, binner, mods, cfg: RunConfig, ck_pa
     if bar is not None:
         bar.update(task, status=f"selected epoch {res.best_epoch}")
     if _is_main():
-        ck_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = ck_path.with_name(f".{ck_path.name}.tmp")
-        save_file({k: v.contiguous() for k, v in res.state_dict.items()}, str(tmp), metadata={"model": entry.name})
-        os.replace(tmp, ck_path)
+        tensors = {k: v.contiguous() for k, v in res.state_dict.items()}
+        atomic_write(ck_path, lambda t: save_file(tensors, str(t), metadata={"model": entry.name}))
     frames = []
     device = next(model.parameters()).device  # where fit() left the model
     for split, ids in (("train", fold.train), ("val", fold.val), ("test", fold.test)):
@@ -425,7 +411,7 @@ def _run_cv(cfg: RunConfig, out: Path, only_folds, only_models) -> RunResult:
                 "use a new --out directory, or delete the old run"
             )
     elif _is_main():
-        _atomic_write_text(cfg_path, resolved)
+        atomic_write_text(cfg_path, resolved)
     _barrier()
     handler = logging.FileHandler(out / ("run.log" if _is_main() else f"run.rank{os.environ.get('RANK', '?')}.log"))
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -487,7 +473,7 @@ def _run(cfg, out, only_folds, only_models, TimeBinner) -> RunResult:
             if _is_main():
                 _atomic_csv(preds, out / "folds" / f"{stem}.csv")
                 record.update({"model": entry.id, "fold": fold.index, "binner": binner.to_dict()})
-                _atomic_write_text(record_path, json.dumps(record, indent=1, default=float))
+                atomic_write_text(record_path, json.dumps(record, indent=1, default=float))
             _barrier()
             trained.append(stem)
     if not _is_main():
@@ -565,7 +551,7 @@ def _aggregate(cfg: RunConfig, out: Path, data: _RunData, trained: list[str]) ->
     comparisons = compare_models(preds, ref, n=cfg.eval.bootstrap, seed=cfg.seed)
     _atomic_csv(comparisons, out / "comparisons.csv")
     if notes:
-        _atomic_write_text(out / "notes.txt", "\n".join(notes) + "\n")
+        atomic_write_text(out / "notes.txt", "\n".join(notes) + "\n")
     result = RunResult(out, summary, metrics, comparisons, len(records), n_total, trained)
     result.report = _plots_and_report(cfg, out, data, preds, metrics, summary, comparisons, notes)
     return result

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from survpgc._io import atomic_write
 from survpgc.errors import ConfigError, DataError, SurvpgcError
 
 __all__ = ["ExtractSummary", "extract_features", "list_slides", "read_manifests", "resolve_shard", "segment_slides"]
@@ -113,10 +114,8 @@ def _manifest_path(out: Path, shard: tuple[int, int]) -> Path:
 
 
 def _write_manifest(path: Path, rows: list[dict[str, Any]], columns: Sequence[str] = MANIFEST_COLUMNS) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    pd.DataFrame(rows, columns=list(columns)).to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    table = pd.DataFrame(rows, columns=list(columns))
+    atomic_write(path, lambda t: table.to_csv(t, index=False))
 
 
 def _mpp_overrides(mpp: float | None, mpp_table: str | Path | None) -> Any:

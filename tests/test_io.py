@@ -1,0 +1,24 @@
+"""The one atomic-write helper every writer uses."""
+
+from __future__ import annotations
+
+import pytest
+
+from survpgc._io import atomic_write, atomic_write_bytes, atomic_write_text
+
+
+def test_atomic_write_replaces_only_when_complete(tmp_path):
+    dest = tmp_path / "sub" / "out.txt"
+    atomic_write_text(dest, "first")
+    assert dest.read_text() == "first"
+
+    def failing(tmp):
+        tmp.write_text("half")
+        raise RuntimeError("killed mid-write")
+
+    with pytest.raises(RuntimeError):
+        atomic_write(dest, failing)
+    assert dest.read_text() == "first"  # the old file survives
+    assert [p.name for p in dest.parent.iterdir()] == ["out.txt"]  # no temporary file left behind
+    atomic_write_bytes(dest, b"second")
+    assert dest.read_bytes() == b"second"
