@@ -22,3 +22,22 @@ def test_atomic_write_replaces_only_when_complete(tmp_path):
     assert [p.name for p in dest.parent.iterdir()] == ["out.txt"]  # no temporary file left behind
     atomic_write_bytes(dest, b"second")
     assert dest.read_bytes() == b"second"
+
+
+def test_resolve_device_rule(monkeypatch):
+    import torch
+
+    from survpgc.devices import resolve_device
+    from survpgc.errors import InputError
+
+    assert resolve_device(None) == torch.device("cpu")
+    assert resolve_device(torch.device("cpu")) == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto").type in ("cpu", "mps")
+    with pytest.raises(InputError, match="CUDA is not available"):
+        resolve_device("cuda:0")
+    with pytest.raises(InputError, match="invalid device"):
+        resolve_device("gpu-please")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert resolve_device("auto") == torch.device("cuda:1")  # torchrun's local rank picks the GPU

@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from survpgc.devices import resolve_device
 from survpgc.encoders._checkpoints import WeightMapping, load_into, map_in_order, read_state_dict
 from survpgc.encoders._registry import SpecRegistry
 from survpgc.encoders.text import CONCH_CHECKPOINT_ENV, _conch_checkpoint
@@ -180,19 +181,6 @@ def cpu_has_native_bf16() -> bool:
     return False
 
 
-def _resolve_device(device: str | torch.device | None) -> torch.device:
-    d = "cpu" if device is None else str(device)
-    if d == "auto":
-        d = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        dev = torch.device(d)
-    except RuntimeError as exc:
-        raise InputError(f"invalid device {device!r}: {exc}") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"device {device!r} requested but CUDA is not available; use device='cpu'")
-    return dev
-
-
 def resolve_precision(
     precision: str, device: str | torch.device, *, cpu_default: str = "bf16", cuda_default: str = "fp16"
 ) -> str:
@@ -272,7 +260,7 @@ class PatchEncoder:
         self.name = name
         self.dim = int(dim)
         self.transform = transform
-        self.device = _resolve_device(device)
+        self.device = resolve_device(device)
         self.precision = resolve_precision(
             precision, self.device, cpu_default=cpu_precision, cuda_default=cuda_precision
         )
@@ -624,7 +612,7 @@ def _make_conch(
             f"gated: request access at https://huggingface.co/MahmoodLab/conch and set {CONCH_CHECKPOINT_ENV}"
         ) from exc
     ckpt = _conch_checkpoint(weights)
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     try:
         res = occ.create_model_from_pretrained(model_cfg, checkpoint_path=str(ckpt), device=str(dev))
     except (OSError, RuntimeError, ValueError) as exc:

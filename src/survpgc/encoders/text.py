@@ -40,6 +40,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from survpgc.devices import resolve_device
 from survpgc.encoders._registry import SpecRegistry
 from survpgc.errors import ConfigError, InputError
 
@@ -72,19 +73,6 @@ _NO_DOWNLOAD = (
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
-def _resolve_device(device: str | torch.device | None) -> torch.device:
-    d = "cpu" if device is None else str(device)
-    if d == "auto":
-        d = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        dev = torch.device(d)
-    except RuntimeError as exc:
-        raise InputError(f"invalid device {device!r}: {exc}") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"device {device!r} requested but CUDA is not available; use device='cpu'")
-    return dev
-
-
 def _check_batch_size(batch_size: int) -> int:
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InputError(f"batch_size must be an integer >= 1, got {batch_size!r}")
@@ -103,7 +91,7 @@ class TextEncoder(ABC):
 
     def __init__(self, *, normalize: bool = True, device: str | torch.device | None = "cpu", batch_size: int = 64):
         self.normalize = bool(normalize)
-        self.device = _resolve_device(device)
+        self.device = resolve_device(device)
         self.batch_size = _check_batch_size(batch_size)
         self.n_calls = 0
         self.n_sentences = 0

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from survpgc.devices import resolve_device
 from survpgc.errors import ConfigError
 from survpgc.survival.losses import nll_survival_loss
 
@@ -88,19 +89,6 @@ def is_distributed() -> bool:
     import torch.distributed as dist
 
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    """``auto`` → cuda if available (``cuda:LOCAL_RANK`` under torchrun), else mps, else cpu."""
-    if device == "auto":
-        if torch.cuda.is_available():
-            import os
-
-            return torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    return torch.device(device)
 
 
 def bf16_supported(device: torch.device) -> bool:

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from survpgc._io import atomic_write
+from survpgc.devices import resolve_device
 from survpgc.errors import ConfigError, DataError, SurvpgcError
 
 __all__ = ["ExtractSummary", "extract_features", "list_slides", "read_manifests", "resolve_shard", "segment_slides"]
@@ -209,7 +210,6 @@ def extract_features(
     progress: bool = False,
 ) -> ExtractSummary:
     """Extract patch features of every slide (see module docstring). Returns an :class:`ExtractSummary`."""
-    import torch
 
     from survpgc.encoders.patch import create_patch_encoder
     from survpgc.wsi.grid import SlidePatchDataset, tile_slide
@@ -220,8 +220,7 @@ def extract_features(
     shard_i, shard_n = resolve_shard(shard)
     all_slides = list_slides(slides)
     mine = [p for k, p in enumerate(all_slides) if k % shard_n == shard_i]
-    if device == "auto":
-        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(device)
     enc = (
         encoder
         if not isinstance(encoder, str)

@@ -1,0 +1,36 @@
+"""The one device rule of survpgc (training, extraction, encoders)."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from survpgc.errors import InputError
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["resolve_device"]
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """``auto`` → ``cuda:LOCAL_RANK`` (LOCAL_RANK is 0 outside torchrun) if CUDA is available, else ``mps``
+    where available, else ``cpu``; None → ``cpu``; anything else is parsed and checked (a CUDA device
+    without CUDA is an error, not a silent fallback)."""
+    import torch
+
+    if device is None:
+        return torch.device("cpu")
+    if str(device) == "auto":
+        if torch.cuda.is_available():
+            return torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise InputError(f"invalid device {device!r}: {exc}") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device {device!r} requested but CUDA is not available; use device='cpu' or 'auto'")
+    return dev
