@@ -514,6 +514,126 @@ def extract_cmd(
         raise typer.Exit(1)
 
 
+@app.command("heatmap")
+def heatmap_cmd(
+    run: str = typer.Option(..., "--run", help="Run directory written by `survpgc run`."),
+    case: list[str] = typer.Option(..., "--case", help="Case id (repeatable)."),
+    model: str = typer.Option("survpgc", "--model", help="Model id in the run."),
+    path: str | None = typer.Option(
+        "clinic", "--path", help="clinic | genomic (query tokens of the cross-attention); 'none' for ABMIL-style."
+    ),
+    fold: int | None = typer.Option(None, "--fold", help="Fold model to use (default: the fold that tested the case)."),
+    top_k: int = typer.Option(50, "--top-k", help="Patches in the top-patch montage."),
+    slide: str | None = typer.Option(None, "--slide", help="Slide file, when the run's cohort does not locate it."),
+    max_size: int = typer.Option(1024, "--max-size", help="Longest side of the slide thumbnail (px)."),
+    device: str = typer.Option("cpu", help="cpu | cuda[:i]."),
+) -> None:
+    """Attention and relevance heatmaps on the slide thumbnail + top patches, into <run>/interpret/heatmaps."""
+    from survpgc.explain.attention import heatmap_for_case
+    from survpgc.explain.runs import RunContext
+
+    ctx = RunContext(run)
+    p = None if path in (None, "none") else path
+    for i, cid in enumerate(case):
+        res = heatmap_for_case(
+            run, cid, model_id=model, path=p, fold=fold, top_k=top_k, slide=slide, max_size=max_size,
+            device=device, ctx=ctx, refresh_report=i == len(case) - 1,
+        )  # fmt: skip
+        typer.echo(f"{cid}: fold {res['fold']}, risk {res['risk']:+.3f}, {res['key']} attention")
+        for e in res["slides"]:
+            typer.echo(f"  {e['slide_id']}: {e['n_patches']} patches -> {Path(e['relevance']['figure']).parent}")
+    if res.get("report"):
+        typer.echo(f"report: {res['report']}")
+
+
+explain_app = typer.Typer(help="Explain a finished run (modality attributions).")
+app.add_typer(explain_app, name="explain")
+
+
+@explain_app.command("attribution")
+def explain_attribution_cmd(
+    run: str = typer.Option(..., "--run", help="Run directory written by `survpgc run`."),
+    model: str = typer.Option("survpgc", "--model", help="Model id in the run (its head must read fused vectors)."),
+    baseline: str = typer.Option(
+        "zero", help="IG baseline: zero | train-mean (mean fused vector of the fold's train)."
+    ),
+    n_steps: int = typer.Option(64, "--n-steps", help="Integration steps."),
+    device: str = typer.Option("cpu", help="cpu | cuda[:i]."),
+) -> None:
+    """Integrated-gradients shares of each fusion path per test patient (paper Table 3)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from survpgc.explain.attribution import explain_attribution
+
+    res = explain_attribution(run, model_id=model, baseline=baseline, n_steps=n_steps, device=device)
+    summary = res["summary"]
+    cols = [c.removesuffix("_mean") for c in summary.columns if c.startswith("path:") and c.endswith("_mean")]
+    t = Table("fold", "patients", *[c.removeprefix("path:") for c in cols], title=f"{model}: IG share per path")
+    for _, r in summary.iterrows():
+        t.add_row(str(r["fold"]), str(r["n_patients"]), *[f"{r[c + '_mean']:.3f} ± {r[c + '_sd']:.3f}" for c in cols])
+    Console().print(t)
+    typer.echo(f"wrote {res['dir']}")
+    if res.get("report"):
+        typer.echo(f"report: {res['report']}")
+
+
+study_app = typer.Typer(help="The paper's studies: template diversity, clinical integration.")
+app.add_typer(study_app, name="study")
+
+
+@study_app.command("templates")
+def study_templates_cmd(
+    cohort: str = typer.Option(..., "--cohort", help="Built-in name (tcga-lihc) or a TCGA-layout folder."),
+    out: str = typer.Option("runs/templates", "--out", help="Study directory."),
+    n_templates: str = typer.Option("1,3,5,10,20", "--n-templates", help="Comma-separated N_t values."),
+    encoder: str = typer.Option("minilm", help="Text encoder (survpgc text-encoders)."),
+    templates: str | None = typer.Option(None, help="Template set (default: survpgc's; survpgc-paper; a CSV)."),
+    seed: int = typer.Option(0, help="Template draw and t-SNE seed."),
+    overrides: list[str] | None = typer.Argument(None, help="Run-config key=value settings, e.g. train.epochs=20"),
+) -> None:
+    """t-SNE of clinical embeddings by survival group and mlp C-index for each N_t (paper Fig. 5, Table 5)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from survpgc.explain.studies import template_study
+
+    try:
+        nts = [int(v) for v in n_templates.split(",") if v.strip()]
+    except ValueError as exc:
+        from survpgc.errors import InputError
+
+        raise InputError(f"--n-templates must be comma-separated integers, got {n_templates!r}") from exc
+    res = template_study(cohort, out, n_templates=nts, encoder=encoder, templates=templates,
+                         overrides=list(overrides or []), seed=seed)  # fmt: skip
+    t = Table("N_t", "distinct sentences", "silhouette", "C-index (mlp)", "paper (LIHC)", title="template diversity")
+    for _, r in res["table"].iterrows():
+        paper = r["paper_lihc"]
+        t.add_row(
+            str(r["n_templates"]),
+            str(r["distinct_sentences"]),
+            f"{r['silhouette_survival_groups']:+.3f}",
+            f"{r['cindex_mean']:.3f} ± {r['cindex_sd']:.3f}",
+            f"{paper:.3f}" if paper == paper else "-",
+        )
+    Console().print(t)
+    typer.echo(f"t-SNE: {res['tsne']}")
+    typer.echo(f"report: {res['report']}")
+
+
+@study_app.command("clinical-integration")
+def study_integration_cmd(
+    config: str | None = typer.Option(None, "--config", help="YAML run config (cohort, pathology, clinical...)."),
+    out: str = typer.Option("runs/clinical-integration", "--out", help="Run directory."),
+    overrides: list[str] | None = typer.Argument(None, help="key=value overrides, e.g. train.epochs=2"),
+) -> None:
+    """Late / concatenation / encoded fusion (paper Table 4 a, b, c) vs survpc on the same folds."""
+    from survpgc.explain.studies import clinical_integration_study
+
+    res = clinical_integration_study(config, out, overrides=list(overrides or []), progress=sys.stderr.isatty())
+    _print_summary(res)
+
+
 @app.command("demo")
 def demo_cmd(
     out: str = typer.Option("runs/demo", "--out", help="Folder for the demo's cohorts, features and runs."),

@@ -210,7 +210,12 @@ class BidirectionalCrossAttention(nn.Module):
         out_p = out_p.transpose(1, 2).reshape(b, n_p, self.inner)
         attn = None
         if return_attention:
-            attn = {"mod->mod": a_mm.mean(1), "mod->patch": a_mp.mean(1), "patch->mod": a_pm.mean(1)}
+            attn = {
+                "mod->mod": a_mm.mean(1),
+                "mod->patch": a_mp.mean(1),
+                "patch->mod": a_pm.mean(1),
+                "mod->patch/heads": a_mp,  # (B, h, M, L), in the graph: gradients of outputs w.r.t. it exist
+            }
         return out_m, out_p, attn
 
 
@@ -285,7 +290,12 @@ def factored_cross_attention(
         out_p = out_p.transpose(1, 2).reshape(bsz, n_p, layer.inner)
         attn = None
         if return_attention:
-            attn = {"mod->mod": a_mm.mean(1), "mod->patch": a_mp.mean(1), "patch->mod": a_pm.mean(1)}
+            attn = {
+                "mod->mod": a_mm.mean(1),
+                "mod->patch": a_mp.mean(1),
+                "patch->mod": a_pm.mean(1),
+                "mod->patch/heads": a_mp,  # (B, h, M, L), in the graph: gradients of outputs w.r.t. it exist
+            }
         results.append((out_m, out_p, attn))
     return results
 

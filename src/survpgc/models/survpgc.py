@@ -130,6 +130,7 @@ class CrossAttentionSurvival(SurvivalModel):
                 attention[f"{name_q}->{name_p}"] = attn["mod->patch"]
                 attention[f"{name_p}->{name_q}"] = attn["patch->mod"]
                 attention[f"{name_q}->{name_q}[{name_q}-{name_p}]"] = attn["mod->mod"]
+                attention[f"{name_q}->{name_p}/heads"] = attn["mod->patch/heads"]
         fused = torch.cat(list(pooled.values()), dim=-1)
         return ModelOutput(
             logits=self.head(fused),

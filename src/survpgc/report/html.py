@@ -30,7 +30,7 @@ from survpgc.report.plots import LOWER_IS_BETTER, METRIC_LABELS, format_p_value
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["REPORT_TEMPLATE", "render_report", "write_report"]
+__all__ = ["REPORT_TEMPLATE", "escape", "figure_html", "frame_table_html", "render_report", "write_report"]
 
 log = logging.getLogger(__name__)
 
@@ -514,6 +514,22 @@ def _image_tag(label: str, path: Path) -> str:
         return _empty(f"{label}: image missing ({path.name})")
     b64 = base64.b64encode(data).decode("ascii")
     return f'<img src="data:{mime};base64,{b64}" alt="{_e(label)}">'
+
+
+def figure_html(label: str, path: str | os.PathLike[str], caption: str | None = None) -> str:
+    """One inlined image with its caption (for report sections built elsewhere)."""
+    cap = _e(label if caption is None else caption)
+    return f"<figure>{_image_tag(label, Path(path))}<figcaption>{cap}</figcaption></figure>"
+
+
+def frame_table_html(df: pd.DataFrame, digits: int = 3) -> str:
+    """A DataFrame as an escaped HTML table in the report's style."""
+    return _frame_table(df, digits)
+
+
+def escape(value: Any) -> str:
+    """HTML-escape ``value`` (str() first)."""
+    return _e(value)
 
 
 def _figures(images: Mapping[str, str | os.PathLike[str]]) -> str:

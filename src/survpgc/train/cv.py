@@ -211,14 +211,27 @@ def _surv_columns(surv: np.ndarray) -> dict[str, np.ndarray]:
     return {f"surv_{k}": surv[:, k] for k in range(surv.shape[1])}
 
 
-def _run_neural(entry, data: _RunData, fold, binner, mods, cfg: RunConfig, ck_path: Path):
+@dataclass
+class FoldSetup:
+    """What a fold × model needs before training: the (untrained) model and a dataset factory.
+
+    ``dataset(ids, train)`` builds a :class:`~survpgc.data.dataset.SurvivalDataset` of the fold's sources
+    (omics scaler fitted on the fold's training part, the fold's time bins). Shared by training and by the
+    interpretation commands, which rebuild the same model and inputs from a run directory.
+    """
+
+    model: Any
+    dataset: Any
+    modalities: tuple[str, ...]
+
+
+def fold_setup(entry, data: _RunData, fold, binner, mods, cfg: RunConfig) -> FoldSetup:
+    """Build the untrained model of ``entry`` for ``fold`` and its dataset factory (see :class:`FoldSetup`)."""
     import torch
-    from safetensors.torch import save_file
 
     from survpgc.data.dataset import SurvivalDataset
     from survpgc.models import create_model
     from survpgc.models.registry import model_accepts
-    from survpgc.train.loop import fit, predict
 
     cohort = data.cohort
     sources: dict[str, Any] = {}
@@ -251,12 +264,21 @@ def _run_neural(entry, data: _RunData, fold, binner, mods, cfg: RunConfig, ck_pa
             seed=cfg.seed + fold.index,
         )
 
-    train_ds = ds(fold.train, True)
     if "pathology" in mods:
-        dims["path_dim"] = train_ds.dims["pathology"]
+        dims["path_dim"] = ds(fold.train, True).dims["pathology"]  # from the first feature file
     torch.manual_seed(cfg.seed + 1000 * fold.index)
-    params = {**entry.params, **extra}
-    model = create_model(entry.name, **dims, **params)
+    model = create_model(entry.name, **dims, **{**entry.params, **extra})
+    return FoldSetup(model, ds, tuple(mods))
+
+
+def _run_neural(entry, data: _RunData, fold, binner, mods, cfg: RunConfig, ck_path: Path):
+    from safetensors.torch import save_file
+
+    from survpgc.train.loop import fit, predict
+
+    setup = fold_setup(entry, data, fold, binner, mods, cfg)
+    model, ds = setup.model, setup.dataset
+    train_ds = ds(fold.train, True)
     w = cfg.data.num_workers
     bs = cfg.train.batch_size
     train_loader = _loader(train_ds, bs, True, w, cfg.seed + fold.index)
@@ -578,8 +600,11 @@ def _plots_and_report(cfg, out, data, preds, metrics, summary, comparisons, note
         images["C-index per model"] = forest
     except Exception as exc:
         log.warning("forest plot failed: %s", exc)
+    from survpgc.explain.report import interpret_sections
+
     return report_html.write_report(
         out,
+        extra_sections=interpret_sections(out),
         cohort_summary=data.cohort.summary(),
         protocol=data.splits.protocol,
         config=cfg.to_dict(),

@@ -1,0 +1,121 @@
+"""Report sections for what the interpretation commands wrote under ``<run>/interpret/``.
+
+:func:`interpret_sections` is called whenever a run's ``report.html`` is (re)built, so heatmaps and
+attributions appear in the report as soon as they exist -- and a report rebuilt later keeps them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+__all__ = ["interpret_sections"]
+
+log = logging.getLogger(__name__)
+
+
+def interpret_sections(run_dir: str | Path) -> list[tuple[str, str]]:
+    """``(title, html)`` sections for the heatmaps and attributions found in ``run_dir/interpret``."""
+    root = Path(run_dir) / "interpret"
+    sections: list[tuple[str, str]] = []
+    if not root.is_dir():
+        return sections
+    builders = (
+        ("Clinical integration (paper Table 4)", _integration),
+        ("Attention heatmaps", _heatmaps),
+        ("Modality attribution (integrated gradients)", _ig),
+    )
+    for title, build in builders:
+        try:
+            html = build(root)
+        except Exception as exc:  # a broken interpretation file must never sink the report
+            log.warning("report: %s section left out (%s: %s)", title, type(exc).__name__, exc)
+            continue
+        if html:
+            sections.append((title, html))
+    return sections
+
+
+def _heatmaps(root: Path) -> str:
+    from survpgc.report.html import escape, figure_html
+
+    metas = sorted((root / "heatmaps").glob("*/*/*.json"))
+    if not metas:
+        return ""
+    parts = [
+        "<p>Per-patch scores of the fold model that tested the case. <b>attention</b>: post-softmax weights "
+        "of each query token over the patches, z-scored per token over the case's patches, averaged over the "
+        "tokens; colours are percentiles within the case (red = most attended). <b>relevance</b>: attention "
+        "× ∂risk/∂attention summed over heads and tokens -- the first-order contribution of each attended "
+        "patch to the predicted risk (red raises it, blue lowers it). Montages: the highest-relevance "
+        "patches read from the slide at the extraction magnification. Raw scores: "
+        "<code>interpret/heatmaps/&lt;model&gt;/&lt;case&gt;/*_scores.csv</code>.</p>"
+    ]
+    for meta_path in metas:
+        meta = json.loads(meta_path.read_text())
+        folder = meta_path.parent
+        head = (
+            f"{meta['model']} · case {meta['case_id']} · fold {meta['fold']} · {meta['key']} · "
+            f"predicted risk {meta['risk']:+.3f}"
+        )
+        parts.append(f"<h3>{escape(head)}</h3>")
+        for s in meta["slides"]:
+            figs = []
+            for name in ("attention", "relevance"):
+                f = s["files"].get(name, {}).get("figure")
+                if f:
+                    figs.append(figure_html(f"{s['slide_id']} {name}", folder / f))
+            mont = s["files"].get("relevance", {}).get("montage")
+            if mont:
+                figs.append(figure_html(f"{s['slide_id']} top patches by relevance", folder / mont))
+            parts.append('<div class="grid">' + "".join(figs) + "</div>")
+    return "\n".join(parts)
+
+
+def _ig(root: Path) -> str:
+    from survpgc.explain.attribution import PAPER_TABLE3
+    from survpgc.report.html import escape, figure_html, frame_table_html
+
+    summaries = sorted((root / "attribution").glob("*_summary.csv"))
+    if not summaries:
+        return ""
+    parts = [
+        "<p>Integrated gradients (captum) of the predicted risk with respect to the fused vectors the head "
+        "reads, per test patient of each fold; share = Σ|attribution| of a vector (or path) / Σ|attribution| "
+        "of all. Rows: mean ± sd over the fold's patients; last row: mean ± sd of the fold means.</p>"
+    ]
+    for path in summaries:
+        stem = path.name.removesuffix("_summary.csv")
+        meta_path = path.with_name(f"{stem}_meta.json")
+        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+        df = pd.read_csv(path, dtype={"fold": str})
+        cols = [c.removesuffix("_mean") for c in df.columns if c.endswith("_mean")]
+        show = pd.DataFrame({"fold": df["fold"], "patients": df["n_patients"]})
+        for c in cols:
+            show[c] = [
+                f"{m:.3f} ± {s:.3f}" if s == s else f"{m:.3f}"
+                for m, s in zip(df[f"{c}_mean"], df[f"{c}_sd"], strict=True)
+            ]
+        parts.append(f"<h3>{escape(meta.get('model', stem))} (baseline: {escape(meta.get('baseline', '?'))})</h3>")
+        parts.append(frame_table_html(show))
+        paper = PAPER_TABLE3.get(str(meta.get("cohort", "")).upper())
+        if paper:
+            parts.append(
+                f"<p>Paper, Table 3 ({escape(meta['cohort'])}): genomic-pathology {paper[0]:.3f}, "
+                f"clinic-pathology {paper[1]:.3f}.</p>"
+            )
+        png = path.with_name(f"{stem}_shares.png")
+        if png.is_file():
+            parts.append(figure_html(f"{stem}: IG shares per path", png))
+    return "\n".join(parts)
+
+
+def _integration(root: Path) -> str:
+    from survpgc.explain.studies import integration_section
+
+    if not (root / "clinical_integration.json").is_file() or not (root.parent / "summary.csv").is_file():
+        return ""
+    return integration_section(root.parent)
