@@ -67,10 +67,12 @@ def _heatmaps(root: Path) -> str:
             for name in ("attention", "relevance"):
                 f = s["files"].get(name, {}).get("figure")
                 if f:
-                    figs.append(figure_html(f"{s['slide_id']} {name}", folder / f))
+                    figs.append(figure_html(f"{s['slide_id']} {name}", folder / f, jpeg_max_width=900))
             mont = s["files"].get("relevance", {}).get("montage")
             if mont:
-                figs.append(figure_html(f"{s['slide_id']} top patches by relevance", folder / mont))
+                figs.append(
+                    figure_html(f"{s['slide_id']} top patches by relevance", folder / mont, jpeg_max_width=1100)
+                )
             parts.append('<div class="grid">' + "".join(figs) + "</div>")
     return "\n".join(parts)
 

@@ -516,10 +516,34 @@ def _image_tag(label: str, path: Path) -> str:
     return f'<img src="data:{mime};base64,{b64}" alt="{_e(label)}">'
 
 
-def figure_html(label: str, path: str | os.PathLike[str], caption: str | None = None) -> str:
-    """One inlined image with its caption (for report sections built elsewhere)."""
+def figure_html(
+    label: str, path: str | os.PathLike[str], caption: str | None = None, *, jpeg_max_width: int | None = None
+) -> str:
+    """One inlined image with its caption (for report sections built elsewhere). ``jpeg_max_width`` inlines
+    a JPEG copy at most that wide instead of the file itself (for big photographic figures such as slide
+    heatmaps; the full-resolution file stays in the run directory)."""
     cap = _e(label if caption is None else caption)
-    return f"<figure>{_image_tag(label, Path(path))}<figcaption>{cap}</figcaption></figure>"
+    tag = _jpeg_tag(label, Path(path), jpeg_max_width) if jpeg_max_width else _image_tag(label, Path(path))
+    return f"<figure>{tag}<figcaption>{cap}</figcaption></figure>"
+
+
+def _jpeg_tag(label: str, path: Path, max_width: int) -> str:
+    import io
+
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            rgb = im.convert("RGB")
+        if rgb.width > max_width:
+            rgb = rgb.resize((max_width, max(1, round(rgb.height * max_width / rgb.width))), Image.LANCZOS)
+        buf = io.BytesIO()
+        rgb.save(buf, format="JPEG", quality=85)
+    except OSError as exc:
+        log.warning("report: image %s not readable (%s), left out", path, exc)
+        return _empty(f"{label}: image missing ({path.name})")
+    b64 = base64.b64encode(buf.getvalue()).decode("ascii")
+    return f'<img src="data:image/jpeg;base64,{b64}" alt="{_e(label)}">'
 
 
 def frame_table_html(df: pd.DataFrame, digits: int = 3) -> str:

@@ -1,0 +1,312 @@
+"""Interpretation: attention scores, heatmaps, top-patch montages, IG attribution, report sections, CLI.
+
+Unit tests check the pieces against definitions (AUROC against scikit-learn, IG completeness and a head
+that reads one segment only, z-scoring); the run-level tests train SurvPGC for a few epochs on a small
+synthetic cohort with real slide files (feature values are cheap stand-ins: no encoder runs here; the
+ground-truth tests with a real encoder are in test_explain_truth.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from survpgc.cli import app
+from survpgc.config import load_config
+from survpgc.data.dataset import write_feature_file
+from survpgc.data.synth import MASK_DOWNSAMPLE, generate_synthetic_cohort
+from survpgc.errors import ConfigError, InputError
+from survpgc.explain.attention import (
+    attention_key,
+    draw_heatmap,
+    heatmap_for_case,
+    localisation_auroc,
+    patch_mask_fraction,
+    reduce_attention,
+)
+from survpgc.explain.attribution import attribute_fused, explain_attribution, path_of, shares_from_attributions
+from survpgc.explain.runs import RunContext
+from survpgc.train.cv import run_cv
+
+runner = CliRunner()
+
+
+# ============================================================================ unit
+def test_reduce_attention_zscores_each_token_and_ignores_masked_tokens():
+    rng = np.random.default_rng(0)
+    w = rng.dirichlet(np.ones(30), size=4)
+    w[1] *= 100.0  # a much more peaked token must not dominate: z-scoring removes its scale
+    z = reduce_attention(w)
+    ref = np.mean([(r - r.mean()) / r.std() for r in w], axis=0)
+    np.testing.assert_allclose(z, ref, atol=1e-12)
+    masked = reduce_attention(np.vstack([w, np.full(30, 7.0)]), np.array([True] * 4 + [False]))
+    np.testing.assert_allclose(masked, z, atol=1e-12)
+    assert np.all(reduce_attention(np.full((2, 5), 0.2)) == 0)  # uniform attention: no preference
+    assert reduce_attention(np.ones(1)).tolist() == [0.0]  # one patch
+    assert reduce_attention(w, np.zeros(4, bool)).tolist() == [0.0] * 30  # no real token
+    with pytest.raises(InputError):
+        reduce_attention(np.zeros((2, 2, 2)))
+
+
+def test_localisation_auroc_matches_sklearn_with_ties():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(1)
+    for _ in range(50):
+        n = int(rng.integers(2, 60))
+        y = rng.random(n) < rng.uniform(0.1, 0.9)
+        if y.all() or not y.any():
+            assert np.isnan(localisation_auroc(rng.random(n), y))
+            continue
+        s = np.round(rng.normal(size=n) + y, 1)  # rounding makes ties
+        assert localisation_auroc(s, y) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+
+
+def test_patch_mask_fraction():
+    mask = np.zeros((64, 96), np.uint8)
+    mask[:16, :16] = 255  # level-0 (0..256, 0..256) fully planted at downsample 16
+    mask[16:24, 16:32] = 255  # level-0 patch at (256, 256): top half planted
+    coords = np.array([[0, 0], [256, 256], [512, 0]])
+    np.testing.assert_allclose(patch_mask_fraction(mask, coords, 256, 16), [1.0, 0.5, 0.0])
+
+
+def test_draw_heatmap_keeps_the_slide_aspect_ratio_and_places_patches(tmp_path):
+    w0, h0 = 4096, 1536
+    thumb = np.full((384, 1024, 3), 200, np.uint8)  # 4096 x 1536 at 1/4
+    coords = np.array([[0, 0], [1024, 512]])
+    overlay, fig = draw_heatmap(
+        thumb, (w0, h0), coords, np.array([100.0, 0.0]), 512, tmp_path / "o.png", tmp_path / "f.png", cmap="jet"
+    )
+    with Image.open(overlay) as im:
+        assert im.size == (1024, 384)
+        arr = np.asarray(im.convert("RGB")).astype(int)
+    assert abs(1024 / 384 - w0 / h0) < 1e-9
+    hot, cold = arr[10:120, 10:120].mean((0, 1)), arr[140:250, 266:376].mean((0, 1))
+    assert hot[0] > hot[2] + 40 and cold[2] > cold[0] + 40  # red at the top score, blue at the bottom one
+    assert (arr[300:, 600:] == 200).all()  # no patch there: the thumbnail shows through untouched
+    assert fig.is_file()
+    # no thumbnail (slide file missing): a blank canvas of the same aspect ratio
+    overlay2, _ = draw_heatmap(None, (w0, h0), coords, np.array([1.0, 2.0]), 512, tmp_path / "b.png", max_size=512)
+    with Image.open(overlay2) as im:
+        assert im.size == (512, 192)
+
+
+def test_attention_key_choices():
+    att = {"clinic->patch": 0, "genomic->patch": 0, "patch->clinic": 0}
+    assert attention_key(att, "clinic") == "clinic->patch"
+    assert attention_key(att, "genomic") == "genomic->patch"
+    assert attention_key({"patch": 0}, None) == "patch"
+    with pytest.raises(ConfigError, match="several paths"):
+        attention_key(att, None)
+    with pytest.raises(ConfigError, match="no 'genomic->patch'"):
+        attention_key({"clinic->patch": 0}, "genomic")
+    with pytest.raises(InputError, match="unknown path"):
+        attention_key(att, "omics")
+
+
+def test_path_of_and_shares():
+    assert path_of("genomic[genomic-patch]") == "genomic-patch"
+    assert path_of("patch") == "patch"
+    segs = [("genomic[g-p]", 0, 2), ("patch[g-p]", 2, 3), ("clinic[c-p]", 3, 5)]
+    attr = np.array([[1.0, -1.0, 2.0, 0.0, 4.0], [0.0, 0.0, 0.0, 0.0, 0.0]])
+    sh = shares_from_attributions(attr, segs)
+    assert sh.loc[0, "share:genomic[g-p]"] == pytest.approx(0.25)
+    assert sh.loc[0, "path:g-p"] == pytest.approx(0.5)
+    assert sh.loc[0, "path:c-p"] == pytest.approx(0.5)
+    assert sh.loc[1].isna().all()  # zero attribution: shares undefined, not 0/0 garbage
+
+
+class _Head(torch.nn.Module):
+    """A model stand-in whose risk depends only on dims 0..3 of its 8-d fused vector."""
+
+    def __init__(self):
+        super().__init__()
+        lin = torch.nn.Linear(8, 4)
+        with torch.no_grad():
+            lin.weight[:, 4:] = 0.0
+        self.head = torch.nn.Sequential(lin, torch.nn.Tanh(), torch.nn.Linear(4, 4))
+
+
+def test_integrated_gradients_completeness_and_irrelevant_inputs():
+    from survpgc.models.base import ModelOutput
+
+    torch.manual_seed(0)
+    m = _Head()
+    x = torch.randn(6, 8).numpy()
+    attr, delta = attribute_fused(m, x, np.zeros(8), n_steps=128)
+    with torch.no_grad():
+        risk = ModelOutput(logits=m.head(torch.as_tensor(x))).risk.numpy()
+        risk0 = ModelOutput(logits=m.head(torch.zeros(1, 8))).risk.numpy()
+    np.testing.assert_allclose(attr.sum(1), risk - risk0, atol=1e-4)  # completeness
+    assert np.abs(delta).max() < 1e-4
+    assert np.all(attr[:, 4:] == 0)  # dims the head ignores get nothing
+    sh = shares_from_attributions(attr, [("a[p1]", 0, 4), ("b[p2]", 4, 8)])
+    assert (sh["path:p1"] == 1.0).all()
+
+
+# ============================================================================ a trained run with slides
+@pytest.fixture(scope="module")
+def slide_run(tmp_path_factory):
+    """16 synthetic patients with real slide files; features: the planted mask share + noise (16-d)."""
+    root = tmp_path_factory.mktemp("explain")
+    syn = root / "syn"
+    generate_synthetic_cohort(syn, n_patients=16, seed=5, slide_size=(1536, 1024), censoring=(0.3, 0.5))
+    cohort = pd.read_csv(syn / "cohort.csv")
+    feat = root / "features"
+    feat.mkdir()
+    rng = np.random.default_rng(0)
+    xs, ys = np.meshgrid(np.arange(0, 1536, 256), np.arange(0, 1024, 256))
+    coords = np.stack([xs.ravel(), ys.ravel()], axis=1)
+    for sid in cohort["slide_id"]:
+        stem = Path(sid).stem
+        mask = np.asarray(Image.open(syn / "masks" / f"{stem}.png"))
+        planted = patch_mask_fraction(mask, coords, 256, MASK_DOWNSAMPLE)
+        x = rng.normal(size=(len(coords), 16)).astype(np.float32)
+        x[:, 0] += 3.0 * planted
+        write_feature_file(
+            feat / f"{stem}.h5", x, coords, patch_size=256, encoder="fake", slide_id=sid,
+            patch_size_level0=256, level0_width=1536, level0_height=1024,
+        )  # fmt: skip
+    cfg = load_config(
+        None,
+        [
+            f"cohort.source={syn}",
+            f"pathology.feature_dir={feat}",
+            "genomic.kind=pathways",
+            "genomic.signatures=hallmarks",
+            "splits.folds=2",
+            "train.epochs=2",
+            "train.select_from_epoch=1",
+            "train.batch_size=4",
+            "eval.bootstrap=50",
+            "models=[survpgc, abmil]",
+        ],
+    )
+    out = root / "run"
+    run_cv(cfg, out)
+    return out, syn
+
+
+def test_heatmap_for_case_writes_figures_scores_and_report(slide_run):
+    out, _ = slide_run
+    ctx = RunContext(out)
+    case = ctx.splits[1].test[0]
+    res = heatmap_for_case(out, case, ctx=ctx, top_k=5)
+    assert res["fold"] == 1 and res["key"] == "clinic->patch"
+    (entry,) = res["slides"]
+    scores = pd.read_csv(entry["scores"])
+    assert len(scores) == 24 and np.isfinite(scores[["attention", "relevance"]].to_numpy()).all()
+    assert scores["attention_pct"].between(0, 100).all()
+    slide_w, slide_h = 1536, 1024
+    for name in ("attention", "relevance"):
+        with Image.open(entry[name]["overlay"]) as im:
+            w, h = im.size
+        assert abs(w / h - slide_w / slide_h) < 0.01 and max(w, h) == 1024
+        with Image.open(entry[name]["montage"]) as im:
+            assert im.size[0] > 0
+        assert entry[name]["figure"].is_file()
+    html = (out / "report.html").read_text()
+    assert "Attention heatmaps" in html and case in html
+    # the second path and an explicit fold; an attention-MIL model without --path
+    g = heatmap_for_case(out, case, ctx=ctx, path="genomic", fold=0, refresh_report=False, top_k=3)
+    assert g["key"] == "genomic->patch" and g["fold"] == 0
+    a = heatmap_for_case(out, case, ctx=ctx, model_id="abmil", path=None, refresh_report=False, top_k=3)
+    assert a["key"] == "patch"
+    rel = pd.read_csv(a["slides"][0]["scores"])["relevance"]
+    assert np.isfinite(rel).all() and rel.abs().sum() > 0
+
+
+def test_relevance_is_attention_times_risk_gradient(slide_run):
+    """The relevance column equals A ⊙ ∂risk/∂A computed by finite differences through a direct model."""
+    from survpgc.data.dataset import collate_survival
+    from survpgc.explain.attention import case_patch_scores
+
+    out, _ = slide_run
+    ctx = RunContext(out)
+    case = ctx.splits[0].test[0]
+    lm = ctx.load("survpgc", 0)
+    sc = case_patch_scores(lm, case, "clinic")
+    # independent: first-order change of the risk when the clinic->patch weights are scaled by (1 + eps)
+    batch = collate_survival([lm.dataset([case])[0]])
+    model = lm.model
+    layer = model.attn[1]  # path 2 = clinic <-> pathology
+    eps = 1e-3
+    captured = {}
+
+    def run(scale_patch: int | None):
+        orig = layer.attend
+
+        def patched(qkv_m, m_mask, qkv_p, p_mask, return_attention=False):
+            m_out, p_out, attn = orig(qkv_m, m_mask, qkv_p, p_mask, True)
+            if scale_patch is None:
+                captured["a"] = attn["mod->patch/heads"].detach()
+                return m_out, p_out, attn
+            # add eps * A_j * v_j for patch j to every query's output (= scaling its weight by 1 + eps)
+            _, _, vp = (layer._split(t) for t in qkv_p.chunk(3, dim=-1))
+            a = attn["mod->patch/heads"]
+            extra = eps * a[..., scale_patch : scale_patch + 1] @ vp[:, :, scale_patch : scale_patch + 1]
+            m_out = m_out + extra.transpose(1, 2).reshape(m_out.shape)
+            return m_out, p_out, attn
+
+        layer.attend = patched
+        model.factored = False
+        try:
+            with torch.no_grad():
+                return float(model(batch).risk[0])
+        finally:
+            layer.attend = orig
+            model.factored = True
+
+    base = run(None)
+    for j in (0, 5, 11):
+        fd = (run(j) - base) / eps
+        assert fd == pytest.approx(sc.table["relevance"].iloc[j], rel=2e-2, abs=1e-6)
+
+
+def test_explain_attribution_on_run(slide_run):
+    out, _ = slide_run
+    res = explain_attribution(out, n_steps=32)
+    p = res["patients"]
+    assert set(p["fold"]) == {0, 1} and len(p) == 16
+    np.testing.assert_allclose(p["path:genomic-patch"] + p["path:clinic-patch"], 1.0, atol=1e-9)
+    assert (p["delta"].abs() < 5e-3).all()  # completeness to the integration error of 32 steps
+    s = res["summary"]
+    assert s["fold"].tolist() == ["0", "1", "all (mean ± sd of fold means)"]
+    assert (res["dir"] / "survpgc_shares.png").is_file()
+    html = (out / "report.html").read_text()
+    assert "Modality attribution" in html and "genomic-patch" in html
+    # train-mean baseline also satisfies completeness; a model without fused vectors for its head is refused
+    res2 = explain_attribution(out, n_steps=16, baseline="train-mean", refresh_report=False)
+    assert (res2["patients"]["delta"].abs() < 1e-2).all()
+    with pytest.raises(InputError, match="baseline"):
+        explain_attribution(out, baseline="median")
+    with pytest.raises(ConfigError, match="not in run"):
+        explain_attribution(out, model_id="survpath")
+
+
+def test_run_context_errors(slide_run, tmp_path):
+    out, _ = slide_run
+    with pytest.raises(InputError, match="not a run directory"):
+        RunContext(tmp_path)
+    ctx = RunContext(out)
+    with pytest.raises(InputError, match="not in cohort"):
+        ctx.test_fold_of("NOPE")
+    with pytest.raises(InputError, match="out of range"):
+        ctx.load("survpgc", 7)
+
+
+def test_cli_heatmap_and_attribution(slide_run):
+    out, _ = slide_run
+    case = RunContext(out).splits[0].test[1]
+    r = runner.invoke(app, ["heatmap", "--run", str(out), "--case", case, "--path", "genomic", "--top-k", "4"])
+    assert r.exit_code == 0, r.output
+    assert "genomic->patch" in r.stdout and "report:" in r.stdout
+    r = runner.invoke(app, ["explain", "attribution", "--run", str(out), "--n-steps", "8"])
+    assert r.exit_code == 0, r.output
+    assert "clinic-patch" in r.stdout
