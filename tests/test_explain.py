@@ -310,3 +310,72 @@ def test_cli_heatmap_and_attribution(slide_run):
     r = runner.invoke(app, ["explain", "attribution", "--run", str(out), "--n-steps", "8"])
     assert r.exit_code == 0, r.output
     assert "clinic-patch" in r.stdout
+
+
+# ============================================================================ studies
+@pytest.fixture(scope="module")
+def tiny_cohort(tmp_path_factory):
+    root = tmp_path_factory.mktemp("studies")
+    syn = root / "syn"
+    generate_synthetic_cohort(syn, n_patients=20, seed=7, render_slides=False, censoring=(0.3, 0.5))
+    feat = root / "features"
+    feat.mkdir()
+    rng = np.random.default_rng(0)
+    for sid in pd.read_csv(syn / "cohort.csv")["slide_id"]:
+        n = int(rng.integers(5, 12))
+        write_feature_file(feat / f"{Path(sid).stem}.h5", rng.normal(size=(n, 8)).astype(np.float32),
+                           np.zeros((n, 2), int), patch_size=256, slide_id=sid)  # fmt: skip
+    return syn, feat
+
+
+FAST = ["splits.folds=2", "train.epochs=2", "train.select_from_epoch=1", "train.batch_size=4", "eval.bootstrap=20"]
+
+
+def test_survival_groups():
+    from survpgc.explain.studies import survival_groups
+
+    assert survival_groups([1, 11.9, 12, 60, 60.1]).tolist() == ["< 1 y", "< 1 y", "1–5 y", "1–5 y", "> 5 y"]
+
+
+def test_template_study_cli(tiny_cohort, tmp_path):
+    syn, _ = tiny_cohort
+    out = tmp_path / "templates"
+    r = runner.invoke(
+        app, ["study", "templates", "--cohort", str(syn), "--out", str(out), "--n-templates", "3,1", *FAST]
+    )
+    assert r.exit_code == 0, r.output
+    table = pd.read_csv(out / "templates.csv")
+    assert table["n_templates"].tolist() == [1, 3]
+    # more templates -> at least as many distinct sentences; every N_t cross-validated on the same folds
+    assert table["distinct_sentences"].iloc[1] > table["distinct_sentences"].iloc[0]
+    f1 = (out / "nt1" / "run" / "splits" / "splits.json").read_text()
+    f3 = (out / "nt3" / "run" / "splits" / "splits.json").read_text()
+    assert f1 == f3
+    assert table["cindex_mean"].between(0, 1).all()
+    tsne = pd.read_csv(out / "nt3" / "tsne.csv")
+    assert len(tsne) == 20 and np.isfinite(tsne[["tsne_1", "tsne_2"]].to_numpy()).all()
+    assert (out / "tsne.png").is_file()
+    html = (out / "report.html").read_text()
+    assert "Template diversity" in html and "mlp N_t=3" in html
+    r = runner.invoke(app, ["study", "templates", "--cohort", str(syn), "--out", str(out), "--n-templates", "x"])
+    assert r.exit_code != 0
+
+
+def test_clinical_integration_study_cli(tiny_cohort, tmp_path):
+    syn, feat = tiny_cohort
+    out = tmp_path / "integration"
+    args = ["study", "clinical-integration", "--out", str(out), f"cohort.source={syn}",
+            f"pathology.feature_dir={feat}", "models=[abmil]", *FAST]  # fmt: skip
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    summary = pd.read_csv(out / "summary.csv")
+    assert summary["model"].tolist() == ["late_fusion", "concat_fusion", "encoded_fusion", "survpc"]
+    comp = pd.read_csv(out / "comparisons.csv")
+    assert set(comp["reference"]) == {"survpc"}
+    html = (out / "report.html").read_text()
+    assert "Clinical integration (paper Table 4)" in html and "a: late fusion" in html
+    # no pathology features: refused before any work
+    from survpgc.explain.studies import clinical_integration_study
+
+    with pytest.raises(ConfigError, match=r"pathology\.feature_dir"):
+        clinical_integration_study(None, tmp_path / "x", overrides=[f"cohort.source={syn}"])
