@@ -17,3 +17,12 @@ def test_quick_demo(tmp_path, capsys):
     o_mean, _ = res["synthetic"]["oracle"]
     assert 0.5 < o_mean <= 1.0
     assert set(PAPER_TABLE1_LIHC) >= {"coxph", "mlp:clinical"}
+    # (a) is explained in its report: IG shares, localisation against the masks, two heatmaps
+    interp = res["interpretation"]
+    assert "SurvPGC explained" in out
+    assert {"path:genomic-patch_mean", "path:clinic-patch_mean"} <= set(interp["attribution"].columns)
+    assert set(interp["localisation"]["path"]) == {"clinic->patch", "genomic->patch"}
+    html = res["synthetic"]["report"].read_text()
+    for title in ("Attention heatmaps", "Modality attribution", "Localisation against known masks"):
+        assert title in html
+    assert all(c in html for c in interp["heatmap_cases"])

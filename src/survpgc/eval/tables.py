@@ -7,6 +7,7 @@ AUC, Brier) come from the fold's **training** cases only.
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import Any
 
 import numpy as np
@@ -126,8 +127,10 @@ def compare_models(
             cb = cindex_on_resamples(t, e, b["risk"].to_numpy(float), np.vstack([full, idx]))
             deltas_point.append(ca[0] - cb[0])
             deltas_boot.append(ca[1:] - cb[1:])
-        point = float(np.nanmean(deltas_point))
-        boot = np.nanmean(np.vstack(deltas_boot), axis=0)
+        with warnings.catch_warnings():  # a resample with no comparable pair in any fold is NaN, dropped below
+            warnings.simplefilter("ignore", RuntimeWarning)
+            point = float(np.nanmean(deltas_point))
+            boot = np.nanmean(np.vstack(deltas_boot), axis=0)
         boot = boot[np.isfinite(boot)]
         alpha = 1.0 - conf_level
         lo, hi = np.percentile(boot, [100 * alpha / 2, 100 * (1 - alpha / 2)]) if len(boot) else (np.nan, np.nan)

@@ -27,6 +27,7 @@ def interpret_sections(run_dir: str | Path) -> list[tuple[str, str]]:
         ("Clinical integration (paper Table 4)", _integration),
         ("Attention heatmaps", _heatmaps),
         ("Modality attribution (integrated gradients)", _ig),
+        ("Localisation against known masks", _localisation),
     )
     for title, build in builders:
         try:
@@ -121,3 +122,26 @@ def _integration(root: Path) -> str:
     if not (root / "clinical_integration.json").is_file() or not (root.parent / "summary.csv").is_file():
         return ""
     return integration_section(root.parent)
+
+
+def _localisation(root: Path) -> str:
+    from survpgc.report.html import escape, frame_table_html
+
+    files = sorted(root.glob("localisation_*.csv"))
+    if not files:
+        return ""
+    parts = [
+        "<p>AUROC of the per-patch scores against the known mask of each test slide (a patch is planted when at "
+        "least half of it is masked); mean ± sd over the slides with both classes. 0.5 = no localisation.</p>"
+    ]
+    for path in files:
+        t = pd.read_csv(path)
+        rows = []
+        for key, g in t.groupby("path", sort=False):
+            row = {"path": key, "slides": int(g["auroc_relevance"].notna().sum())}
+            for col in ("auroc_attention", "auroc_relevance"):
+                row[col.removeprefix("auroc_")] = f"{g[col].mean():.3f} ± {g[col].std():.3f}"
+            rows.append(row)
+        parts.append(f"<h3>{escape(path.stem.removeprefix('localisation_'))}</h3>")
+        parts.append(frame_table_html(pd.DataFrame(rows)))
+    return "\n".join(parts)
