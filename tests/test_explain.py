@@ -379,3 +379,25 @@ def test_clinical_integration_study_cli(tiny_cohort, tmp_path):
 
     with pytest.raises(ConfigError, match=r"pathology\.feature_dir"):
         clinical_integration_study(None, tmp_path / "x", overrides=[f"cohort.source={syn}"])
+
+
+def test_heatmap_never_reads_level0_whole(slide_run, monkeypatch):
+    """Thumbnail from a pyramid level, montage one patch-sized region per patch: no big level-0 read."""
+    from survpgc.wsi import reader
+
+    out, _ = slide_run
+    reads = []
+    orig = reader.Slide.read_region
+
+    def spy(self, location, level, size):
+        reads.append((level, tuple(size)))
+        return orig(self, location, level, size)
+
+    monkeypatch.setattr(reader.Slide, "read_region", spy)
+    ctx = RunContext(out)
+    # a 256-px thumbnail of the 1536 x 1024 slide comes from pyramid level 1 (4x)
+    heatmap_for_case(out, ctx.splits[0].test[2], ctx=ctx, top_k=6, refresh_report=False, max_size=256)
+    level0 = [s for lvl, s in reads if lvl == 0]
+    assert len(level0) == 2 * 6  # the two montages' patches (attention, relevance), nothing else
+    assert all(w <= 256 and h <= 256 for w, h in level0)
+    assert any(lvl > 0 for lvl, _ in reads)  # the thumbnail came from a downsampled level
