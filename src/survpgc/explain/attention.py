@@ -17,6 +17,14 @@ Single-query attention (ABMIL-style ``patch`` weights, one row) is the same with
 several slides is scored over its whole bag (the model sees one bag); each slide is then drawn on its own.
 Colours show the score's percentile within the case (0 = least attended, 100 = most), which reads the same
 on every slide; the raw scores are written beside the figures.
+
+Attention has no direction: a model can carry "how much of texture T" by attending to T or to everything
+but T. So every heatmap is drawn twice, the second time with the **relevance** of each patch: the sum over
+heads and query tokens of ``A * d risk / d A`` (attention times the gradient of the predicted risk with
+respect to that attention weight) -- the first-order change of the risk if the patch's weight were scaled
+up, i.e. the patch's contribution through that attention (in the spirit of Chefer et al.'s gradient-weighted
+attention, kept signed: positive raises the risk). It is computed with one backward pass through the same
+attention tensor the model used.
 """
 
 from __future__ import annotations
@@ -40,6 +48,9 @@ __all__ = [
     "case_patch_scores",
     "draw_heatmap",
     "heatmap_for_case",
+    "localisation_auroc",
+    "localisation_table",
+    "patch_mask_fraction",
     "reduce_attention",
     "top_patch_montage",
 ]
