@@ -38,7 +38,10 @@ class ModelOutput:
     attention
         Optional dict of attention maps, e.g. ``"clinic->patch"`` (B, n_clinic, L),
         ``"patch->clinic"`` (B, L, n_clinic), ``"genomic->patch"``, ``"patch->genomic"``, ``"patch"``
-        (B, L) for attention-pooling models. Padded positions hold 0.
+        (B, L) for attention-pooling models. Padded positions hold 0. Cross-attention models also return
+        ``"clinic->patch/heads"`` (B, heads, n_clinic, L): the per-head weights exactly as used in the
+        forward pass (part of the autograd graph, so gradients of the risk with respect to them exist;
+        :mod:`survpgc.explain.attention` uses them for relevance).
     fused
         Optional dict of named fused vectors (B, k) in the order the model concatenates them (for IG).
     paths
