@@ -153,11 +153,20 @@ def test_integrated_gradients_completeness_and_irrelevant_inputs():
 # ============================================================================ a trained run with slides
 @pytest.fixture(scope="module")
 def slide_run(tmp_path_factory):
-    """16 synthetic patients with real slide files; features: the planted mask share + noise (16-d)."""
+    """16 synthetic patients with real slide files; features: the planted mask share + noise (16-d). The first
+    patient has a second slide (a copy of the second patient's, with its mask), so one bag spans two slides."""
+    import shutil
+
     root = tmp_path_factory.mktemp("explain")
     syn = root / "syn"
     generate_synthetic_cohort(syn, n_patients=16, seed=5, slide_size=(1536, 1024), censoring=(0.3, 0.5))
     cohort = pd.read_csv(syn / "cohort.csv")
+    first, second = cohort.iloc[0], cohort.iloc[1]
+    extra_id = f"{first['case_id']}-DX2.tiff"
+    shutil.copy(syn / "slides" / second["slide_id"], syn / "slides" / extra_id)
+    shutil.copy(syn / "masks" / f"{Path(second['slide_id']).stem}.png", syn / "masks" / f"{Path(extra_id).stem}.png")
+    cohort = pd.concat([cohort, first.to_frame().T.assign(slide_id=extra_id)], ignore_index=True)
+    cohort.to_csv(syn / "cohort.csv", index=False)
     feat = root / "features"
     feat.mkdir()
     rng = np.random.default_rng(0)
@@ -401,3 +410,17 @@ def test_heatmap_never_reads_level0_whole(slide_run, monkeypatch):
     assert len(level0) == 2 * 6  # the two montages' patches (attention, relevance), nothing else
     assert all(w <= 256 and h <= 256 for w, h in level0)
     assert any(lvl > 0 for lvl, _ in reads)  # the thumbnail came from a downsampled level
+
+
+def test_heatmap_of_a_case_with_two_slides(slide_run):
+    out, syn = slide_run
+    ctx = RunContext(out)
+    case = str(pd.read_csv(syn / "cohort.csv")["case_id"].iloc[0])
+    res = heatmap_for_case(out, case, ctx=ctx, top_k=4, refresh_report=False)
+    assert [e["slide_id"] for e in res["slides"]] == [f"{case}-DX1.tiff", f"{case}-DX2.tiff"]
+    assert all(e["n_patches"] == 24 for e in res["slides"])
+    # scored over the whole bag: the percentiles of both slides together span 0..100
+    pct = pd.concat([pd.read_csv(e["scores"]) for e in res["slides"]])["attention_pct"]
+    assert pct.min() == 0 and pct.max() == 100
+    for e in res["slides"]:
+        assert e["relevance"]["montage"].is_file() and e["attention"]["overlay"].is_file()
