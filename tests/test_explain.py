@@ -424,3 +424,35 @@ def test_heatmap_of_a_case_with_two_slides(slide_run):
     assert pct.min() == 0 and pct.max() == 100
     for e in res["slides"]:
         assert e["relevance"]["montage"].is_file() and e["attention"]["overlay"].is_file()
+
+
+def test_heatmap_slide_lookup_and_features_only(slide_run, tmp_path, monkeypatch):
+    """--slide-dir and --slide take precedence over the cohort's path; without any slide file the heatmap is
+    drawn on a blank canvas of the slide's level-0 size (from the feature file) and no montage is made."""
+    import shutil
+
+    out, syn = slide_run
+    ctx = RunContext(out)
+    case = ctx.splits[1].test[3]
+    slide_id = f"{case}-DX1.tiff"
+    elsewhere = tmp_path / "slides"
+    elsewhere.mkdir()
+    shutil.copy(syn / "slides" / slide_id, elsewhere / f"{case}-DX1.svs")  # other suffix: found by stem
+    opened = []
+    from survpgc.wsi import reader
+
+    orig = reader.open_slide
+    monkeypatch.setattr(reader, "open_slide", lambda p, **k: opened.append(str(p)) or orig(p, **k))
+    heatmap_for_case(out, case, ctx=ctx, slide_dir=elsewhere, top_k=2, refresh_report=False)
+    assert opened == [str(elsewhere / f"{case}-DX1.svs")]
+    with pytest.raises(InputError, match="--slide-dir"):
+        heatmap_for_case(out, case, ctx=ctx, slide_dir=tmp_path / "nope", refresh_report=False)
+    with pytest.raises(InputError, match="--slide"):
+        heatmap_for_case(out, case, ctx=ctx, slide=str(tmp_path / "missing.svs"), refresh_report=False)
+    # features only: hide the slide from the cohort
+    ctx.cohort.slides["slide_path"] = None
+    res = heatmap_for_case(out, case, ctx=ctx, top_k=2, refresh_report=False)
+    (entry,) = res["slides"]
+    assert "montage" not in entry["relevance"]
+    with Image.open(entry["relevance"]["overlay"]) as im:
+        assert im.size == (1024, 683)  # 1536 x 1024 from the feature file's level0_width / height

@@ -525,6 +525,9 @@ def heatmap_cmd(
     fold: int | None = typer.Option(None, "--fold", help="Fold model to use (default: the fold that tested the case)."),
     top_k: int = typer.Option(50, "--top-k", help="Patches in the top-patch montage."),
     slide: str | None = typer.Option(None, "--slide", help="Slide file, when the run's cohort does not locate it."),
+    slide_dir: str | None = typer.Option(
+        None, "--slide-dir", help="Folder with the slide files (<slide id> or <stem>.<svs|tiff|ndpi|...>)."
+    ),
     max_size: int = typer.Option(1024, "--max-size", help="Longest side of the slide thumbnail (px)."),
     device: str = typer.Option("cpu", help="cpu | cuda[:i]."),
 ) -> None:
@@ -536,7 +539,8 @@ def heatmap_cmd(
     p = None if path in (None, "none") else path
     for i, cid in enumerate(case):
         res = heatmap_for_case(
-            run, cid, model_id=model, path=p, fold=fold, top_k=top_k, slide=slide, max_size=max_size,
+            run, cid, model_id=model, path=p, fold=fold, top_k=top_k, slide=slide, slide_dir=slide_dir,
+            max_size=max_size,
             device=device, ctx=ctx, refresh_report=i == len(case) - 1,
         )  # fmt: skip
         typer.echo(f"{cid}: fold {res['fold']}, risk {res['risk']:+.3f}, {res['key']} attention")

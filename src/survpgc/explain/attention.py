@@ -331,13 +331,28 @@ def _resize(img: np.ndarray, size: int) -> np.ndarray:
 
 
 # ============================================================================ command
-def _slide_for(ctx, feature_path: str, slide_override: str | None) -> tuple[str, str | None]:
-    """(slide_id, slide file or None) of a feature file of the run's cohort."""
+def _slide_for(
+    ctx, feature_path: str, slide_override: str | None, slide_dir: str | Path | None = None
+) -> tuple[str, str | None]:
+    """(slide_id, slide file or None) of a feature file of the run's cohort: ``slide_override``, else
+    ``slide_dir/<slide id>`` or ``slide_dir/<stem>.<any slide suffix>``, else the cohort's slide path."""
+    from survpgc.wsi.reader import SLIDE_SUFFIXES, slide_stem
+
     rows = ctx.cohort.slides
     hit = rows[rows["feature_path"].astype(str) == str(feature_path)]
     slide_id = str(hit["slide_id"].iloc[0]) if len(hit) else Path(feature_path).stem
     if slide_override:
-        return slide_id, slide_override
+        if not Path(slide_override).is_file():
+            raise InputError(f"--slide {slide_override}: no such file")
+        return slide_id, str(slide_override)
+    if slide_dir is not None:
+        folder = Path(slide_dir)
+        if not folder.is_dir():
+            raise InputError(f"--slide-dir {folder}: not a folder")
+        stem = slide_stem(slide_id)
+        for cand in [folder / slide_id, *(folder / f"{stem}{suf}" for suf in SLIDE_SUFFIXES)]:
+            if cand.is_file():
+                return slide_id, str(cand)
     sp = hit["slide_path"].iloc[0] if len(hit) else None
     return slide_id, (str(sp) if isinstance(sp, str) and sp and Path(sp).is_file() else None)
 
@@ -358,6 +373,7 @@ def heatmap_for_case(
     fold: int | None = None,
     top_k: int = 50,
     slide: str | None = None,
+    slide_dir: str | Path | None = None,
     max_size: int = 1024,
     device: str = "cpu",
     ctx=None,
@@ -384,7 +400,7 @@ def heatmap_for_case(
         if part.empty:
             continue
         _, _, attrs = read_feature_file(fpath)
-        slide_id, slide_file = _slide_for(ctx, fpath, slide if len(scores.feature_files) == 1 else None)
+        slide_id, slide_file = _slide_for(ctx, fpath, slide if len(scores.feature_files) == 1 else None, slide_dir)
         coords = part[["x", "y"]].to_numpy()
         if (coords < 0).any():
             raise DataError(f"{fpath}: the feature file has no patch coordinates; heatmaps need 'coords'")
