@@ -319,6 +319,10 @@ def test_cli_heatmap_and_attribution(slide_run):
     r = runner.invoke(app, ["explain", "attribution", "--run", str(out), "--n-steps", "8"])
     assert r.exit_code == 0, r.output
     assert "clinic-patch" in r.stdout
+    # a one-path model: the table shows its fused vectors (the path share is 1 by definition)
+    r = runner.invoke(app, ["explain", "attribution", "--run", str(out), "--model", "abmil", "--n-steps", "8"])
+    assert r.exit_code == 0, r.output
+    assert "IG share per fused vector" in r.stdout
 
 
 # ============================================================================ studies

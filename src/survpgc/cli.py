@@ -566,6 +566,7 @@ def explain_attribution_cmd(
 ) -> None:
     """Integrated-gradients shares of each fusion path per test patient (paper Table 3)."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from survpgc.explain.attribution import explain_attribution
@@ -573,7 +574,12 @@ def explain_attribution_cmd(
     res = explain_attribution(run, model_id=model, baseline=baseline, n_steps=n_steps, device=device)
     summary = res["summary"]
     cols = [c.removesuffix("_mean") for c in summary.columns if c.startswith("path:") and c.endswith("_mean")]
-    t = Table("fold", "patients", *[c.removeprefix("path:") for c in cols], title=f"{model}: IG share per path")
+    what = "path"
+    if len(cols) == 1:  # one path: its share is 1 by definition, show its vectors instead
+        cols = [c.removesuffix("_mean") for c in summary.columns if c.startswith("share:") and c.endswith("_mean")]
+        what = "fused vector"
+    names = [escape(c.split(":", 1)[1]) for c in cols]  # "genomic[genomic-clinic]" is not rich markup
+    t = Table("fold", "patients", *names, title=f"{model}: IG share per {what}")
     for _, r in summary.iterrows():
         t.add_row(str(r["fold"]), str(r["n_patients"]), *[f"{r[c + '_mean']:.3f} ± {r[c + '_sd']:.3f}" for c in cols])
     Console().print(t)
