@@ -41,3 +41,20 @@ def test_resolve_device_rule(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setenv("LOCAL_RANK", "1")
     assert resolve_device("auto") == torch.device("cuda:1")  # torchrun's local rank picks the GPU
+
+
+def test_atomic_write_respects_the_umask(tmp_path):
+    import os
+    import stat
+
+    from survpgc._io import atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        p = atomic_write_text(tmp_path / "a.txt", "x")
+        assert stat.S_IMODE(p.stat().st_mode) == 0o644  # like open(..., "w"), not mkstemp's 0600
+        os.umask(0o077)
+        q = atomic_write_text(tmp_path / "b.txt", "x")
+        assert stat.S_IMODE(q.stat().st_mode) == 0o600
+    finally:
+        os.umask(old)

@@ -2,7 +2,8 @@
 
 Every writer in survpgc goes through :func:`atomic_write`: the content is written to a temporary file in
 the destination folder (``.<name>.<random>.tmp``) and renamed over the destination when complete; on any
-error the temporary file is removed and the destination is left as it was.
+error the temporary file is removed and the destination is left as it was. The file gets the permissions
+an ordinary ``open(path, "w")`` would give it (0666 minus the umask), not the temporary file's private 0600.
 """
 
 from __future__ import annotations
@@ -24,10 +25,20 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], object]) 
     tmp = Path(name)
     try:
         write(tmp)
+        # mkstemp creates 0600; give the file the permissions an ordinary open() would (0666 minus umask)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
     return dest
+
+
+def _umask() -> int:
+    """The process umask (read by setting and restoring it; the two calls are adjacent, so the window in
+    which another thread could create a file under the temporary value is a few instructions)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
