@@ -71,6 +71,8 @@ def shares_from_attributions(attr: np.ndarray, segments: list[tuple[str, int, in
 def _fused_of(model, batch) -> tuple[Any, dict[str, Any]]:
     import torch
 
+    device = next(model.parameters()).device
+    batch = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
     with torch.inference_mode():
         out = model(batch)
     if not out.fused:
@@ -99,9 +101,10 @@ def _collect_fused(model, ds) -> tuple[list[str], np.ndarray, list[tuple[str, in
             for name, v in fused.items():
                 segments.append((name, lo, lo + v.shape[-1]))
                 lo += v.shape[-1]
-        x = torch.cat(list(fused.values()), dim=-1).float()
+        x = torch.cat(list(fused.values()), dim=-1)
         with torch.inference_mode():
             logits = model.head(x)
+        x = x.float()
         if not torch.allclose(logits.float(), out.logits.float(), atol=1e-4, rtol=1e-4):
             raise ConfigError(
                 f"model {type(model).__name__}: its head applied to the concatenated fused vectors does not give "
