@@ -310,6 +310,25 @@ def test_run_context_errors(slide_run, tmp_path):
         ctx.load("survpgc", 7)
 
 
+def test_cli_defaults_match_the_library():
+    """The CLI repeats the library's defaults as literals (typer needs them); they must not drift apart."""
+    import inspect
+
+    import typer
+
+    from survpgc.cli import explain_attribution_cmd, heatmap_cmd
+
+    lib = inspect.signature(explain_attribution).parameters
+    cli = inspect.signature(explain_attribution_cmd).parameters
+    for name in ("baseline", "n_steps"):
+        opt = cli[name].default
+        assert (opt.default if isinstance(opt, typer.models.OptionInfo) else opt) == lib[name].default, name
+    lib = inspect.signature(heatmap_for_case).parameters
+    cli = inspect.signature(heatmap_cmd).parameters
+    for name in ("top_k", "max_size", "path"):
+        assert cli[name].default.default == lib[name].default, name
+
+
 def test_cli_heatmap_and_attribution(slide_run):
     out, _ = slide_run
     case = RunContext(out).splits[0].test[1]

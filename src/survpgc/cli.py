@@ -559,7 +559,7 @@ def explain_attribution_cmd(
     run: str = typer.Option(..., "--run", help="Run directory written by `survpgc run`."),
     model: str = typer.Option("survpgc", "--model", help="Model id in the run (its head must read fused vectors)."),
     baseline: str = typer.Option(
-        "zero", help="IG baseline: zero | train-mean (mean fused vector of the fold's train)."
+        "train-mean", help="IG baseline: train-mean (mean fused vector of the fold's training cases) | zero."
     ),
     n_steps: int = typer.Option(64, "--n-steps", help="Integration steps."),
     device: str = typer.Option("cpu", help="cpu | cuda[:i]."),
