@@ -515,3 +515,19 @@ def test_dataloader_workers_reproducible(cohort):
         for bs, bp in zip(es, ep, strict=True):
             np.testing.assert_array_equal(bs, bp)
     assert not np.array_equal(serial[0][0], serial[1][0])  # epochs differ, also in persistent workers
+
+
+def test_read_feature_attrs_equals_the_full_read(tmp_path):
+    from survpgc.data.dataset import read_feature_attrs
+
+    x = np.random.default_rng(0).normal(size=(5, 3)).astype(np.float32)
+    for name in ("a.h5", "a.pt"):
+        p = write_feature_file(tmp_path / name, x, np.zeros((5, 2), int), patch_size=256, mpp=0.5, slide_id="s1")
+        attrs = read_feature_attrs(p)
+        assert attrs == read_feature_file(p)[2]
+        assert attrs["patch_size"] == 256 and attrs["slide_id"] == "s1"
+    with pytest.raises(DataError, match="not found"):
+        read_feature_attrs(tmp_path / "missing.h5")
+    (tmp_path / "bad.h5").write_bytes(b"not hdf5")
+    with pytest.raises(DataError, match=r"bad\.h5"):
+        read_feature_attrs(tmp_path / "bad.h5")

@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,7 @@ __all__ = [
     "TokenSource",
     "collate_survival",
     "feature_file_shape",
+    "read_feature_attrs",
     "read_feature_file",
     "write_feature_file",
 ]
@@ -129,7 +131,10 @@ def _as_coords(arr: Any, n: int, path: Path) -> np.ndarray:
     return c.astype(np.int64, copy=False)
 
 
-def _read_h5(path: Path) -> FeatureFile:
+@contextmanager
+def _open_h5(path: Path) -> Iterator[tuple[Any, Any]]:
+    """``(file, features dataset)`` of an HDF5 feature file; any read error inside the block becomes a
+    :class:`DataError` naming the file."""
     import h5py
 
     try:
@@ -139,18 +144,34 @@ def _read_h5(path: Path) -> FeatureFile:
             fds = f["features"]
             if not isinstance(fds, h5py.Dataset):
                 raise DataError(f"{path}: 'features' is a group, not a dataset")
-            attrs: dict[str, Any] = {}
-            cds = f.get("coords")
-            if isinstance(cds, h5py.Dataset):
-                attrs.update({k: _plain(v) for k, v in cds.attrs.items()})
-            attrs.update({k: _plain(v) for k, v in fds.attrs.items()})
-            attrs.update({k: _plain(v) for k, v in f.attrs.items()})
-            feats = fds[()]
-            coords = cds[()] if isinstance(cds, h5py.Dataset) else None
+            yield f, fds
     except DataError:
         raise
     except (OSError, KeyError, ValueError, TypeError, RuntimeError) as exc:
         raise DataError(f"{path}: cannot be read as an HDF5 feature file: {exc}") from exc
+
+
+def _h5_attrs(f: Any, fds: Any) -> dict[str, Any]:
+    """File attributes, root winning over ``features`` winning over ``coords`` attributes."""
+    import h5py
+
+    attrs: dict[str, Any] = {}
+    cds = f.get("coords")
+    if isinstance(cds, h5py.Dataset):
+        attrs.update({k: _plain(v) for k, v in cds.attrs.items()})
+    attrs.update({k: _plain(v) for k, v in fds.attrs.items()})
+    attrs.update({k: _plain(v) for k, v in f.attrs.items()})
+    return attrs
+
+
+def _read_h5(path: Path) -> FeatureFile:
+    import h5py
+
+    with _open_h5(path) as (f, fds):
+        attrs = _h5_attrs(f, fds)
+        cds = f.get("coords")
+        feats = fds[()]
+        coords = cds[()] if isinstance(cds, h5py.Dataset) else None
     feats = _as_features(feats, path)
     return feats, (None if coords is None else _as_coords(coords, feats.shape[0], path)), attrs
 
@@ -216,37 +237,40 @@ def read_feature_file(path: str | Path) -> FeatureFile:
         Naming the file: missing/unreadable file, no ``features``, wrong shape, zero patches, NaN/inf,
         ``coords`` whose length differs from ``features``.
     """
-    p = Path(path)
-    if not p.is_file():
-        raise DataError(f"{p}: feature file not found")
+    p = _existing(path)
     return _read_h5(p) if _kind(p) == "h5" else _read_pt(p)
 
 
 def feature_file_shape(path: str | Path) -> tuple[int, int]:
     """``(n_patches, dim)`` of a feature file; reads only the HDF5 header (``.pt`` files are loaded)."""
-    p = Path(path)
-    if not p.is_file():
-        raise DataError(f"{p}: feature file not found")
+    p = _existing(path)
     if _kind(p) == "pt":
         feats, _, _ = read_feature_file(p)
         return int(feats.shape[0]), int(feats.shape[1])
-    import h5py
-
-    try:
-        with h5py.File(p, "r") as f:
-            ds = f.get("features")
-            if not isinstance(ds, h5py.Dataset):
-                raise DataError(f"{p}: no 'features' dataset (found: {sorted(f.keys())})")
-            shape = tuple(ds.shape)
-    except DataError:
-        raise
-    except (OSError, KeyError, ValueError, TypeError, RuntimeError) as exc:
-        raise DataError(f"{p}: cannot be read as an HDF5 feature file: {exc}") from exc
+    with _open_h5(p) as (_, fds):
+        shape = tuple(fds.shape)
     if len(shape) == 3 and shape[0] == 1:
         shape = shape[1:]
     if len(shape) != 2:
         raise DataError(f"{p}: 'features' must be 2-D (n_patches x dim), got shape {shape}")
     return int(shape[0]), int(shape[1])
+
+
+def read_feature_attrs(path: str | Path) -> dict[str, Any]:
+    """The attributes of a feature file (as :func:`read_feature_file` returns them) without reading the
+    features: only the HDF5 header (``.pt`` files are loaded whole)."""
+    p = _existing(path)
+    if _kind(p) == "pt":
+        return read_feature_file(p)[2]
+    with _open_h5(p) as (f, fds):
+        return _h5_attrs(f, fds)
+
+
+def _existing(path: str | Path) -> Path:
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{p}: feature file not found")
+    return p
 
 
 def write_feature_file(path: str | Path, features: Any, coords: Any | None = None, **attrs: Any) -> Path:
