@@ -599,10 +599,8 @@ def explain_localisation_cmd(
 ) -> None:
     """AUROC of per-patch attention and relevance against known masks, per test case (synthetic ground truth)."""
     from survpgc.explain.attention import localisation_table
-    from survpgc.explain.runs import RunContext
 
-    ctx = RunContext(run)
-    table = localisation_table(run, masks, model_id=model, downsample=downsample, ctx=ctx)
+    table = localisation_table(run, masks, model_id=model, downsample=downsample)
     for key, g in table.groupby("path"):
         typer.echo(
             f"{key}: AUROC attention {g['auroc_attention'].mean():.3f} ± {g['auroc_attention'].std():.3f}, "

@@ -46,6 +46,7 @@ __all__ = [
     "CaseScores",
     "attention_key",
     "case_patch_scores",
+    "case_scores_by_path",
     "draw_heatmap",
     "heatmap_for_case",
     "localisation_auroc",
@@ -125,10 +126,16 @@ def _pct(values: np.ndarray) -> np.ndarray:
 
 def case_patch_scores(loaded, case_id: str, path: str | None) -> CaseScores:
     """Run the fold model on the case's full bag and score every patch (see the module docstring): the
-    attention score and the relevance (attention x gradient of the risk)."""
+    attention score and the relevance (attention x gradient of the risk) of ``path``."""
+    return case_scores_by_path(loaded, case_id, [path])[0]
+
+
+def case_scores_by_path(loaded, case_id: str, paths: list[str | None] | None = None) -> list[CaseScores]:
+    """:func:`case_patch_scores` for several paths from one forward pass (``paths`` None: every attention
+    over patches the model has), in the order asked."""
     import torch
 
-    from survpgc.data.dataset import collate_survival
+    from survpgc.data.dataset import BAG_KEYS, collate_survival
 
     ds = loaded.dataset([case_id])
     if "pathology" not in loaded.setup.modalities:
@@ -139,46 +146,62 @@ def case_patch_scores(loaded, case_id: str, path: str | None) -> CaseScores:
     device = next(loaded.model.parameters()).device
     batch = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
     model = loaded.model.eval()
+    p_mask = batch["path_mask"][0].cpu().numpy()
+    coords = batch["path_coords"][0].cpu().numpy()[p_mask]
+    slide_idx = batch["path_slide"][0].cpu().numpy()[p_mask]
+    files = ds.feature_files(0)
+    token_masks = {"clinic": BAG_KEYS["clinical"] + "_mask", "genomic": BAG_KEYS["genomic"] + "_mask"}
+    results = []
     with torch.enable_grad():
         out = model(batch, return_attention=True)
         if not out.attention:
             raise ConfigError(f"model {loaded.model_id!r} returns no attention weights")
-        key = attention_key(out.attention, path)
-        graph_att = out.attention.get(f"{key}/heads", out.attention[key])
-        if not graph_att.requires_grad:
-            raise ConfigError(f"model {loaded.model_id!r}: its {key!r} attention is not part of the computation")
-        graph_att.retain_grad()
-        out.risk.sum().backward()
-    model.zero_grad(set_to_none=True)
-    p_mask = batch["path_mask"][0].cpu().numpy()
-    att = out.attention[key][0].detach().float().cpu().numpy()
-    contrib = (graph_att.detach() * graph_att.grad)[0].float().cpu().numpy()
-    # relevance: sum over heads and tokens of attention x d risk / d attention (first-order contribution)
-    relevance = contrib.reshape(-1, contrib.shape[-1]).sum(axis=0)[p_mask]
-    tok_mask = None
-    if att.ndim == 2:
-        mkey = {"clinic": "clin_mask", "genomic": "gen_mask"}.get(key.split("->")[0])
-        tok_mask = batch[mkey][0].cpu().numpy() if mkey in batch else None
-        att = att[:, p_mask]
-    else:
-        att = att[p_mask]
-    attention = reduce_attention(att, tok_mask)
-    coords = batch["path_coords"][0].cpu().numpy()[p_mask]
-    slide_idx = batch["path_slide"][0].cpu().numpy()[p_mask]
-    files = ds.feature_files(0)
-    table = pd.DataFrame(
-        {
-            "slide_index": slide_idx.astype(int),
-            "feature_path": [files[i] for i in slide_idx],
-            "x": coords[:, 0].astype(np.int64),
-            "y": coords[:, 1].astype(np.int64),
-            "attention": attention,
-            "attention_pct": _pct(attention),
-            "relevance": relevance.astype(np.float64),
-            "relevance_pct": _pct(relevance),
-        }
-    )
-    return CaseScores(case_id, loaded.model_id, loaded.fold, key, float(out.risk[0].detach()), table, files)
+        keys = [attention_key(out.attention, p) for p in paths] if paths is not None else _patch_keys(out.attention)
+        risk = out.risk.sum()
+        for i, key in enumerate(keys):
+            graph_att = out.attention.get(f"{key}/heads", out.attention[key])
+            if not graph_att.requires_grad:
+                raise ConfigError(f"model {loaded.model_id!r}: its {key!r} attention is not part of the computation")
+            (grad,) = torch.autograd.grad(risk, graph_att, retain_graph=i < len(keys) - 1)
+            # relevance: sum over heads and tokens of attention x d risk / d attention (first-order contribution)
+            contrib = (graph_att.detach() * grad)[0].float().cpu().numpy()
+            relevance = contrib.reshape(-1, contrib.shape[-1]).sum(axis=0)[p_mask]
+            att = out.attention[key][0].detach().float().cpu().numpy()
+            tok_mask = None
+            if att.ndim == 2:
+                mkey = token_masks.get(key.split("->")[0])
+                tok_mask = batch[mkey][0].cpu().numpy() if mkey in batch else None
+                att = att[:, p_mask]
+            else:
+                att = att[p_mask]
+            attention = reduce_attention(att, tok_mask)
+            table = pd.DataFrame(
+                {
+                    "slide_index": slide_idx.astype(int),
+                    "feature_path": [files[j] for j in slide_idx],
+                    "x": coords[:, 0].astype(np.int64),
+                    "y": coords[:, 1].astype(np.int64),
+                    "attention": attention,
+                    "attention_pct": _pct(attention),
+                    "relevance": relevance.astype(np.float64),
+                    "relevance_pct": _pct(relevance),
+                }
+            )
+            results.append(
+                CaseScores(case_id, loaded.model_id, loaded.fold, key, float(out.risk[0].detach()), table, files)
+            )
+    return results
+
+
+def _patch_keys(attention: dict[str, Any]) -> list[str]:
+    """The attention maps over patches: ``<query>->patch`` of cross-attention, else single-query ``patch``."""
+    found = [k for k in sorted(attention) if k.endswith("->patch")]
+    return found or (["patch"] if "patch" in attention else [])
+
+
+def _patch_size0(attrs: dict[str, Any]) -> int:
+    """Patch side at level 0 from a feature file's attributes (``patch_size`` when level 0 is not given)."""
+    return int(attrs.get("patch_size_level0") or attrs.get("patch_size") or 256)
 
 
 # ============================================================================ drawing
@@ -382,7 +405,7 @@ def heatmap_for_case(
     """Attention and relevance heatmaps, top-``top_k`` montages and a scores CSV for every slide of
     ``case_id``, under ``<run>/interpret/heatmaps/<model>/<case>/``. The case is explained by the model of
     the fold that tested it (``fold`` overrides). Returns the written paths and the case's risk."""
-    from survpgc.data.dataset import read_feature_file
+    from survpgc.data.dataset import read_feature_attrs
     from survpgc.explain.runs import RunContext
     from survpgc.train.cv import _safe_name
     from survpgc.wsi.reader import open_slide, slide_stem
@@ -399,12 +422,12 @@ def heatmap_for_case(
         part = scores.table[scores.table["slide_index"] == idx]
         if part.empty:
             continue
-        _, _, attrs = read_feature_file(fpath)
+        attrs = read_feature_attrs(fpath)
         slide_id, slide_file = _slide_for(ctx, fpath, slide if len(scores.feature_files) == 1 else None, slide_dir)
         coords = part[["x", "y"]].to_numpy()
         if (coords < 0).any():
             raise DataError(f"{fpath}: the feature file has no patch coordinates; heatmaps need 'coords'")
-        size0 = int(attrs.get("patch_size_level0") or attrs.get("patch_size") or 256)
+        size0 = _patch_size0(attrs)
         psize = int(attrs.get("patch_size") or size0)
         slide_obj = open_slide(slide_file) if slide_file is not None else None
         try:
@@ -503,7 +526,7 @@ def localisation_table(
     ``<run>/interpret/localisation_<model>.csv``; one row per case, path and slide."""
     from PIL import Image
 
-    from survpgc.data.dataset import read_feature_file
+    from survpgc.data.dataset import read_feature_attrs
     from survpgc.explain.runs import RunContext
     from survpgc.train.cv import _safe_name
 
@@ -513,18 +536,18 @@ def localisation_table(
     for k in ctx.trained_folds(model_id):
         loaded = ctx.load(model_id, k, device=device)
         for cid in ctx.splits[k].test:
-            for path in paths if paths is not None else _patch_paths(loaded, cid):
-                sc = case_patch_scores(loaded, cid, path)
-                for idx, fpath in enumerate(sc.feature_files):
+            by_path = case_scores_by_path(loaded, cid, None if paths is None else list(paths))
+            for idx, fpath in enumerate(by_path[0].feature_files):
+                mask_path = masks_dir / f"{Path(fpath).stem}.png"
+                if not mask_path.is_file():
+                    raise InputError(f"no mask {mask_path} for feature file {fpath}")
+                with Image.open(mask_path) as im:
+                    mask = np.asarray(im.convert("L"))
+                size0 = _patch_size0(read_feature_attrs(fpath))
+                for sc in by_path:
                     part = sc.table[sc.table["slide_index"] == idx]
-                    _, _, attrs = read_feature_file(fpath)
-                    mask_path = masks_dir / f"{Path(fpath).stem}.png"
-                    if not mask_path.is_file():
-                        raise InputError(f"no mask {mask_path} for feature file {fpath}")
-                    with Image.open(mask_path) as im:
-                        mask = np.asarray(im.convert("L"))
-                    size0 = int(attrs.get("patch_size_level0") or attrs.get("patch_size") or 256)
-                    planted = patch_mask_fraction(mask, part[["x", "y"]].to_numpy(), size0, downsample) >= min_fraction
+                    xy = part[["x", "y"]].to_numpy()
+                    planted = patch_mask_fraction(mask, xy, size0, downsample) >= min_fraction
                     rows.append(
                         {
                             "case_id": cid, "fold": k, "path": sc.key, "slide": Path(fpath).stem,
@@ -538,16 +561,3 @@ def localisation_table(
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(out, lambda t: table.to_csv(t, index=False))
     return table
-
-
-def _patch_paths(loaded, case_id: str) -> list[str | None]:
-    """The ``--path`` values under which the model attends to patches (None for single-query MIL)."""
-    import torch
-
-    from survpgc.data.dataset import collate_survival
-
-    batch = collate_survival([loaded.dataset([case_id])[0]])
-    with torch.inference_mode():
-        att = loaded.model(batch, return_attention=True).attention or {}
-    found = [k.split("->")[0] for k in sorted(att) if k.endswith("->patch")]
-    return found or ([None] if "patch" in att else [])
