@@ -299,6 +299,17 @@ def test_explain_attribution_on_run(slide_run):
         explain_attribution(out, model_id="survpath")
 
 
+def test_refresh_report_recomputes_nothing(slide_run):
+    """Adding interpretation results rebuilds report.html from the run's tables: they are not rewritten."""
+    out, _ = slide_run
+    tables = [out / f"{n}.csv" for n in ("predictions", "metrics", "summary", "comparisons")]
+    before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in tables}
+    report = RunContext(out).refresh_report()
+    assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in tables} == before
+    html = report.read_text()
+    assert "survpgc" in html and "abmil" in html and "Kaplan" in html
+
+
 def test_run_context_errors(slide_run, tmp_path):
     out, _ = slide_run
     with pytest.raises(InputError, match="not a run directory"):

@@ -125,8 +125,7 @@ class RunContext:
         return self.run_dir / "interpret"
 
     def refresh_report(self) -> Path | None:
-        """Rebuild the run's tables and ``report.html`` (which picks up everything under ``interpret/``)."""
-        from survpgc.train.cv import _aggregate
+        """Rebuild ``report.html`` from the run's tables; it picks up everything under ``interpret/``."""
+        from survpgc.train.cv import rebuild_report
 
-        res = _aggregate(self.cfg, self.run_dir, self.data, [])
-        return res.report
+        return rebuild_report(self.cfg, self.run_dir, self.data)

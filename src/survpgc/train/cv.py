@@ -579,6 +579,22 @@ def _aggregate(cfg: RunConfig, out: Path, data: _RunData, trained: list[str]) ->
     return result
 
 
+def rebuild_report(cfg: RunConfig, out: Path, data: _RunData) -> Path | None:
+    """Redraw the plots and ``report.html`` of a finished run from its tables (nothing recomputed), e.g.
+    after interpretation results were added under ``interpret/``."""
+    tables = {}
+    for name in ("predictions", "metrics", "summary", "comparisons"):
+        path = out / f"{name}.csv"
+        if not path.is_file():
+            raise ConfigError(f"{out}: no {path.name}; finish the run (`survpgc run`) before rebuilding its report")
+        tables[name] = pd.read_csv(path, dtype={"case_id": str} if name == "predictions" else None)
+    notes_path = out / "notes.txt"
+    notes = notes_path.read_text().splitlines() if notes_path.is_file() else []
+    return _plots_and_report(
+        cfg, out, data, tables["predictions"], tables["metrics"], tables["summary"], tables["comparisons"], notes
+    )
+
+
 def _plots_and_report(cfg, out, data, preds, metrics, summary, comparisons, notes) -> Path | None:
     try:
         from survpgc.report import html as report_html
