@@ -208,15 +208,13 @@ class BidirectionalCrossAttention(nn.Module):
         out_p = a_pm @ vm  # (B, h, L, dh)
         out_m = out_m.transpose(1, 2).reshape(b, n_m, self.inner)
         out_p = out_p.transpose(1, 2).reshape(b, n_p, self.inner)
-        attn = None
-        if return_attention:
-            attn = {
-                "mod->mod": a_mm.mean(1),
-                "mod->patch": a_mp.mean(1),
-                "patch->mod": a_pm.mean(1),
-                "mod->patch/heads": a_mp,  # (B, h, M, L), in the graph: gradients of outputs w.r.t. it exist
-            }
-        return out_m, out_p, attn
+        return out_m, out_p, _attention_maps(a_mm, a_mp, a_pm) if return_attention else None
+
+
+def _attention_maps(a_mm: torch.Tensor, a_mp: torch.Tensor, a_pm: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The attention maps a cross-attention layer returns: head means, plus the per-head modality->patch
+    weights as used in the forward pass ((B, h, M, L), in the graph: gradients of outputs w.r.t. it exist)."""
+    return {"mod->mod": a_mm.mean(1), "mod->patch": a_mp.mean(1), "patch->mod": a_pm.mean(1), "mod->patch/heads": a_mp}
 
 
 def factored_cross_attention(
@@ -288,15 +286,7 @@ def factored_cross_attention(
         out_p = a_pm @ vm  # (B, h, L, dh)
         out_m = out_m.transpose(1, 2).reshape(bsz, n_m, layer.inner)
         out_p = out_p.transpose(1, 2).reshape(bsz, n_p, layer.inner)
-        attn = None
-        if return_attention:
-            attn = {
-                "mod->mod": a_mm.mean(1),
-                "mod->patch": a_mp.mean(1),
-                "patch->mod": a_pm.mean(1),
-                "mod->patch/heads": a_mp,  # (B, h, M, L), in the graph: gradients of outputs w.r.t. it exist
-            }
-        results.append((out_m, out_p, attn))
+        results.append((out_m, out_p, _attention_maps(a_mm, a_mp, a_pm) if return_attention else None))
     return results
 
 

@@ -223,6 +223,7 @@ class FoldSetup:
     model: Any
     dataset: Any
     modalities: tuple[str, ...]
+    train: Any  #: ``dataset(fold.train, True)``, built once (it also gave the pathology feature dim)
 
 
 def fold_setup(entry, data: _RunData, fold, binner, mods, cfg: RunConfig) -> FoldSetup:
@@ -264,11 +265,12 @@ def fold_setup(entry, data: _RunData, fold, binner, mods, cfg: RunConfig) -> Fol
             seed=cfg.seed + fold.index,
         )
 
+    train_ds = ds(fold.train, True)
     if "pathology" in mods:
-        dims["path_dim"] = ds(fold.train, True).dims["pathology"]  # from the first feature file
+        dims["path_dim"] = train_ds.dims["pathology"]  # from the first feature file
     torch.manual_seed(cfg.seed + 1000 * fold.index)
     model = create_model(entry.name, **dims, **{**entry.params, **extra})
-    return FoldSetup(model, ds, tuple(mods))
+    return FoldSetup(model, ds, tuple(mods), train_ds)
 
 
 def _run_neural(entry, data: _RunData, fold, binner, mods, cfg: RunConfig, ck_path: Path):
@@ -277,8 +279,7 @@ def _run_neural(entry, data: _RunData, fold, binner, mods, cfg: RunConfig, ck_pa
     from survpgc.train.loop import fit, predict
 
     setup = fold_setup(entry, data, fold, binner, mods, cfg)
-    model, ds = setup.model, setup.dataset
-    train_ds = ds(fold.train, True)
+    model, ds, train_ds = setup.model, setup.dataset, setup.train
     w = cfg.data.num_workers
     bs = cfg.train.batch_size
     train_loader = _loader(train_ds, bs, True, w, cfg.seed + fold.index)
