@@ -411,6 +411,8 @@ def _print_summary(res) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from survpgc.report.html import mean_sd
+
     con = Console()
     if res.summary.empty:
         con.print(f"no finished fold x model pair yet in {res.out_dir}")
@@ -420,8 +422,7 @@ def _print_summary(res) -> None:
     for _, r in res.summary.iterrows():
 
         def f(m, r=r):
-            mean, sd = r.get(f"{m}_mean"), r.get(f"{m}_sd")
-            return "-" if mean != mean else f"{mean:.3f} ± {sd:.3f}" if sd == sd else f"{mean:.3f}"
+            return mean_sd(r.get(f"{m}_mean"), r.get(f"{m}_sd"))
 
         t.add_row(str(r["model"]), f("cindex"), f("cindex_uno"), f("iauc"), f("ibs"))
     con.print(t)
@@ -570,6 +571,7 @@ def explain_attribution_cmd(
     from rich.table import Table
 
     from survpgc.explain.attribution import explain_attribution
+    from survpgc.report.html import mean_sd
 
     res = explain_attribution(run, model_id=model, baseline=baseline, n_steps=n_steps, device=device)
     summary = res["summary"]
@@ -581,7 +583,7 @@ def explain_attribution_cmd(
     names = [escape(c.split(":", 1)[1]) for c in cols]  # "genomic[genomic-clinic]" is not rich markup
     t = Table("fold", "patients", *names, title=f"{model}: IG share per {what}")
     for _, r in summary.iterrows():
-        t.add_row(str(r["fold"]), str(r["n_patients"]), *[f"{r[c + '_mean']:.3f} ± {r[c + '_sd']:.3f}" for c in cols])
+        t.add_row(str(r["fold"]), str(r["n_patients"]), *[mean_sd(r[c + "_mean"], r[c + "_sd"]) for c in cols])
     Console().print(t)
     typer.echo(f"wrote {res['dir']}")
     if res.get("report"):
@@ -599,12 +601,13 @@ def explain_localisation_cmd(
 ) -> None:
     """AUROC of per-patch attention and relevance against known masks, per test case (synthetic ground truth)."""
     from survpgc.explain.attention import localisation_table
+    from survpgc.report.html import mean_sd
 
     table = localisation_table(run, masks, model_id=model, downsample=downsample)
     for key, g in table.groupby("path"):
         typer.echo(
-            f"{key}: AUROC attention {g['auroc_attention'].mean():.3f} ± {g['auroc_attention'].std():.3f}, "
-            f"relevance {g['auroc_relevance'].mean():.3f} ± {g['auroc_relevance'].std():.3f} "
+            f"{key}: AUROC attention {mean_sd(g['auroc_attention'].mean(), g['auroc_attention'].std())}, "
+            f"relevance {mean_sd(g['auroc_relevance'].mean(), g['auroc_relevance'].std())} "
             f"(mean ± sd over {g['auroc_relevance'].notna().sum()} slides with both classes)"
         )
 
@@ -628,6 +631,7 @@ def study_templates_cmd(
     from rich.table import Table
 
     from survpgc.explain.studies import template_study
+    from survpgc.report.html import mean_sd
 
     try:
         nts = [int(v) for v in n_templates.split(",") if v.strip()]
@@ -644,7 +648,7 @@ def study_templates_cmd(
             str(r["n_templates"]),
             str(r["distinct_sentences"]),
             f"{r['silhouette_survival_groups']:+.3f}",
-            f"{r['cindex_mean']:.3f} ± {r['cindex_sd']:.3f}",
+            mean_sd(r["cindex_mean"], r["cindex_sd"]),
             f"{paper:.3f}" if paper == paper else "-",
         )
     Console().print(t)

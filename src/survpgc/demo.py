@@ -55,9 +55,9 @@ def _table(rows: list[dict[str, Any]], title: str) -> None:
 
 
 def _fmt(mean: float, sd: float) -> str:
-    if mean != mean:
-        return "-"
-    return f"{mean:.3f} ± {sd:.3f}" if sd == sd else f"{mean:.3f}"
+    from survpgc.report.html import mean_sd
+
+    return mean_sd(mean, sd)
 
 
 def _oracle_per_fold(run_dir: Path, truth: pd.DataFrame) -> tuple[float, float]:

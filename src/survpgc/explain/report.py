@@ -80,7 +80,7 @@ def _heatmaps(root: Path) -> str:
 
 def _ig(root: Path) -> str:
     from survpgc.explain.attribution import PAPER_TABLE3
-    from survpgc.report.html import escape, figure_html, frame_table_html
+    from survpgc.report.html import escape, figure_html, frame_table_html, mean_sd
 
     summaries = sorted((root / "attribution").glob("*_summary.csv"))
     if not summaries:
@@ -98,10 +98,7 @@ def _ig(root: Path) -> str:
         cols = [c.removesuffix("_mean") for c in df.columns if c.endswith("_mean")]
         show = pd.DataFrame({"fold": df["fold"], "patients": df["n_patients"]})
         for c in cols:
-            show[c] = [
-                f"{m:.3f} ± {s:.3f}" if s == s else f"{m:.3f}"
-                for m, s in zip(df[f"{c}_mean"], df[f"{c}_sd"], strict=True)
-            ]
+            show[c] = [mean_sd(m, s) for m, s in zip(df[f"{c}_mean"], df[f"{c}_sd"], strict=True)]
         parts.append(f"<h3>{escape(meta.get('model', stem))} (baseline: {escape(meta.get('baseline', '?'))})</h3>")
         parts.append(frame_table_html(show))
         paper = PAPER_TABLE3.get(str(meta.get("cohort", "")).upper())
@@ -125,7 +122,7 @@ def _integration(root: Path) -> str:
 
 
 def _localisation(root: Path) -> str:
-    from survpgc.report.html import escape, frame_table_html
+    from survpgc.report.html import escape, frame_table_html, mean_sd
 
     files = sorted(root.glob("localisation_*.csv"))
     if not files:
@@ -140,7 +137,7 @@ def _localisation(root: Path) -> str:
         for key, g in t.groupby("path", sort=False):
             row = {"path": key, "slides": int(g["auroc_relevance"].notna().sum())}
             for col in ("auroc_attention", "auroc_relevance"):
-                row[col.removeprefix("auroc_")] = f"{g[col].mean():.3f} ± {g[col].std():.3f}"
+                row[col.removeprefix("auroc_")] = mean_sd(g[col].mean(), g[col].std())
             rows.append(row)
         parts.append(f"<h3>{escape(path.stem.removeprefix('localisation_'))}</h3>")
         parts.append(frame_table_html(pd.DataFrame(rows)))

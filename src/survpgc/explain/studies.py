@@ -226,7 +226,7 @@ def template_study(
 
     summary = summarize(metrics, base.splits.protocol)
     show = table[["n_templates", "distinct_sentences", "silhouette_survival_groups"]].copy()
-    show["C-index"] = [f"{m:.3f} ± {s:.3f}" for m, s in zip(table["cindex_mean"], table["cindex_sd"], strict=True)]
+    show["C-index"] = [report_html.mean_sd(m, s) for m, s in zip(table["cindex_mean"], table["cindex_sd"], strict=True)]
     if str(coh.name).upper() == "TCGA-LIHC":
         show["paper Table 5 (LIHC)"] = [f"{v:.3f}" if v == v else "-" for v in table["paper_lihc"]]
     section = (
@@ -276,7 +276,7 @@ def clinical_integration_study(
 
 def integration_section(run_dir: Path) -> str:
     """The Table 4 section of a clinical-integration run (from its summary and comparisons)."""
-    from survpgc.report.html import escape, frame_table_html
+    from survpgc.report.html import escape, frame_table_html, mean_sd
 
     summary = pd.read_csv(run_dir / "summary.csv").set_index("model")
     comp_path = run_dir / "comparisons.csv"
@@ -293,7 +293,7 @@ def integration_section(run_dir: Path) -> str:
         if model not in summary.index:
             continue
         r = summary.loc[model]
-        row = {"approach": label, "model": model, "C-index": f"{r['cindex_mean']:.3f} ± {r['cindex_sd']:.3f}"}
+        row = {"approach": label, "model": model, "C-index": mean_sd(r["cindex_mean"], r["cindex_sd"])}
         if model != "survpc" and model in comp.index:
             c = comp.loc[model]
             row["ΔC vs survpc [95% CI]"] = f"{c['delta_cindex']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]"

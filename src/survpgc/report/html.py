@@ -30,7 +30,15 @@ from survpgc.report.plots import LOWER_IS_BETTER, METRIC_LABELS, format_p_value
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["REPORT_TEMPLATE", "escape", "figure_html", "frame_table_html", "render_report", "write_report"]
+__all__ = [
+    "REPORT_TEMPLATE",
+    "escape",
+    "figure_html",
+    "frame_table_html",
+    "mean_sd",
+    "render_report",
+    "write_report",
+]
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +191,8 @@ def _num(value: Any, digits: int = 3) -> str:
     return f"{f:.{digits}f}"
 
 
-def _mean_sd(mean: Any, sd: Any) -> str:
+def mean_sd(mean: Any, sd: Any) -> str:
+    """``mean ± sd`` with 3 decimals; the mean alone when sd is missing; ``n/a`` when the mean is."""
     if _is_missing(mean):
         return "n/a"
     return f"{_num(mean)} ± {_num(sd)}" if not _is_missing(sd) else _num(mean)
@@ -435,7 +444,7 @@ def _metrics_table(summary: pd.DataFrame | None) -> str:
         for m in metric_names:
             mean = r[f"{m}_mean"]
             sd = r[f"{m}_sd"] if f"{m}_sd" in summary.columns else None
-            text = _e(_mean_sd(mean, sd))
+            text = _e(mean_sd(mean, sd))
             if m in best and not _is_missing(mean) and float(mean) == best[m]:
                 text = _Best(text)
             row.append(text)
@@ -501,49 +510,50 @@ def _comparisons_table(comparisons: pd.DataFrame | None) -> str:
     return _table(header, rows, numeric=numeric) + note
 
 
-def _image_tag(label: str, path: Path) -> str:
+def _image_tag(label: str, path: Path, jpeg_max_width: int | None = None) -> str:
+    """The image inlined as a ``data:`` URI; with ``jpeg_max_width`` a JPEG copy at most that wide (for big
+    photographic figures such as slide heatmaps; the full-resolution file stays where it is)."""
     path = Path(path)
-    mime = _IMAGE_TYPES.get(path.suffix.lower())
+    mime = "image/jpeg" if jpeg_max_width else _IMAGE_TYPES.get(path.suffix.lower())
     if mime is None:
         log.warning("report: image %s has an unsupported type, left out", path)
         return _empty(f"{label}: unsupported image type {path.suffix!r}")
     try:
-        data = path.read_bytes()
-    except OSError as exc:
+        data = _jpeg_bytes(path, jpeg_max_width) if jpeg_max_width else path.read_bytes()
+    except OSError as exc:  # PIL's UnidentifiedImageError is an OSError too
         log.warning("report: image %s not readable (%s), left out", path, exc)
         return _empty(f"{label}: image missing ({path.name})")
     b64 = base64.b64encode(data).decode("ascii")
     return f'<img src="data:{mime};base64,{b64}" alt="{_e(label)}">'
 
 
-def figure_html(
-    label: str, path: str | os.PathLike[str], caption: str | None = None, *, jpeg_max_width: int | None = None
-) -> str:
-    """One inlined image with its caption (for report sections built elsewhere). ``jpeg_max_width`` inlines
-    a JPEG copy at most that wide instead of the file itself (for big photographic figures such as slide
-    heatmaps; the full-resolution file stays in the run directory)."""
-    cap = _e(label if caption is None else caption)
-    tag = _jpeg_tag(label, Path(path), jpeg_max_width) if jpeg_max_width else _image_tag(label, Path(path))
-    return f"<figure>{tag}<figcaption>{cap}</figcaption></figure>"
-
-
-def _jpeg_tag(label: str, path: Path, max_width: int) -> str:
+def _jpeg_bytes(path: Path, max_width: int) -> bytes:
     import io
 
     from PIL import Image
 
-    try:
-        with Image.open(path) as im:
-            rgb = im.convert("RGB")
-        if rgb.width > max_width:
-            rgb = rgb.resize((max_width, max(1, round(rgb.height * max_width / rgb.width))), Image.LANCZOS)
-        buf = io.BytesIO()
-        rgb.save(buf, format="JPEG", quality=85)
-    except OSError as exc:
-        log.warning("report: image %s not readable (%s), left out", path, exc)
-        return _empty(f"{label}: image missing ({path.name})")
-    b64 = base64.b64encode(buf.getvalue()).decode("ascii")
-    return f'<img src="data:image/jpeg;base64,{b64}" alt="{_e(label)}">'
+    with Image.open(path) as im:
+        rgb = im.convert("RGB")
+    if rgb.width > max_width:
+        rgb = rgb.resize((max_width, max(1, round(rgb.height * max_width / rgb.width))), Image.LANCZOS)
+    buf = io.BytesIO()
+    rgb.save(buf, format="JPEG", quality=85)
+    return buf.getvalue()
+
+
+def figure_html(
+    label: str,
+    path: str | os.PathLike[str],
+    caption: str | None = None,
+    *,
+    jpeg_max_width: int | None = None,
+    css_class: str | None = None,
+) -> str:
+    """One inlined image with its caption (``label`` unless given); see :func:`_image_tag` for
+    ``jpeg_max_width``."""
+    cls = f' class="{_e(css_class)}"' if css_class else ""
+    cap = _e(label if caption is None else caption)
+    return f"<figure{cls}>{_image_tag(label, Path(path), jpeg_max_width)}<figcaption>{cap}</figcaption></figure>"
 
 
 def frame_table_html(df: pd.DataFrame, digits: int = 3) -> str:
@@ -569,18 +579,11 @@ def _figures(images: Mapping[str, str | os.PathLike[str]]) -> str:
             "test cases above it are high risk. Log-rank p on the pooled test predictions.</p>"
         )
         parts.append(
-            '<div class="grid">'
-            + "".join(
-                f'<figure class="km">{_image_tag(str(k), Path(v))}<figcaption>{_e(k)}</figcaption></figure>'
-                for k, v in km.items()
-            )
-            + "</div>"
+            '<div class="grid">' + "".join(figure_html(str(k), v, css_class="km") for k, v in km.items()) + "</div>"
         )
     if other:
         parts.append("<h3>Model comparison</h3>" if km else "")
-        parts += [
-            f"<figure>{_image_tag(str(k), Path(v))}<figcaption>{_e(k)}</figcaption></figure>" for k, v in other.items()
-        ]
+        parts += [figure_html(str(k), v) for k, v in other.items()]
     return "\n".join(parts)
 
 
