@@ -490,3 +490,24 @@ def test_heatmap_slide_lookup_and_features_only(slide_run, tmp_path, monkeypatch
     assert "montage" not in entry["relevance"]
     with Image.open(entry["relevance"]["overlay"]) as im:
         assert im.size == (1024, 683)  # 1536 x 1024 from the feature file's level0_width / height
+
+
+def test_integration_section_only_for_runs_with_survpc_and_a_baseline(tmp_path):
+    """The Table 4 section is derived from the run's models: survpc plus a baseline; ΔC only vs survpc."""
+    from survpgc.explain.studies import integration_section
+
+    def run(models, reference):
+        d = tmp_path / "_".join(models) / reference
+        d.mkdir(parents=True)
+        pd.DataFrame({"model": models, "cindex_mean": 0.6, "cindex_sd": 0.05}).to_csv(d / "summary.csv", index=False)
+        others = [m for m in models if m != reference]
+        pd.DataFrame({"model": others, "reference": reference, "delta_cindex": 0.01, "ci_low": -0.1,
+                      "ci_high": 0.1, "p_value": 0.5}).to_csv(d / "comparisons.csv", index=False)  # fmt: skip
+        return integration_section(d)
+
+    assert run(["survpgc", "survpc"], "survpgc") == ""  # no integration baseline
+    assert run(["late_fusion", "abmil"], "abmil") == ""  # no survpc
+    html = run(["late_fusion", "survpc"], "survpc")
+    assert "a: late fusion" in html and "+0.010" in html and "reference" in html
+    html = run(["late_fusion", "survpc", "survpgc"], "survpgc")  # compared with survpgc: no ΔC vs survpc
+    assert "a: late fusion" in html and "+0.010" not in html

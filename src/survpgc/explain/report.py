@@ -18,11 +18,10 @@ log = logging.getLogger(__name__)
 
 
 def interpret_sections(run_dir: str | Path) -> list[tuple[str, str]]:
-    """``(title, html)`` sections for the heatmaps and attributions found in ``run_dir/interpret``."""
+    """``(title, html)`` sections for the heatmaps, attributions and localisation found in
+    ``run_dir/interpret``, and the Table 4 comparison when the run holds survpc and integration baselines."""
     root = Path(run_dir) / "interpret"
     sections: list[tuple[str, str]] = []
-    if not root.is_dir():
-        return sections
     builders = (
         ("Clinical integration (paper Table 4)", _integration),
         ("Attention heatmaps", _heatmaps),
@@ -116,9 +115,7 @@ def _ig(root: Path) -> str:
 def _integration(root: Path) -> str:
     from survpgc.explain.studies import integration_section
 
-    if not (root / "clinical_integration.json").is_file() or not (root.parent / "summary.csv").is_file():
-        return ""
-    return integration_section(root.parent)
+    return integration_section(root.parent) if (root.parent / "summary.csv").is_file() else ""
 
 
 def _localisation(root: Path) -> str:

@@ -17,7 +17,6 @@ have lived 8 months, so it is drawn hollow in ``< 1 y``).
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from survpgc._io import atomic_write, atomic_write_text
+from survpgc._io import atomic_write
 from survpgc.errors import ConfigError, InputError
 
 __all__ = [
@@ -172,7 +171,7 @@ def template_study(
     for nt in nts:
         folder = out / f"nt{nt}"
         tokens = folder / "clinical"
-        enc = encode_clinical(coh, tokens, encoder=encoder, n_templates=nt, seed=seed, templates=templates)
+        encode_clinical(coh, tokens, encoder=encoder, n_templates=nt, seed=seed, templates=templates)
         x = _embedding_matrix(tokens, ids)
         sentences = pd.read_csv(tokens / "sentences.csv", dtype={"case_id": str})
         xy = _tsne(x, seed)
@@ -216,7 +215,6 @@ def template_study(
             rows[-1]["distinct_sentences"],
             r["cindex_mean"],
         )
-        del enc
     table = pd.DataFrame(rows)
     atomic_write(out / "templates.csv", lambda t: table.to_csv(t, index=False))
     tsne_png = _plot_tsne(panels, time_, event, out / "tsne.png",
@@ -266,21 +264,20 @@ def clinical_integration_study(
         raise ConfigError("the clinical-integration study needs pathology.feature_dir (patch features)")
     cfg.models = [ModelEntry(name=m) for m, _ in INTEGRATION_MODELS]
     cfg.eval.reference = "survpc"
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    marker = out / "interpret" / "clinical_integration.json"
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(marker, json.dumps({"models": [m for m, _ in INTEGRATION_MODELS]}, indent=1))
     return run_cv(cfg, out, progress=progress)
 
 
 def integration_section(run_dir: Path) -> str:
-    """The Table 4 section of a clinical-integration run (from its summary and comparisons)."""
+    """The Table 4 section of a run holding ``survpc`` and at least one integration baseline (from its summary
+    and comparisons); empty for any other run."""
     from survpgc.report.html import escape, frame_table_html, mean_sd
 
     summary = pd.read_csv(run_dir / "summary.csv").set_index("model")
+    if "survpc" not in summary.index or not any(m in summary.index for m, _ in INTEGRATION_MODELS[:-1]):
+        return ""
     comp_path = run_dir / "comparisons.csv"
-    comp = pd.read_csv(comp_path).set_index("model") if comp_path.is_file() else pd.DataFrame()
+    comp = pd.read_csv(comp_path) if comp_path.is_file() else pd.DataFrame(columns=["model", "reference"])
+    comp = comp[comp["reference"] == "survpc"].set_index("model")  # ΔC only where survpc was the reference
     cohort = ""
     cfg_path = run_dir / "config.yaml"
     if cfg_path.is_file():
@@ -294,12 +291,14 @@ def integration_section(run_dir: Path) -> str:
             continue
         r = summary.loc[model]
         row = {"approach": label, "model": model, "C-index": mean_sd(r["cindex_mean"], r["cindex_sd"])}
-        if model != "survpc" and model in comp.index:
+        if model == "survpc":
+            row["ΔC vs survpc [95% CI]"], row["p"] = "reference", ""
+        elif model in comp.index:
             c = comp.loc[model]
             row["ΔC vs survpc [95% CI]"] = f"{c['delta_cindex']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]"
             row["p"] = f"{c['p_value']:.3g}"
-        else:
-            row["ΔC vs survpc [95% CI]"], row["p"] = "reference", ""
+        else:  # the run compared with another reference
+            row["ΔC vs survpc [95% CI]"], row["p"] = "-", ""
         if col is not None:
             row["paper Table 4"] = f"{PAPER_TABLE4[model][col]:.3f}"
         rows.append(row)
