@@ -85,8 +85,8 @@ def test_draw_heatmap_keeps_the_slide_aspect_ratio_and_places_patches(tmp_path):
     )
     with Image.open(overlay) as im:
         assert im.size == (1024, 384)
+        assert im.size[0] / im.size[1] == pytest.approx(w0 / h0, abs=1e-9)  # the slide's aspect ratio
         arr = np.asarray(im.convert("RGB")).astype(int)
-    assert abs(1024 / 384 - w0 / h0) < 1e-9
     hot, cold = arr[10:120, 10:120].mean((0, 1)), arr[140:250, 266:376].mean((0, 1))
     assert hot[0] > hot[2] + 40 and cold[2] > cold[0] + 40  # red at the top score, blue at the bottom one
     assert (arr[300:, 600:] == 200).all()  # no patch there: the thumbnail shows through untouched
