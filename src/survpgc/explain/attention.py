@@ -136,6 +136,7 @@ def case_scores_by_path(loaded, case_id: str, paths: list[str | None] | None = N
     import torch
 
     from survpgc.data.dataset import BAG_KEYS, collate_survival
+    from survpgc.train.loop import _to_device
 
     ds = loaded.dataset([case_id])
     if "pathology" not in loaded.setup.modalities:
@@ -143,8 +144,7 @@ def case_scores_by_path(loaded, case_id: str, paths: list[str | None] | None = N
     if not ds.has_pathology(0):
         raise InputError(f"case {case_id!r} has no feature file in this run; heatmaps need its patch features")
     batch = collate_survival([ds[0]])
-    device = next(loaded.model.parameters()).device
-    batch = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+    batch = _to_device(batch, next(loaded.model.parameters()).device)
     model = loaded.model.eval()
     p_mask = batch["path_mask"][0].cpu().numpy()
     coords = batch["path_coords"][0].cpu().numpy()[p_mask]

@@ -71,21 +71,14 @@ def shares_from_attributions(attr: np.ndarray, segments: list[tuple[str, int, in
 def _fused_of(model, batch) -> tuple[Any, dict[str, Any]]:
     import torch
 
-    device = next(model.parameters()).device
-    batch = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+    from survpgc.train.loop import _to_device
+
+    batch = _to_device(batch, next(model.parameters()).device)
     with torch.inference_mode():
         out = model(batch)
     if not out.fused:
         raise ConfigError(f"model {type(model).__name__} exposes no fused vectors (ModelOutput.fused)")
     return out, {k: v.detach().clone() for k, v in out.fused.items()}
-
-
-def _loader(ds, batch_size: int = 8):
-    import torch
-
-    from survpgc.data.dataset import collate_survival
-
-    return torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, collate_fn=collate_survival)
 
 
 def _collect_fused(model, ds) -> tuple[list[str], np.ndarray, list[tuple[str, int, int]], np.ndarray]:
@@ -94,7 +87,9 @@ def _collect_fused(model, ds) -> tuple[list[str], np.ndarray, list[tuple[str, in
 
     ids, mats, risks = [], [], []
     segments: list[tuple[str, int, int]] | None = None
-    for batch in _loader(ds):
+    from survpgc.train.cv import _loader
+
+    for batch in _loader(ds, 8, False, 0, 0):  # evaluation order, as the runner predicts
         out, fused = _fused_of(model, batch)
         if segments is None:
             segments, lo = [], 0

@@ -64,14 +64,12 @@ class RunContext:
 
     def trained_folds(self, model_id: str) -> list[int]:
         """Folds whose checkpoint and record exist for ``model_id``."""
-        from survpgc.train.cv import _safe_name
+        from survpgc.train.cv import fold_files
 
-        stem = _safe_name(model_id)
         return [
             f.index
             for f in self.splits
-            if (self.run_dir / "folds" / f"{stem}_fold{f.index}.json").is_file()
-            and (self.run_dir / "checkpoints" / f"{stem}_fold{f.index}.safetensors").is_file()
+            if all(p.is_file() for p in fold_files(self.run_dir, model_id, f.index)[::2])  # record, checkpoint
         ]
 
     def test_fold_of(self, case_id: str) -> int:
@@ -89,7 +87,7 @@ class RunContext:
         from safetensors.torch import load_file
 
         from survpgc.survival.binning import TimeBinner
-        from survpgc.train.cv import _model_modalities, _safe_name, fold_setup
+        from survpgc.train.cv import _model_modalities, fold_files, fold_setup
 
         entry = self.entry(model_id)
         mods, neural = _model_modalities(entry)
@@ -97,9 +95,7 @@ class RunContext:
             raise ConfigError(f"model {model_id!r} is not a neural network (no attention, no fused vectors)")
         if not 0 <= fold < len(self.splits):
             raise InputError(f"fold {fold} out of range 0..{len(self.splits) - 1}")
-        stem = f"{_safe_name(model_id)}_fold{fold}"
-        record_path = self.run_dir / "folds" / f"{stem}.json"
-        ck_path = self.run_dir / "checkpoints" / f"{stem}.safetensors"
+        record_path, _, ck_path = fold_files(self.run_dir, model_id, fold)
         if not record_path.is_file() or not ck_path.is_file():
             raise InputError(
                 f"{self.run_dir}: model {model_id!r} fold {fold} has not finished (missing {record_path.name} or "

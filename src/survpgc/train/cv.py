@@ -53,6 +53,12 @@ def _safe_name(model_id: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in model_id)
 
 
+def fold_files(out: Path, model_id: str, fold: int) -> tuple[Path, Path, Path]:
+    """``(record .json, predictions .csv, checkpoint .safetensors)`` of one fold × model of a run."""
+    stem = f"{_safe_name(model_id)}_fold{fold}"
+    return out / "folds" / f"{stem}.json", out / "folds" / f"{stem}.csv", out / "checkpoints" / f"{stem}.safetensors"
+
+
 class _RunData:
     """Cohort, splits and modality sources of a run (built once, shared by folds)."""
 
@@ -478,27 +484,24 @@ def _run(cfg, out, only_folds, only_models, TimeBinner) -> RunResult:
         for entry in cfg.models:
             if only_models and entry.id not in only_models:
                 continue
-            stem = f"{_safe_name(entry.id)}_fold{fold.index}"
-            record_path = out / "folds" / f"{stem}.json"
+            record_path, preds_path, ck_path = fold_files(out, entry.id, fold.index)
             if record_path.is_file():
                 log.info("fold %d %s: already done, skipped", fold.index, entry.id)
                 continue
             mods, neural = _model_modalities(entry)
             log.info("fold %d %s: training on %d cases (%s)", fold.index, entry.id, len(fold.train), "+".join(mods))
             if neural:
-                preds, record = _run_neural(
-                    entry, data, fold, binner, mods, cfg, out / "checkpoints" / f"{stem}.safetensors"
-                )
+                preds, record = _run_neural(entry, data, fold, binner, mods, cfg, ck_path)
             else:
                 preds, record = _run_coxph(entry, data, fold, binner)
             preds.insert(1, "model", entry.id)
             preds.insert(2, "fold", fold.index)
             if _is_main():
-                _atomic_csv(preds, out / "folds" / f"{stem}.csv")
+                _atomic_csv(preds, preds_path)
                 record.update({"model": entry.id, "fold": fold.index, "binner": binner.to_dict()})
                 atomic_write_text(record_path, json.dumps(record, indent=1, default=float))
             _barrier()
-            trained.append(stem)
+            trained.append(record_path.stem)
     if not _is_main():
         empty = pd.DataFrame()
         return RunResult(out, empty, empty, empty, 0, len(data.splits) * len(cfg.models), trained)
@@ -534,10 +537,10 @@ def _aggregate(cfg: RunConfig, out: Path, data: _RunData, trained: list[str]) ->
     parts, records = [], {}
     for fold in data.splits:
         for entry in cfg.models:
-            stem = f"{_safe_name(entry.id)}_fold{fold.index}"
-            if (out / "folds" / f"{stem}.json").is_file():
-                parts.append(pd.read_csv(out / "folds" / f"{stem}.csv", dtype={"case_id": str}))
-                records[(entry.id, fold.index)] = json.loads((out / "folds" / f"{stem}.json").read_text())
+            record_path, preds_path, _ = fold_files(out, entry.id, fold.index)
+            if record_path.is_file():
+                parts.append(pd.read_csv(preds_path, dtype={"case_id": str}))
+                records[(entry.id, fold.index)] = json.loads(record_path.read_text())
     if not parts:
         empty = pd.DataFrame()
         return RunResult(out, empty, empty, empty, 0, n_total, trained)
