@@ -59,8 +59,8 @@ def model_inputs(name: str) -> tuple[dict, int, int]:
 
 
 def train_step_fn(model, batch, bf16: bool = False):
-    from survpgc._alloc import keep_large_allocations
     from survpgc.survival.losses import nll_survival_loss
+    from survpgc.train._alloc import keep_large_allocations
 
     keep_large_allocations()  # as survpgc.train.loop.fit does
 

@@ -114,7 +114,7 @@ def test_bad_config(kwargs, match):
 def test_keep_large_allocations_is_idempotent():
     import sys
 
-    from survpgc._alloc import keep_large_allocations
+    from survpgc.train._alloc import keep_large_allocations
 
     first = keep_large_allocations()
     assert keep_large_allocations() == first

@@ -38,11 +38,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from survpgc._io import atomic_write, atomic_write_text
 from survpgc.clinical.prompts import _build, resolve_fields
 from survpgc.clinical.templates import TemplateSet, load_templates
 from survpgc.data.dataset import InMemoryTokens
 from survpgc.errors import DataError, InputError
+from survpgc.files import atomic_write, atomic_write_text
 
 __all__ = [
     "MANIFEST_NAME",

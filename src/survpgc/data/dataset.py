@@ -34,8 +34,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from survpgc._io import atomic_write
 from survpgc.errors import DataError, InputError
+from survpgc.files import atomic_write
 
 __all__ = [
     "BAG_KEYS",

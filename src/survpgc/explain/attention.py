@@ -39,8 +39,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from survpgc._io import atomic_write, atomic_write_text
 from survpgc.errors import ConfigError, DataError, InputError
+from survpgc.files import atomic_write, atomic_write_text
 
 __all__ = [
     "CaseScores",
@@ -136,7 +136,7 @@ def case_scores_by_path(loaded, case_id: str, paths: list[str | None] | None = N
     import torch
 
     from survpgc.data.dataset import BAG_KEYS, collate_survival
-    from survpgc.train.loop import _to_device
+    from survpgc.devices import to_device
 
     ds = loaded.dataset([case_id])
     if "pathology" not in loaded.setup.modalities:
@@ -144,7 +144,7 @@ def case_scores_by_path(loaded, case_id: str, paths: list[str | None] | None = N
     if not ds.has_pathology(0):
         raise InputError(f"case {case_id!r} has no feature file in this run; heatmaps need its patch features")
     batch = collate_survival([ds[0]])
-    batch = _to_device(batch, next(loaded.model.parameters()).device)
+    batch = to_device(batch, next(loaded.model.parameters()).device)
     model = loaded.model.eval()
     p_mask = batch["path_mask"][0].cpu().numpy()
     coords = batch["path_coords"][0].cpu().numpy()[p_mask]

@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from survpgc._io import atomic_write, atomic_write_text
 from survpgc.errors import ConfigError, InputError
+from survpgc.files import atomic_write, atomic_write_text
 
 __all__ = ["PAPER_TABLE3", "attribute_fused", "explain_attribution", "path_of", "shares_from_attributions"]
 
@@ -71,9 +71,9 @@ def shares_from_attributions(attr: np.ndarray, segments: list[tuple[str, int, in
 def _fused_of(model, batch) -> tuple[Any, dict[str, Any]]:
     import torch
 
-    from survpgc.train.loop import _to_device
+    from survpgc.devices import to_device
 
-    batch = _to_device(batch, next(model.parameters()).device)
+    batch = to_device(batch, next(model.parameters()).device)
     with torch.inference_mode():
         out = model(batch)
     if not out.fused:

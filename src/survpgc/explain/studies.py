@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from survpgc._io import atomic_write
 from survpgc.errors import ConfigError, InputError
+from survpgc.files import atomic_write
 
 __all__ = [
     "INTEGRATION_MODELS",

@@ -226,7 +226,7 @@ class OmicsScaler:
 
     def save(self, path: str | Path) -> Path:
         """Write the fitted state as JSON (atomically: temporary file, then rename)."""
-        from survpgc._io import atomic_write_text
+        from survpgc.files import atomic_write_text
 
         p = atomic_write_text(path, json.dumps(self.to_dict()))
         return p

@@ -28,8 +28,8 @@ from typing import Any
 
 import pandas as pd
 
-from survpgc._io import atomic_write, atomic_write_text
 from survpgc.errors import DataError, InputError
+from survpgc.files import atomic_write, atomic_write_text
 from survpgc.genomics.signatures import GeneSelection, select_genes
 
 __all__ = ["PREPARED_FILES", "PreparedOmics", "prepare_omics", "read_prepared_omics"]

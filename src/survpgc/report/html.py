@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from survpgc._io import atomic_write_bytes
+from survpgc.files import atomic_write_bytes
 from survpgc.report.plots import LOWER_IS_BETTER, METRIC_LABELS, format_p_value
 
 if TYPE_CHECKING:

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from survpgc._io import atomic_write_bytes
 from survpgc.errors import InputError, LengthMismatchError, NoEventError
+from survpgc.files import atomic_write_bytes
 from survpgc.survival.convention import as_1d_array, check_risk, check_survival
 from survpgc.survival.stats import kaplan_meier, logrank_test, median_risk_groups
 

@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from survpgc._io import atomic_write, atomic_write_text
 from survpgc.config import ModelEntry, RunConfig
 from survpgc.errors import ConfigError
+from survpgc.files import atomic_write, atomic_write_text
 
 __all__ = ["RunResult", "run_cv"]
 

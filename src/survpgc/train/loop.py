@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from survpgc.devices import resolve_device
+from survpgc.devices import resolve_device, to_device
 from survpgc.errors import ConfigError
 from survpgc.survival.losses import nll_survival_loss
 
@@ -116,10 +116,6 @@ def _autocast_dtype(cfg: TrainConfig, device: torch.device, model: Any = None) -
     return None
 
 
-def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
-
-
 def _make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     if cfg.optimizer == "radam":
@@ -182,7 +178,7 @@ def predict(
     model.eval()
     ids, risks, survs, times, events = [], [], [], [], []
     for batch in loader:
-        b = _to_device(batch, dev)
+        b = to_device(batch, dev)
         raw = _forward(model, b, autocast, dev)
         out = dataclasses.replace(raw, logits=raw.logits.float())  # metrics in float32 whatever the autocast
         logits = out.logits
@@ -227,7 +223,7 @@ def fit(
     validation loader (protocol ``last-epoch``) or no usable validation C-index, the last epoch. The model
     is left holding the selected weights.
     """
-    from survpgc._alloc import keep_large_allocations
+    from survpgc.train._alloc import keep_large_allocations
 
     keep_large_allocations()  # big bags: reuse activation memory across steps (linear time in the bag size)
     device = resolve_device(cfg.device)
@@ -261,7 +257,7 @@ def fit(
         model.train()
         total, n = 0.0, 0
         for batch in train_loader:
-            b = _to_device(batch, device)
+            b = to_device(batch, device)
             out = _forward(train_model, b, autocast, device)
             loss = _loss(out, b, cfg)
             if not torch.isfinite(loss):

@@ -29,9 +29,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from survpgc._io import atomic_write
 from survpgc.devices import resolve_device
 from survpgc.errors import ConfigError, DataError, SurvpgcError
+from survpgc.files import atomic_write
 
 __all__ = ["ExtractSummary", "extract_features", "list_slides", "read_manifests", "resolve_shard", "segment_slides"]
 

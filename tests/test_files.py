@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from survpgc._io import atomic_write, atomic_write_bytes, atomic_write_text
+from survpgc.files import atomic_write, atomic_write_bytes, atomic_write_text
 
 
 def test_atomic_write_replaces_only_when_complete(tmp_path):
@@ -47,7 +47,7 @@ def test_atomic_write_respects_the_umask(tmp_path):
     import os
     import stat
 
-    from survpgc._io import atomic_write_text
+    from survpgc.files import atomic_write_text
 
     old = os.umask(0o022)
     try:
