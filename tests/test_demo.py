@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from survpgc.demo import PAPER_TABLE1_LIHC, run_demo
+from survpgc.demo import run_demo
+from survpgc.paper import PAPER_TABLE1_LIHC
 
 
 def test_quick_demo(tmp_path, capsys):

@@ -24,18 +24,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["PAPER_TABLE1_LIHC", "run_demo"]
+from survpgc.paper import PAPER_TABLE1_LIHC
+
+__all__ = ["run_demo"]
 
 log = logging.getLogger(__name__)
-
-#: Paper, Table 1, TCGA-LIHC C-index (mean over 5 folds) for the models part (b) runs.
-PAPER_TABLE1_LIHC: dict[str, float] = {
-    "coxph": 0.626,
-    "mlp:clinical": 0.599,
-    "snn:clinical": 0.608,
-    "mlp:genomic": 0.677,
-    "snn:genomic": 0.668,
-}
 
 
 def _say(text: str) -> None:
@@ -78,7 +71,7 @@ def _interpret(run_dir: Path, cohort_dir: Path) -> dict[str, Any]:
     masks, heatmaps of the highest- and lowest-risk test patients; all in the run's report."""
     from survpgc.explain.attention import heatmap_for_case, localisation_table
     from survpgc.explain.attribution import explain_attribution
-    from survpgc.explain.runs import RunContext
+    from survpgc.rundir import RunContext
 
     ctx = RunContext(run_dir)
     ig = explain_attribution(run_dir, ctx=ctx, refresh_report=False)
@@ -88,7 +81,9 @@ def _interpret(run_dir: Path, cohort_dir: Path) -> dict[str, Any]:
     cases = [test["case_id"].iloc[-1], test["case_id"].iloc[0]]  # highest and lowest predicted risk
     for cid in cases:
         heatmap_for_case(run_dir, cid, ctx=ctx, refresh_report=False)
-    report = ctx.refresh_report()
+    from survpgc.report.run import rebuild_report
+
+    report = rebuild_report(ctx)
     overall = ig["summary"].iloc[-1]
     rows = [
         {"what": f"IG share, {c.removeprefix('path:').removesuffix('_mean')} path (train-mean baseline)",

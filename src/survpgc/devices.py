@@ -1,4 +1,5 @@
-"""The one device rule of survpgc (training, extraction, encoders)."""
+"""Devices and processes: the one device rule of survpgc (training, extraction, encoders), moving batches,
+and the few `torch.distributed` questions every layer asks (am I the writing process? wait for the others)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from survpgc.errors import InputError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["resolve_device", "to_device"]
+__all__ = ["barrier", "is_distributed", "is_main_process", "resolve_device", "to_device"]
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
@@ -41,3 +42,25 @@ def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     import torch
 
     return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
+
+
+def is_distributed() -> bool:
+    """True inside an initialised ``torch.distributed`` process group of more than one process."""
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def is_main_process() -> bool:
+    """True outside a process group, and on rank 0 inside one (the process that writes files)."""
+    import torch.distributed as dist
+
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def barrier() -> None:
+    """Wait for every process of the group (no-op outside ``torch.distributed``)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()

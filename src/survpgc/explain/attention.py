@@ -41,6 +41,7 @@ import pandas as pd
 
 from survpgc.errors import ConfigError, DataError, InputError
 from survpgc.files import atomic_write, atomic_write_text
+from survpgc.report.run import rebuild_report
 
 __all__ = [
     "CaseScores",
@@ -406,8 +407,7 @@ def heatmap_for_case(
     ``case_id``, under ``<run>/interpret/heatmaps/<model>/<case>/``. The case is explained by the model of
     the fold that tested it (``fold`` overrides). Returns the written paths and the case's risk."""
     from survpgc.data.dataset import read_feature_attrs
-    from survpgc.explain.runs import RunContext
-    from survpgc.train.cv import _safe_name
+    from survpgc.rundir import RunContext, safe_name
     from survpgc.wsi.reader import open_slide, slide_stem
 
     ctx = ctx or RunContext(run_dir)
@@ -415,7 +415,7 @@ def heatmap_for_case(
     loaded = ctx.load(model_id, k, device=device)
     scores = case_patch_scores(loaded, case_id, path)
     tag = scores.key.replace("->", "-to-")
-    out_dir = ctx.interpret_dir / "heatmaps" / _safe_name(model_id) / _safe_name(case_id)
+    out_dir = ctx.interpret_dir / "heatmaps" / safe_name(model_id) / safe_name(case_id)
     out_dir.mkdir(parents=True, exist_ok=True)
     written: dict[str, Any] = {"case_id": case_id, "fold": k, "risk": scores.risk, "key": scores.key, "slides": []}
     for idx, fpath in enumerate(scores.feature_files):
@@ -477,7 +477,7 @@ def heatmap_for_case(
         ),
     )  # fmt: skip
     if refresh_report:
-        written["report"] = ctx.refresh_report()
+        written["report"] = rebuild_report(ctx)
     return written
 
 
@@ -527,8 +527,7 @@ def localisation_table(
     from PIL import Image
 
     from survpgc.data.dataset import read_feature_attrs
-    from survpgc.explain.runs import RunContext
-    from survpgc.train.cv import _safe_name
+    from survpgc.rundir import RunContext, safe_name
 
     ctx = ctx or RunContext(run_dir)
     masks_dir = Path(masks_dir)
@@ -557,7 +556,7 @@ def localisation_table(
                         }
                     )  # fmt: skip
     table = pd.DataFrame(rows)
-    out = ctx.interpret_dir / f"localisation_{_safe_name(model_id)}.csv"
+    out = ctx.interpret_dir / f"localisation_{safe_name(model_id)}.csv"
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(out, lambda t: table.to_csv(t, index=False))
     return table

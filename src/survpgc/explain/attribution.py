@@ -31,17 +31,11 @@ import pandas as pd
 
 from survpgc.errors import ConfigError, InputError
 from survpgc.files import atomic_write, atomic_write_text
+from survpgc.report.run import rebuild_report
 
-__all__ = ["PAPER_TABLE3", "attribute_fused", "explain_attribution", "path_of", "shares_from_attributions"]
+__all__ = ["attribute_fused", "explain_attribution", "path_of", "shares_from_attributions"]
 
 log = logging.getLogger(__name__)
-
-#: Paper, Table 3: IG share of the genomic-pathology path vs the clinic-pathology path.
-PAPER_TABLE3: dict[str, tuple[float, float]] = {
-    "TCGA-LIHC": (0.554, 0.446),
-    "TCGA-BRCA": (0.822, 0.178),
-    "TCGA-COADREAD": (0.339, 0.661),
-}
 
 _PATH_RE = re.compile(r"\[(?P<path>[^\]]+)\]$")
 
@@ -87,9 +81,9 @@ def _collect_fused(model, ds) -> tuple[list[str], np.ndarray, list[tuple[str, in
 
     ids, mats, risks = [], [], []
     segments: list[tuple[str, int, int]] | None = None
-    from survpgc.train.cv import _loader
+    from survpgc.inputs import make_loader
 
-    for batch in _loader(ds, 8, False, 0, 0):  # evaluation order, as the runner predicts
+    for batch in make_loader(ds, 8, False, 0, 0):  # evaluation order, as the runner predicts
         out, fused = _fused_of(model, batch)
         if segments is None:
             segments, lo = [], 0
@@ -147,8 +141,7 @@ def explain_attribution(
 ) -> dict[str, Any]:
     """IG shares for every test patient of every trained fold of ``model_id``; writes
     ``<run>/interpret/attribution/<model>_{patients,summary}.csv`` and ``<model>_shares.png``."""
-    from survpgc.explain.runs import RunContext
-    from survpgc.train.cv import _safe_name
+    from survpgc.rundir import RunContext, safe_name
 
     if baseline not in ("zero", "train-mean"):
         raise InputError(f"unknown baseline {baseline!r}; use zero or train-mean")
@@ -182,7 +175,7 @@ def explain_attribution(
     summary = summarize_shares(patients)
     out_dir = ctx.interpret_dir / "attribution"
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = _safe_name(model_id)
+    stem = safe_name(model_id)
     atomic_write(out_dir / f"{stem}_patients.csv", lambda t: patients.to_csv(t, index=False))
     atomic_write(out_dir / f"{stem}_summary.csv", lambda t: summary.to_csv(t, index=False))
     meta = {"model": model_id, "baseline": baseline, "n_steps": n_steps, "cohort": ctx.cohort.name}
@@ -190,7 +183,7 @@ def explain_attribution(
     plot = _plot_shares(patients, out_dir / f"{stem}_shares.png", title=f"{model_id}: IG share per path")
     result = {"patients": patients, "summary": summary, "plot": plot, "dir": out_dir}
     if refresh_report:
-        result["report"] = ctx.refresh_report()
+        result["report"] = rebuild_report(ctx)
     return result
 
 

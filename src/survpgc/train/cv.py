@@ -3,17 +3,12 @@
 For every fold × model: fit on the training part, select on the validation part (per protocol), predict
 train / val / test. Everything fitted to data (time bins, omics scalers, the Cox design matrix) is fitted
 on the fold's training part only. Each finished fold × model writes its predictions, checkpoint and a
-``.json`` record (last, atomically) under ``folds/``; rerunning the same command skips finished pairs.
-
-Run directory::
-
-    config.yaml  splits/  folds/  checkpoints/  predictions.csv  metrics.csv  summary.csv
-    comparisons.csv  km_<model>.png  forest_cindex.png  report.html  run.log
+``.json`` record (last, atomically); rerunning the same command skips finished pairs. The files and their
+names belong to :class:`survpgc.rundir.RunDir`; the inputs of a fold to :mod:`survpgc.inputs`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -24,9 +19,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from survpgc.config import ModelEntry, RunConfig
+from survpgc.config import RunConfig
+from survpgc.devices import barrier, is_distributed, is_main_process
 from survpgc.errors import ConfigError
-from survpgc.files import atomic_write, atomic_write_text
+from survpgc.files import atomic_write
+from survpgc.inputs import RunInputs, fold_setup, make_loader, model_modalities
+from survpgc.rundir import RunDir
 
 __all__ = ["RunResult", "run_cv"]
 
@@ -43,159 +41,6 @@ class RunResult:
     n_total: int
     trained: list[str] = field(default_factory=list)
     report: Path | None = None
-
-
-def _atomic_csv(df: pd.DataFrame, path: Path) -> None:
-    atomic_write(path, lambda t: df.to_csv(t, index=False))
-
-
-def _safe_name(model_id: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in model_id)
-
-
-def fold_files(out: Path, model_id: str, fold: int) -> tuple[Path, Path, Path]:
-    """``(record .json, predictions .csv, checkpoint .safetensors)`` of one fold × model of a run."""
-    stem = f"{_safe_name(model_id)}_fold{fold}"
-    return out / "folds" / f"{stem}.json", out / "folds" / f"{stem}.csv", out / "checkpoints" / f"{stem}.safetensors"
-
-
-class _RunData:
-    """Cohort, splits and modality sources of a run (built once, shared by folds)."""
-
-    def __init__(self, cfg: RunConfig, out: Path) -> None:
-        from survpgc.data.cohort import open_cohort
-
-        self.cfg = cfg
-        self.cohort = open_cohort(
-            cfg.cohort.source,
-            endpoint=cfg.cohort.endpoint,
-            feature_dir=cfg.pathology.feature_dir,
-            on_invalid_survival=cfg.cohort.on_invalid_survival,
-            on_missing_features=cfg.cohort.on_missing_features,
-        )
-        self.splits = self._splits(out)
-        self._clinical = None
-        self._genomic: dict[tuple[str, ...], Any] = {}
-        self.out = out
-
-    def _splits(self, out: Path):
-        from survpgc.data.splits import load_splits, make_splits
-
-        sc = self.cfg.splits
-        if sc.split_dir:
-            src = self.cohort.meta.get("paper_splits") if sc.split_dir == "paper" else sc.split_dir
-            if not src:
-                raise ConfigError("splits.split_dir=paper, but this cohort ships no paper splits")
-            splits = load_splits(
-                src, protocol=sc.protocol, cohort=self.cohort, val_fraction=sc.val_fraction, seed=sc.seed
-            )
-        else:
-            splits = make_splits(
-                self.cohort.case_ids,
-                self.cohort.time,
-                self.cohort.event,
-                n_folds=sc.folds,
-                val_fraction=sc.val_fraction,
-                protocol=sc.protocol,
-                seed=sc.seed,
-            )
-        if _is_main() and not (out / "splits" / "splits.json").is_file():
-            splits.to_dir(out / "splits")
-        _barrier()
-        return splits
-
-    def clinical(self):
-        if self._clinical is None:
-            from survpgc.clinical.encode import encode_clinical, load_clinical_tokens
-
-            cc = self.cfg.clinical
-            path = Path(cc.tokens_dir) if cc.tokens_dir else self.out / "clinical"
-            if not cc.tokens_dir and _is_main():
-                encode_clinical(
-                    self.cohort,
-                    path,
-                    encoder=cc.encoder,
-                    n_templates=cc.n_templates,
-                    seed=cc.seed,
-                    missing=cc.missing,
-                    templates=cc.templates,
-                )
-            _barrier()
-            self._clinical = load_clinical_tokens(path, case_ids=self.cohort.case_ids)
-        return self._clinical
-
-    def genomic(self, train_ids: list[str]):
-        """The fold's genomic token source (scaler fitted on ``train_ids``), built once per fold."""
-        key = tuple(train_ids)
-        if key not in self._genomic:
-            self._genomic[key] = self._build_genomic(train_ids)
-        return self._genomic[key]
-
-    def _build_genomic(self, train_ids: list[str]):
-        gc = self.cfg.genomic
-        if gc.kind == "none":
-            raise ConfigError("a model needs genomic input but genomic.kind is none")
-        if self.cohort.omics is None and gc.kind != "scfoundation":
-            raise ConfigError(f"a model needs genomic input but cohort {self.cohort.name!r} has no omics table")
-        if gc.kind == "scfoundation":
-            from survpgc.genomics.scfoundation import load_scfoundation
-
-            if not gc.scfoundation:
-                raise ConfigError("genomic.kind=scfoundation needs genomic.scfoundation (the embedding file)")
-            return load_scfoundation(gc.scfoundation, cases=self.cohort.case_ids)
-        from survpgc.genomics.tokens import omics_tokens
-
-        kwargs: dict[str, Any] = {"train_ids": train_ids, "scaler": gc.scaler, "data_types": gc.data_types}
-        if gc.kind == "pathways":
-            kwargs["signatures"] = gc.signatures
-        return omics_tokens(self.cohort, gc.kind, **kwargs)
-
-
-def _model_modalities(entry: ModelEntry) -> tuple[tuple[str, ...], bool]:
-    from survpgc.models import get_model_spec
-
-    spec = get_model_spec(entry.name)
-    mods = spec.modalities
-    if "modality" in entry.params:
-        mods = (entry.params["modality"],)
-    return tuple(mods), spec.neural
-
-
-def _loader(ds, batch_size: int, shuffle: bool, workers: int, seed: int):
-    import torch
-
-    from survpgc.data.dataset import collate_survival
-    from survpgc.train.loop import is_distributed
-
-    g = torch.Generator().manual_seed(seed)
-    sampler = None
-    if shuffle and is_distributed():
-        # each process trains on its own shard of the cases; the shards change every epoch (set_epoch)
-        sampler = torch.utils.data.DistributedSampler(ds, shuffle=True, seed=seed)
-        shuffle = False
-    return torch.utils.data.DataLoader(
-        ds,
-        batch_size=batch_size,
-        shuffle=shuffle,
-        sampler=sampler,
-        collate_fn=collate_survival,
-        num_workers=workers,
-        generator=g,
-        persistent_workers=workers > 0,
-    )
-
-
-def _is_main() -> bool:
-    import torch.distributed as dist
-
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
-
-
-def _barrier() -> None:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
 
 
 def _init_distributed() -> bool:
@@ -217,79 +62,17 @@ def _surv_columns(surv: np.ndarray) -> dict[str, np.ndarray]:
     return {f"surv_{k}": surv[:, k] for k in range(surv.shape[1])}
 
 
-@dataclass
-class FoldSetup:
-    """What a fold × model needs before training: the (untrained) model and a dataset factory.
-
-    ``dataset(ids, train)`` builds a :class:`~survpgc.data.dataset.SurvivalDataset` of the fold's sources
-    (omics scaler fitted on the fold's training part, the fold's time bins). Shared by training and by the
-    interpretation commands, which rebuild the same model and inputs from a run directory.
-    """
-
-    model: Any
-    dataset: Any
-    modalities: tuple[str, ...]
-    train: Any  #: ``dataset(fold.train, True)``, built once (it also gave the pathology feature dim)
-
-
-def fold_setup(entry, data: _RunData, fold, binner, mods, cfg: RunConfig) -> FoldSetup:
-    """Build the untrained model of ``entry`` for ``fold`` and its dataset factory (see :class:`FoldSetup`)."""
-    import torch
-
-    from survpgc.data.dataset import SurvivalDataset
-    from survpgc.models import create_model
-    from survpgc.models.registry import model_accepts
-
-    cohort = data.cohort
-    sources: dict[str, Any] = {}
-    dims: dict[str, Any] = {"n_bins": cfg.data.n_bins}
-    extra: dict[str, Any] = {}
-    if "clinical" in mods:
-        sources["clinical"] = data.clinical()
-        dims["clin_dim"] = sources["clinical"].dim
-        dims["n_clin_tokens"] = sources["clinical"].n_tokens
-    if "genomic" in mods:
-        src = data.genomic(list(fold.train))
-        sources["genomic"] = src
-        dims["gen_dim"] = src.dim
-        if getattr(src, "groups", None) is not None and model_accepts(entry.name, "groups"):
-            extra["groups"] = src.groups  # gene groups (pathways / families) for models with per-group encoders
-    bins = binner.transform(cohort.time)
-    bin_of = dict(zip(cohort.case_ids, bins, strict=True))
-
-    def ds(ids, train):
-        return SurvivalDataset(
-            cohort,
-            list(ids),
-            bins=np.array([bin_of[c] for c in ids], dtype=np.int64),
-            modalities=mods,
-            clinical=sources.get("clinical"),
-            genomic=sources.get("genomic"),
-            n_patches=cfg.data.n_patches,
-            train=train,
-            cache=cfg.data.cache,
-            seed=cfg.seed + fold.index,
-        )
-
-    train_ds = ds(fold.train, True)
-    if "pathology" in mods:
-        dims["path_dim"] = train_ds.dims["pathology"]  # from the first feature file
-    torch.manual_seed(cfg.seed + 1000 * fold.index)
-    model = create_model(entry.name, **dims, **{**entry.params, **extra})
-    return FoldSetup(model, ds, tuple(mods), train_ds)
-
-
-def _run_neural(entry, data: _RunData, fold, binner, mods, cfg: RunConfig, ck_path: Path):
+def _run_neural(entry, data: RunInputs, fold, binner, mods, cfg: RunConfig, ck_path: Path):
     from safetensors.torch import save_file
 
     from survpgc.train.loop import fit, predict
 
-    setup = fold_setup(entry, data, fold, binner, mods, cfg)
+    setup = fold_setup(entry, data, fold, binner, mods)
     model, ds, train_ds = setup.model, setup.dataset, setup.train
     w = cfg.data.num_workers
     bs = cfg.train.batch_size
-    train_loader = _loader(train_ds, bs, True, w, cfg.seed + fold.index)
-    val_loader = _loader(ds(fold.val, False), max(bs, 8), False, w, 0) if fold.val else None
+    train_loader = make_loader(train_ds, bs, True, w, cfg.seed + fold.index)
+    val_loader = make_loader(ds(fold.val, False), max(bs, 8), False, w, 0) if fold.val else None
 
     bar = _PROGRESS.get("bar")
     task = None
@@ -315,7 +98,7 @@ def _run_neural(entry, data: _RunData, fold, binner, mods, cfg: RunConfig, ck_pa
     res = fit(model, train_loader, val_loader, cfg.train, on_epoch=on_epoch)
     if bar is not None:
         bar.update(task, status=f"selected epoch {res.best_epoch}")
-    if _is_main():
+    if is_main_process():
         tensors = {k: v.contiguous() for k, v in res.state_dict.items()}
         atomic_write(ck_path, lambda t: save_file(tensors, str(t), metadata={"model": entry.name}))
     frames = []
@@ -323,7 +106,7 @@ def _run_neural(entry, data: _RunData, fold, binner, mods, cfg: RunConfig, ck_pa
     for split, ids in (("train", fold.train), ("val", fold.val), ("test", fold.test)):
         if not ids or (split == "val" and data.splits.protocol == "paper"):
             continue
-        pred = predict(model, _loader(ds(ids, False), max(bs, 8), False, w, 0), device=device)
+        pred = predict(model, make_loader(ds(ids, False), max(bs, 8), False, w, 0), device=device)
         frames.append(
             pd.DataFrame(
                 {
@@ -347,7 +130,7 @@ def _run_neural(entry, data: _RunData, fold, binner, mods, cfg: RunConfig, ck_pa
     return pd.concat(frames, ignore_index=True), record
 
 
-def _run_coxph(entry, data: _RunData, fold, binner):
+def _run_coxph(entry, data: RunInputs, fold, binner):
     from survpgc.models.coxph import CoxPHBaseline
 
     cohort = data.cohort
@@ -400,7 +183,7 @@ def run_cv(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     created_group = _init_distributed()
-    if progress and _is_main():
+    if progress and is_main_process():
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         _PROGRESS["bar"] = Progress(
@@ -424,35 +207,22 @@ def run_cv(
 
 
 def _run_cv(cfg: RunConfig, out: Path, only_folds, only_models) -> RunResult:
-    import yaml
-
-    from survpgc.survival.binning import TimeBinner
-
-    resolved = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
-    cfg_path = out / "config.yaml"
-    if cfg_path.is_file():
-        old = yaml.safe_load(cfg_path.read_text())
-        new = cfg.to_dict()
-        if old != new:
-            changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-            raise ConfigError(
-                f"{out} holds a run with a different configuration (changed section(s): {', '.join(changed)}); "
-                "use a new --out directory, or delete the old run"
-            )
-    elif _is_main():
-        atomic_write_text(cfg_path, resolved)
-    _barrier()
-    handler = logging.FileHandler(out / ("run.log" if _is_main() else f"run.rank{os.environ.get('RANK', '?')}.log"))
+    run = RunDir(out)
+    if is_main_process():
+        run.claim(cfg)
+    else:
+        run.read_config()  # the writing process claimed it; every process checks it is there
+    barrier()
+    rank = None if is_main_process() else os.environ.get("RANK", "?")
+    handler = logging.FileHandler(run.log_file(rank))
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger("survpgc").addHandler(handler)
-    from survpgc.train.loop import is_distributed
-
     if is_distributed():
         import torch.distributed as dist
 
         log.info("distributed training: rank %d of %d", dist.get_rank(), dist.get_world_size())
     try:
-        return _run(cfg, out, only_folds, only_models, TimeBinner)
+        return _run(cfg, run, only_folds, only_models)
     finally:
         logging.getLogger("survpgc").removeHandler(handler)
         handler.close()
@@ -462,19 +232,25 @@ def _run_cv(cfg: RunConfig, out: Path, only_folds, only_models) -> RunResult:
 _PROGRESS: dict[str, Any] = {}
 
 
-def _run(cfg, out, only_folds, only_models, TimeBinner) -> RunResult:
-    data = _RunData(cfg, out)
-    cohort = data.cohort
+def _check_selection(cfg: RunConfig, n_folds: int, only_folds, only_models) -> None:
     ids = [m.id for m in cfg.models]
     if only_models:
         unknown = sorted(set(only_models) - set(ids))
         if unknown:
             raise ConfigError(f"--model {unknown} not in the config's models {ids}")
     if only_folds:
-        bad = [k for k in only_folds if not 0 <= k < len(data.splits)]
+        bad = [k for k in only_folds if not 0 <= k < n_folds]
         if bad:
-            raise ConfigError(f"--fold {bad} out of range 0..{len(data.splits) - 1}")
-    _check_inputs(cfg, data)
+            raise ConfigError(f"--fold {bad} out of range 0..{n_folds - 1}")
+
+
+def _run(cfg: RunConfig, run: RunDir, only_folds, only_models) -> RunResult:
+    from survpgc.survival.binning import TimeBinner
+
+    data = RunInputs(cfg, splits_dir=run.splits_dir, clinical_dir=run.clinical_dir)
+    cohort = data.cohort
+    _check_selection(cfg, len(data.splits), only_folds, only_models)
+    data.check_models()
     trained = []
     for fold in data.splits:
         if only_folds and fold.index not in only_folds:
@@ -484,72 +260,38 @@ def _run(cfg, out, only_folds, only_models, TimeBinner) -> RunResult:
         for entry in cfg.models:
             if only_models and entry.id not in only_models:
                 continue
-            record_path, preds_path, ck_path = fold_files(out, entry.id, fold.index)
-            if record_path.is_file():
+            files = run.fold_files(entry.id, fold.index)
+            if files.finished:
                 log.info("fold %d %s: already done, skipped", fold.index, entry.id)
                 continue
-            mods, neural = _model_modalities(entry)
+            mods, neural = model_modalities(entry)
             log.info("fold %d %s: training on %d cases (%s)", fold.index, entry.id, len(fold.train), "+".join(mods))
             if neural:
-                preds, record = _run_neural(entry, data, fold, binner, mods, cfg, ck_path)
+                preds, record = _run_neural(entry, data, fold, binner, mods, cfg, files.checkpoint)
             else:
                 preds, record = _run_coxph(entry, data, fold, binner)
             preds.insert(1, "model", entry.id)
             preds.insert(2, "fold", fold.index)
-            if _is_main():
-                _atomic_csv(preds, preds_path)
+            if is_main_process():
                 record.update({"model": entry.id, "fold": fold.index, "binner": binner.to_dict()})
-                atomic_write_text(record_path, json.dumps(record, indent=1, default=float))
-            _barrier()
-            trained.append(record_path.stem)
-    if not _is_main():
+                run.write_fold(entry.id, fold.index, preds, record)
+            barrier()
+            trained.append(files.record.stem)
+    if not is_main_process():
         empty = pd.DataFrame()
-        return RunResult(out, empty, empty, empty, 0, len(data.splits) * len(cfg.models), trained)
-    return _aggregate(cfg, out, data, trained)
+        return RunResult(run.path, empty, empty, empty, 0, len(data.splits) * len(cfg.models), trained)
+    return _aggregate(cfg, run, data, trained)
 
 
-def _check_inputs(cfg: RunConfig, data: _RunData) -> None:
-    """Before any training: every model's required modality must exist in the cohort."""
-    mt = data.cohort.modality_table()
-    for i, entry in enumerate(cfg.models):
-        mods, _ = _model_modalities(entry)
-        if "pathology" in mods and not mt["features"].any():
-            raise ConfigError(
-                f"models[{i}] ({entry.id}) needs pathology features, but cohort {data.cohort.name!r} has none: set "
-                "pathology.feature_dir=DIR (one <slide stem>.h5 per slide, e.g. from `survpgc extract`)"
-            )
-        if "genomic" in mods and cfg.genomic.kind == "none":
-            raise ConfigError(f"models[{i}] ({entry.id}) needs genomic input, but genomic.kind is none")
-        if "genomic" in mods and cfg.genomic.kind != "scfoundation" and not mt["omics"].any():
-            raise ConfigError(
-                f"models[{i}] ({entry.id}) needs genomic input, but cohort {data.cohort.name!r} has no omics table"
-            )
-        if "clinical" in mods and not mt["clinical"].any():
-            raise ConfigError(f"models[{i}] ({entry.id}) needs clinical fields, but the cohort has none")
-
-
-def _aggregate(cfg: RunConfig, out: Path, data: _RunData, trained: list[str]) -> RunResult:
-    from survpgc.eval.tables import compare_models, fold_metrics, summarize
+def _test_metrics(cfg: RunConfig, run: RunDir, data: RunInputs, preds: pd.DataFrame, pairs) -> tuple:
+    """Per model × fold metrics on the test part (censoring fitted on the fold's training part), and notes."""
+    from survpgc.eval.tables import fold_metrics
     from survpgc.survival.binning import TimeBinner
 
-    cohort = data.cohort
-    n_total = len(data.splits) * len(cfg.models)
-    parts, records = [], {}
-    for fold in data.splits:
-        for entry in cfg.models:
-            record_path, preds_path, _ = fold_files(out, entry.id, fold.index)
-            if record_path.is_file():
-                parts.append(pd.read_csv(preds_path, dtype={"case_id": str}))
-                records[(entry.id, fold.index)] = json.loads(record_path.read_text())
-    if not parts:
-        empty = pd.DataFrame()
-        return RunResult(out, empty, empty, empty, 0, n_total, trained)
-    preds = pd.concat(parts, ignore_index=True)
-    _atomic_csv(preds, out / "predictions.csv")
     rows, notes = [], []
-    for (model_id, k), rec in records.items():
-        fold = data.splits[k]
-        train_t, train_e = cohort.survival(fold.train)
+    for model_id, k in pairs:
+        rec = run.read_record(model_id, k)
+        train_t, train_e = data.cohort.survival(data.splits[k].train)
         binner = TimeBinner.from_dict(rec["binner"])
         test = preds[(preds["model"] == model_id) & (preds["fold"] == k) & (preds["split"] == "test")]
         surv = test[[c for c in test.columns if c.startswith("surv_")]].to_numpy(float)
@@ -567,70 +309,32 @@ def _aggregate(cfg: RunConfig, out: Path, data: _RunData, trained: list[str]) ->
         )
         rows.append({"model": model_id, "fold": k, **m, "best_epoch": rec.get("best_epoch"), "seconds": rec["seconds"]})
         notes += [f"{model_id} fold {k}: {x}" for x in n]
-    metrics = pd.DataFrame(rows).sort_values(["model", "fold"]).reset_index(drop=True)
-    _atomic_csv(metrics, out / "metrics.csv")
-    summary = summarize(metrics, data.splits.protocol)
+    return pd.DataFrame(rows).sort_values(["model", "fold"]).reset_index(drop=True), notes
+
+
+def _aggregate(cfg: RunConfig, run: RunDir, data: RunInputs, trained: list[str]) -> RunResult:
+    from survpgc.eval.tables import compare_models, summarize
+    from survpgc.report.run import build_run_report
+
+    n_total = len(data.splits) * len(cfg.models)
+    pairs = list(run.finished_folds([m.id for m in cfg.models], len(data.splits)))
+    if not pairs:
+        empty = pd.DataFrame()
+        return RunResult(run.path, empty, empty, empty, 0, n_total, trained)
+    preds = pd.concat([run.read_fold_predictions(m, k) for m, k in pairs], ignore_index=True)
+    run.write_table("predictions", preds)
+    metrics, notes = _test_metrics(cfg, run, data, preds, pairs)
+    run.write_table("metrics", metrics)
     order = {m.id: i for i, m in enumerate(cfg.models)}
+    summary = summarize(metrics, data.splits.protocol)
     summary = summary.sort_values("model", key=lambda s: s.map(order)).reset_index(drop=True)
-    _atomic_csv(summary, out / "summary.csv")
+    run.write_table("summary", summary)
     ref = cfg.eval.reference if cfg.eval.reference in order else cfg.models[0].id
     comparisons = compare_models(preds, ref, n=cfg.eval.bootstrap, seed=cfg.seed)
-    _atomic_csv(comparisons, out / "comparisons.csv")
-    if notes:
-        atomic_write_text(out / "notes.txt", "\n".join(notes) + "\n")
-    result = RunResult(out, summary, metrics, comparisons, len(records), n_total, trained)
-    result.report = _plots_and_report(cfg, out, data, preds, metrics, summary, comparisons, notes)
+    run.write_table("comparisons", comparisons)
+    run.write_notes(notes)
+    result = RunResult(run.path, summary, metrics, comparisons, len(pairs), n_total, trained)
+    result.report = build_run_report(
+        run, config=cfg.to_dict(), cohort_summary=data.cohort.summary(), protocol=data.splits.protocol
+    )
     return result
-
-
-def rebuild_report(cfg: RunConfig, out: Path, data: _RunData) -> Path | None:
-    """Redraw the plots and ``report.html`` of a finished run from its tables (nothing recomputed), e.g.
-    after interpretation results were added under ``interpret/``."""
-    tables = {}
-    for name in ("predictions", "metrics", "summary", "comparisons"):
-        path = out / f"{name}.csv"
-        if not path.is_file():
-            raise ConfigError(f"{out}: no {path.name}; finish the run (`survpgc run`) before rebuilding its report")
-        tables[name] = pd.read_csv(path, dtype={"case_id": str} if name == "predictions" else None)
-    notes_path = out / "notes.txt"
-    notes = notes_path.read_text().splitlines() if notes_path.is_file() else []
-    return _plots_and_report(
-        cfg, out, data, tables["predictions"], tables["metrics"], tables["summary"], tables["comparisons"], notes
-    )
-
-
-def _plots_and_report(cfg, out, data, preds, metrics, summary, comparisons, notes) -> Path | None:
-    try:
-        from survpgc.report import html as report_html
-        from survpgc.report import plots
-    except ImportError:  # pragma: no cover - report module missing
-        log.warning("report module not available; skipping plots and report.html")
-        return None
-    images: dict[str, Path] = {}
-    for model_id in summary["model"]:
-        path = out / f"km_{_safe_name(model_id)}.png"
-        try:
-            plots.km_for_model(preds, model_id, path)
-            images[f"Kaplan-Meier: {model_id}"] = path
-        except Exception as exc:  # a plot must never sink a finished run
-            log.warning("KM plot for %s failed: %s", model_id, exc)
-    forest = out / "forest_cindex.png"
-    try:
-        plots.forest_plot(metrics, forest, metric="cindex")
-        images["C-index per model"] = forest
-    except Exception as exc:
-        log.warning("forest plot failed: %s", exc)
-    from survpgc.explain.report import interpret_sections
-
-    return report_html.write_report(
-        out,
-        extra_sections=interpret_sections(out),
-        cohort_summary=data.cohort.summary(),
-        protocol=data.splits.protocol,
-        config=cfg.to_dict(),
-        summary=summary,
-        metrics=metrics,
-        comparisons=comparisons,
-        images=images,
-        notes=notes,
-    )

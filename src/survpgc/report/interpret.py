@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-__all__ = ["interpret_sections"]
+__all__ = ["integration_section", "interpret_sections"]
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def _heatmaps(root: Path) -> str:
 
 
 def _ig(root: Path) -> str:
-    from survpgc.explain.attribution import PAPER_TABLE3
+    from survpgc.paper import PAPER_TABLE3
     from survpgc.report.html import escape, figure_html, frame_table_html, mean_sd
 
     summaries = sorted((root / "attribution").glob("*_summary.csv"))
@@ -113,9 +113,52 @@ def _ig(root: Path) -> str:
 
 
 def _integration(root: Path) -> str:
-    from survpgc.explain.studies import integration_section
-
     return integration_section(root.parent) if (root.parent / "summary.csv").is_file() else ""
+
+
+def integration_section(run_dir: Path) -> str:
+    """The Table 4 section of a run holding ``survpc`` and at least one integration baseline (from its summary
+    and comparisons); empty for any other run."""
+    from survpgc.paper import INTEGRATION_MODELS, PAPER_TABLE4, PAPER_TABLE4_COLUMN
+    from survpgc.report.html import escape, frame_table_html, mean_sd
+
+    summary = pd.read_csv(run_dir / "summary.csv").set_index("model")
+    if "survpc" not in summary.index or not any(m in summary.index for m, _ in INTEGRATION_MODELS[:-1]):
+        return ""
+    comp_path = run_dir / "comparisons.csv"
+    comp = pd.read_csv(comp_path) if comp_path.is_file() else pd.DataFrame(columns=["model", "reference"])
+    comp = comp[comp["reference"] == "survpc"].set_index("model")  # ΔC only where survpc was the reference
+    cohort = ""
+    cfg_path = run_dir / "config.yaml"
+    if cfg_path.is_file():
+        import yaml
+
+        cohort = str((yaml.safe_load(cfg_path.read_text()) or {}).get("cohort", {}).get("source", ""))
+    col = PAPER_TABLE4_COLUMN.get(cohort.upper())
+    rows = []
+    for model, label in INTEGRATION_MODELS:
+        if model not in summary.index:
+            continue
+        r = summary.loc[model]
+        row = {"approach": label, "model": model, "C-index": mean_sd(r["cindex_mean"], r["cindex_sd"])}
+        if model == "survpc":
+            row["ΔC vs survpc [95% CI]"], row["p"] = "reference", ""
+        elif model in comp.index:
+            c = comp.loc[model]
+            row["ΔC vs survpc [95% CI]"] = f"{c['delta_cindex']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]"
+            row["p"] = f"{c['p_value']:.3g}"
+        else:  # the run compared with another reference
+            row["ΔC vs survpc [95% CI]"], row["p"] = "-", ""
+        if col is not None:
+            row["paper Table 4"] = f"{PAPER_TABLE4[model][col]:.3f}"
+        rows.append(row)
+    if not rows:
+        return ""
+    note = (
+        "<p>All four models on the same folds; ΔC = model − survpc on the pooled test predictions, fold-"
+        "stratified paired bootstrap.</p>"
+    )
+    return note + frame_table_html(pd.DataFrame(rows)) + (f"<p>cohort: {escape(cohort)}</p>" if cohort else "")
 
 
 def _localisation(root: Path) -> str:

@@ -27,37 +27,15 @@ import pandas as pd
 
 from survpgc.errors import ConfigError, InputError
 from survpgc.files import atomic_write
+from survpgc.paper import INTEGRATION_MODELS, PAPER_TABLE5_LIHC
 
 __all__ = [
-    "INTEGRATION_MODELS",
-    "PAPER_TABLE4",
-    "PAPER_TABLE5_LIHC",
     "clinical_integration_study",
     "survival_groups",
     "template_study",
 ]
 
 log = logging.getLogger(__name__)
-
-#: Paper, Table 5: C-index of the clinical MLP on TCGA-LIHC by number of templates.
-PAPER_TABLE5_LIHC: dict[int, float] = {1: 0.599, 5: 0.523, 20: 0.546}
-
-#: Paper, Table 4 (C-index, mean over 5 folds): (LIHC, BRCA, COADREAD).
-PAPER_TABLE4: dict[str, tuple[float, float, float]] = {
-    "late_fusion": (0.641, 0.674, 0.525),
-    "concat_fusion": (0.634, 0.632, 0.520),
-    "encoded_fusion": (0.635, 0.662, 0.581),
-    "survpc": (0.650, 0.668, 0.670),
-}
-_TABLE4_COLUMN = {"TCGA-LIHC": 0, "TCGA-BRCA": 1, "TCGA-COADREAD": 2}
-
-#: The Table 4 approaches in order: (model, label).
-INTEGRATION_MODELS: tuple[tuple[str, str], ...] = (
-    ("late_fusion", "a: late fusion of risk scores"),
-    ("concat_fusion", "b: low-dim clinical vector ‖ pathology embedding"),
-    ("encoded_fusion", "c: clinical encoded to high-dim, then fused"),
-    ("survpc", "SurvPC: clinic↔pathology cross-attention"),
-)
 
 GROUPS = ("< 1 y", "1–5 y", "> 5 y")
 
@@ -265,47 +243,3 @@ def clinical_integration_study(
     cfg.models = [ModelEntry(name=m) for m, _ in INTEGRATION_MODELS]
     cfg.eval.reference = "survpc"
     return run_cv(cfg, out, progress=progress)
-
-
-def integration_section(run_dir: Path) -> str:
-    """The Table 4 section of a run holding ``survpc`` and at least one integration baseline (from its summary
-    and comparisons); empty for any other run."""
-    from survpgc.report.html import escape, frame_table_html, mean_sd
-
-    summary = pd.read_csv(run_dir / "summary.csv").set_index("model")
-    if "survpc" not in summary.index or not any(m in summary.index for m, _ in INTEGRATION_MODELS[:-1]):
-        return ""
-    comp_path = run_dir / "comparisons.csv"
-    comp = pd.read_csv(comp_path) if comp_path.is_file() else pd.DataFrame(columns=["model", "reference"])
-    comp = comp[comp["reference"] == "survpc"].set_index("model")  # ΔC only where survpc was the reference
-    cohort = ""
-    cfg_path = run_dir / "config.yaml"
-    if cfg_path.is_file():
-        import yaml
-
-        cohort = str((yaml.safe_load(cfg_path.read_text()) or {}).get("cohort", {}).get("source", ""))
-    col = _TABLE4_COLUMN.get(cohort.upper())
-    rows = []
-    for model, label in INTEGRATION_MODELS:
-        if model not in summary.index:
-            continue
-        r = summary.loc[model]
-        row = {"approach": label, "model": model, "C-index": mean_sd(r["cindex_mean"], r["cindex_sd"])}
-        if model == "survpc":
-            row["ΔC vs survpc [95% CI]"], row["p"] = "reference", ""
-        elif model in comp.index:
-            c = comp.loc[model]
-            row["ΔC vs survpc [95% CI]"] = f"{c['delta_cindex']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]"
-            row["p"] = f"{c['p_value']:.3g}"
-        else:  # the run compared with another reference
-            row["ΔC vs survpc [95% CI]"], row["p"] = "-", ""
-        if col is not None:
-            row["paper Table 4"] = f"{PAPER_TABLE4[model][col]:.3f}"
-        rows.append(row)
-    if not rows:
-        return ""
-    note = (
-        "<p>All four models on the same folds; ΔC = model − survpc on the pooled test predictions, fold-"
-        "stratified paired bootstrap.</p>"
-    )
-    return note + frame_table_html(pd.DataFrame(rows)) + (f"<p>cohort: {escape(cohort)}</p>" if cohort else "")
