@@ -534,7 +534,7 @@ def heatmap_cmd(
 ) -> None:
     """Attention and relevance heatmaps on the slide thumbnail + top patches, into <run>/interpret/heatmaps."""
     from survpgc.explain.attention import heatmap_for_case
-    from survpgc.explain.runs import RunContext
+    from survpgc.rundir import RunContext
 
     ctx = RunContext(run)
     p = None if path in (None, "none") else path
@@ -630,8 +630,8 @@ def study_templates_cmd(
     from rich.console import Console
     from rich.table import Table
 
-    from survpgc.explain.studies import template_study
     from survpgc.report.html import mean_sd
+    from survpgc.studies import template_study
 
     try:
         nts = [int(v) for v in n_templates.split(",") if v.strip()]
@@ -663,7 +663,7 @@ def study_integration_cmd(
     overrides: list[str] | None = typer.Argument(None, help="key=value overrides, e.g. train.epochs=2"),
 ) -> None:
     """Late / concatenation / encoded fusion (paper Table 4 a, b, c) vs survpc on the same folds."""
-    from survpgc.explain.studies import clinical_integration_study
+    from survpgc.studies import clinical_integration_study
 
     res = clinical_integration_study(config, out, overrides=list(overrides or []), progress=sys.stderr.isatty())
     _print_summary(res)
