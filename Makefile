@@ -1,7 +1,9 @@
 # survpgc — setup, tests, demo, benchmarks.
 #
 #   make setup   virtual environment + pinned install (idempotent; ~1 s when nothing changed)
-#   make test    setup if needed, then ruff (lint + format check) and pytest
+#   make test    setup if needed, then ruff (lint + format check), import contracts and the whole pytest suite
+#   make test-fast  the same without the tests marked slow (the inner loop while developing)
+#   make imports the import contracts of .importlinter (layers, no cycles, no private names across packages)
 #   make demo    setup if needed, then the end-to-end demo (synthetic cohort + TCGA-LIHC) into runs/demo
 #   make bench   run the benchmarks in benchmarks/
 #   make lock    re-resolve requirements/lock.txt from pyproject.toml (maintainers only)
@@ -16,10 +18,10 @@ PY := $(VENV)/bin/python
 LOCK := requirements/lock.txt
 PYTEST_ARGS ?=
 
-.PHONY: setup test lint format bench demo lock clean-venv help
+.PHONY: setup test test-fast imports lint format bench demo lock clean-venv help
 
 help:
-	@sed -n '2,12p' Makefile
+	@sed -n '2,14p' Makefile
 
 setup:
 	@VENV="$(VENV)" PYTHON="$(PYTHON)" LOCK="$(LOCK)" bash tools/setup_env.sh
@@ -32,8 +34,14 @@ format: setup
 	$(PY) -m ruff format src tests benchmarks tools
 	$(PY) -m ruff check --fix src tests benchmarks tools
 
-test: lint
+imports: setup
+	PYTHONPATH=tools $(VENV)/bin/lint-imports --no-cache
+
+test: lint imports
 	OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 $(PYTEST_ARGS)
+
+test-fast: lint imports
+	OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 -m "not slow" $(PYTEST_ARGS)
 
 demo: setup
 	$(PY) -m survpgc.cli demo --out runs/demo
