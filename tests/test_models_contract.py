@@ -17,8 +17,10 @@ ORDER_DEPENDENT = {"transmil"}  # positional encoding by design
 NEURAL = [s.name for s in list_models() if s.neural]
 
 
-def make_batch(lengths, *, seed=0, n_clin=N_CLIN, n_gen=1, junk=0.0, has_clin=None, has_gen=None):
-    """Padded batch with bags of the given lengths; padded positions hold `junk` noise."""
+def make_batch(lengths, *, seed=0, n_clin=N_CLIN, n_gen=1, junk=0.0, has_clin=None, has_gen=None, dtype=None):
+    """Padded batch with bags of the given lengths; padded positions hold `junk` noise. ``dtype`` casts the
+    float tensors (float64 where two computations of the same function are compared: float32 round-off
+    depends on the CPU's kernels and thread count)."""
     g = torch.Generator().manual_seed(seed)
     b, lmax = len(lengths), max(lengths)
     path = torch.randn(b, lmax, DIMS["path_dim"], generator=g)
@@ -34,12 +36,17 @@ def make_batch(lengths, *, seed=0, n_clin=N_CLIN, n_gen=1, junk=0.0, has_clin=No
         gen_mask[~torch.as_tensor(has_gen)] = False
     clin = torch.randn(b, n_clin, DIMS["clin_dim"], generator=g) * clin_mask[..., None]
     gen = torch.randn(b, n_gen, DIMS["gen_dim"], generator=g) * gen_mask[..., None]
-    return {"path": path, "path_mask": mask, "clin": clin, "clin_mask": clin_mask, "gen": gen, "gen_mask": gen_mask}
+    batch = {"path": path, "path_mask": mask, "clin": clin, "clin_mask": clin_mask, "gen": gen, "gen_mask": gen_mask}
+    if dtype is not None:
+        batch = {k: v.to(dtype) if v.is_floating_point() else v for k, v in batch.items()}
+    return batch
 
 
-def build(name, seed=0):
+def build(name, seed=0, dtype=None):
     torch.manual_seed(seed)
     m = create_model(name, **DIMS)
+    if dtype is not None:
+        m = m.to(dtype)
     return m.eval()
 
 
@@ -107,19 +114,19 @@ def test_every_parameter_gets_a_gradient(name):
 
 @pytest.mark.parametrize("name", NEURAL)
 def test_pad_invariance(name):
-    m = build(name)
-    batch = make_batch([6, 15, 3], seed=1, junk=50.0)
+    m = build(name, dtype=torch.float64)
+    batch = make_batch([6, 15, 3], seed=1, junk=50.0, dtype=torch.float64)
     with torch.no_grad():
         together = m(batch).logits
         for i, n in enumerate([6, 15, 3]):
             alone = m(slice_case(batch, i, n)).logits
-            torch.testing.assert_close(together[i : i + 1], alone, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(together[i : i + 1], alone, atol=1e-10, rtol=1e-10)
 
 
 @pytest.mark.parametrize("name", [n for n in NEURAL if "pathology" in get_model_spec(n).modalities])
 def test_patch_order(name):
-    m = build(name)
-    batch = make_batch([12], seed=2)
+    m = build(name, dtype=torch.float64)
+    batch = make_batch([12], seed=2, dtype=torch.float64)
     perm = torch.randperm(12, generator=torch.Generator().manual_seed(0))
     shuffled = dict(batch, path=batch["path"][:, perm])
     with torch.no_grad():
@@ -127,7 +134,7 @@ def test_patch_order(name):
     if name in ORDER_DEPENDENT:
         assert not torch.allclose(a, b, atol=1e-6)
     else:
-        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-10)
 
 
 @pytest.mark.parametrize("name", NEURAL)
@@ -224,11 +231,11 @@ def test_cross_attention_cost_is_linear_in_patches(name):
 def test_survpgc_factored_attention_equals_direct_computation(heads):
     """The re-associated patch attention is the same function as each layer's own LayerNorm + qkv."""
     torch.manual_seed(0)
-    m = create_model("survpgc", **DIMS, heads=heads, dim_head=16).eval()
+    m = create_model("survpgc", **DIMS, heads=heads, dim_head=16).eval().double()  # float64: see make_batch
     for layer in m.attn:  # non-trivial LayerNorm affine parameters
         torch.nn.init.normal_(layer.norm.weight, 1.0, 0.3)
         torch.nn.init.normal_(layer.norm.bias, 0.0, 0.3)
-    batch = make_batch([9, 4], n_gen=4, seed=11, junk=30.0)
+    batch = make_batch([9, 4], n_gen=4, seed=11, junk=30.0, dtype=torch.float64)
     batch["clin_mask"][1, 3] = False
     m.factored = True
     fused = m(batch, return_attention=True)
@@ -238,11 +245,11 @@ def test_survpgc_factored_attention_equals_direct_computation(heads):
     m.factored = False  # each layer's own norm + qkv over the patches
     plain = m(batch, return_attention=True)
     plain.logits.sum().backward()
-    torch.testing.assert_close(fused.logits, plain.logits, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(fused.logits, plain.logits, atol=1e-10, rtol=1e-10)
     for k in plain.attention:
-        torch.testing.assert_close(fused.attention[k], plain.attention[k], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(fused.attention[k], plain.attention[k], atol=1e-10, rtol=1e-10)
     for n, p in m.named_parameters():  # and the same gradients
-        torch.testing.assert_close(g_fused[n], p.grad, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(g_fused[n], p.grad, atol=1e-10, rtol=1e-9)
 
 
 def test_fast_dropout_matches_dropout_statistics():
