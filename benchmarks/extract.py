@@ -26,8 +26,8 @@ def peak_mb() -> float:
 def main() -> None:
     import torch
 
-    from survpgc.data.synth import generate_synthetic_cohort
     from survpgc.encoders.patch import create_patch_encoder
+    from survpgc.synth import generate_synthetic_cohort
     from survpgc.wsi.extract import extract_features
     from survpgc.wsi.grid import SlidePatchDataset, tile_slide
 

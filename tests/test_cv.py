@@ -11,9 +11,9 @@ import yaml
 
 from survpgc.config import load_config
 from survpgc.data.dataset import write_feature_file
-from survpgc.data.synth import generate_synthetic_cohort
 from survpgc.errors import ConfigError
 from survpgc.survival import harrell_cindex
+from survpgc.synth import generate_synthetic_cohort
 from survpgc.train.cv import run_cv
 
 

@@ -70,7 +70,7 @@ def test_torchrun_cross_validation(tmp_path):
     if not torchrun:
         pytest.skip("torchrun not installed")
     from survpgc.data.dataset import write_feature_file
-    from survpgc.data.synth import generate_synthetic_cohort
+    from survpgc.synth import generate_synthetic_cohort
 
     syn = tmp_path / "syn"
     generate_synthetic_cohort(syn, n_patients=16, seed=1, render_slides=False)

@@ -20,7 +20,6 @@ from typer.testing import CliRunner
 from survpgc.cli import app
 from survpgc.config import load_config
 from survpgc.data.dataset import write_feature_file
-from survpgc.data.synth import MASK_DOWNSAMPLE, generate_synthetic_cohort
 from survpgc.errors import ConfigError, InputError
 from survpgc.explain.attention import (
     attention_key,
@@ -33,6 +32,7 @@ from survpgc.explain.attention import (
 from survpgc.explain.attribution import attribute_fused, explain_attribution, path_of, shares_from_attributions
 from survpgc.report.run import rebuild_report
 from survpgc.rundir import RunContext
+from survpgc.synth import MASK_DOWNSAMPLE, generate_synthetic_cohort
 from survpgc.train.cv import run_cv
 
 runner = CliRunner()

@@ -1,4 +1,4 @@
-"""Interpretation against ground truth on the synthetic cohort (see survpgc.data.synth).
+"""Interpretation against ground truth on the synthetic cohort (see survpgc.synth).
 
 * IG shares follow the signal: with the clinical information removed from the cohort (every patient gets
   the same clinical record) SurvPGC's attribution moves toward the genomic-pathology path, and with the
@@ -21,8 +21,8 @@ import pytest
 
 from survpgc.config import load_config
 from survpgc.data.dataset import write_feature_file
-from survpgc.data.synth import generate_synthetic_cohort
 from survpgc.explain.attribution import explain_attribution
+from survpgc.synth import generate_synthetic_cohort
 from survpgc.train.cv import run_cv
 
 log = logging.getLogger(__name__)

@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 from survpgc.cli import app
 from survpgc.data.cohort import load_tcga
 from survpgc.data.dataset import SurvivalDataset, collate_survival, read_feature_file
-from survpgc.data.synth import generate_synthetic_cohort
 from survpgc.errors import ConfigError
+from survpgc.synth import generate_synthetic_cohort
 from survpgc.wsi.extract import extract_features, read_manifests, resolve_shard
 
 FIXTURES = Path(__file__).parent / "data" / "slides"

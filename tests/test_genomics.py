@@ -43,7 +43,7 @@ def lihc() -> Cohort:
 
 @pytest.fixture(scope="module")
 def synth_cohort(tmp_path_factory: pytest.TempPathFactory) -> Cohort:
-    from survpgc.data.synth import generate_synthetic_cohort
+    from survpgc.synth import generate_synthetic_cohort
 
     d = tmp_path_factory.mktemp("synth") / "cohort"
     generate_synthetic_cohort(d, n_patients=10, render_slides=False)

@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from survpgc.data.synth import (
+from survpgc.errors import InputError
+from survpgc.synth import (
     CLASS_CODES,
     COEFFICIENTS,
     COHORT_COLUMNS,
@@ -20,7 +21,6 @@ from survpgc.data.synth import (
     SynthResult,
     generate_synthetic_cohort,
 )
-from survpgc.errors import InputError
 
 SMALL = {"n_patients": 10, "slide_size": (1024, 768)}
 

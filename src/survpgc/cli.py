@@ -186,7 +186,7 @@ def synth(
     overwrite: bool = typer.Option(False, help="Replace a non-empty --out folder."),
 ) -> None:
     """Write a synthetic tri-modal cohort with known ground truth (slides, clinical, omics, survival)."""
-    from survpgc.data.synth import generate_synthetic_cohort
+    from survpgc.synth import generate_synthetic_cohort
 
     res = generate_synthetic_cohort(
         out,

@@ -103,7 +103,7 @@ def run_demo(out: str | Path = "runs/demo", *, n_patients: int = 40, quick: bool
     """Run both demo parts into ``out``; returns the report paths and summaries. ``quick`` shrinks
     everything (for tests)."""
     from survpgc.config import load_config
-    from survpgc.data.synth import generate_synthetic_cohort
+    from survpgc.synth import generate_synthetic_cohort
     from survpgc.train.cv import run_cv
     from survpgc.wsi.extract import extract_features
 
