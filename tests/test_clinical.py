@@ -32,7 +32,8 @@ from survpgc.clinical import (
 )
 from survpgc.clinical.templates import builtin_template_path
 from survpgc.data.cohort import CLINICAL_FIELDS, load_builtin, open_cohort
-from survpgc.data.dataset import SurvivalDataset, TokenSource, collate_survival
+from survpgc.data.dataset import SurvivalDataset, collate_survival
+from survpgc.data.tokens import TokenSource
 from survpgc.encoders.text import TextEncoder, create_text_encoder
 from survpgc.errors import ConfigError, DataError, InputError
 from survpgc.synth import generate_synthetic_cohort

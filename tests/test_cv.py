@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from survpgc.config import load_config
-from survpgc.data.dataset import write_feature_file
+from survpgc.data.features import write_feature_file
 from survpgc.errors import ConfigError
 from survpgc.survival import harrell_cindex
 from survpgc.synth import generate_synthetic_cohort

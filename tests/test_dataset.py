@@ -1,4 +1,5 @@
-"""Tests of survpgc.data.dataset: feature files, token sources, SurvivalDataset, collate_survival."""
+"""Tests of survpgc.data.features, survpgc.data.tokens and survpgc.data.dataset: feature files, token sources,
+SurvivalDataset, collate_survival."""
 
 from __future__ import annotations
 
@@ -14,16 +15,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from survpgc.data.cohort import load_tcga
-from survpgc.data.dataset import (
-    InMemoryTokens,
-    OmicsVectorTokens,
-    SurvivalDataset,
-    TokenSource,
-    collate_survival,
-    feature_file_shape,
-    read_feature_file,
-    write_feature_file,
-)
+from survpgc.data.dataset import SurvivalDataset, collate_survival
+from survpgc.data.features import feature_file_shape, read_feature_attrs, read_feature_file, write_feature_file
+from survpgc.data.tokens import InMemoryTokens, OmicsVectorTokens, TokenSource
 from survpgc.errors import DataError, InputError, NotFittedError
 from survpgc.survival.binning import TimeBinner
 
@@ -518,8 +512,6 @@ def test_dataloader_workers_reproducible(cohort):
 
 
 def test_read_feature_attrs_equals_the_full_read(tmp_path):
-    from survpgc.data.dataset import read_feature_attrs
-
     x = np.random.default_rng(0).normal(size=(5, 3)).astype(np.float32)
     for name in ("a.h5", "a.pt"):
         p = write_feature_file(tmp_path / name, x, np.zeros((5, 2), int), patch_size=256, mpp=0.5, slide_id="s1")

@@ -69,7 +69,7 @@ def test_torchrun_cross_validation(tmp_path):
         torchrun = shutil.which("torchrun")
     if not torchrun:
         pytest.skip("torchrun not installed")
-    from survpgc.data.dataset import write_feature_file
+    from survpgc.data.features import write_feature_file
     from survpgc.synth import generate_synthetic_cohort
 
     syn = tmp_path / "syn"

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from survpgc.cli import app
 from survpgc.config import load_config
-from survpgc.data.dataset import write_feature_file
+from survpgc.data.features import write_feature_file
 from survpgc.errors import ConfigError, InputError
 from survpgc.explain.attention import (
     attention_key,

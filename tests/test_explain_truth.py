@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 
 from survpgc.config import load_config
-from survpgc.data.dataset import write_feature_file
+from survpgc.data.features import write_feature_file
 from survpgc.explain.attribution import explain_attribution
 from survpgc.synth import generate_synthetic_cohort
 from survpgc.train.cv import run_cv

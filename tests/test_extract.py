@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 
 from survpgc.cli import app
 from survpgc.data.cohort import load_tcga
-from survpgc.data.dataset import SurvivalDataset, collate_survival, read_feature_file
+from survpgc.data.dataset import SurvivalDataset, collate_survival
+from survpgc.data.features import read_feature_file
 from survpgc.errors import ConfigError
 from survpgc.synth import generate_synthetic_cohort
 from survpgc.wsi.extract import extract_features, read_manifests, resolve_shard

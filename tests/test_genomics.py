@@ -18,7 +18,8 @@ import pytest
 import torch
 
 from survpgc.data.cohort import Cohort, load_builtin, open_cohort
-from survpgc.data.dataset import OmicsVectorTokens, SurvivalDataset
+from survpgc.data.dataset import SurvivalDataset
+from survpgc.data.tokens import OmicsVectorTokens
 from survpgc.errors import DataError, InputError, NotFittedError
 from survpgc.genomics import (
     GroupedOmicsTokens,

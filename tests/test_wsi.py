@@ -16,6 +16,7 @@ pytest.importorskip("tiffslide")
 import torch  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
+from survpgc.data.slides import slide_stem  # noqa: E402
 from survpgc.errors import ConfigError, DataError, InputError  # noqa: E402
 from survpgc.wsi import (  # noqa: E402
     SEGMENT_PRESETS,
@@ -29,7 +30,6 @@ from survpgc.wsi import (  # noqa: E402
     patch_size_level0,
     read_patches,
     segment_tissue,
-    slide_stem,
     tile_slide,
 )
 from wsi_helpers import downsample2, render_scene, write_pyramid  # noqa: E402

@@ -40,7 +40,7 @@ import torch
 
 from survpgc.clinical.prompts import _build, resolve_fields
 from survpgc.clinical.templates import TemplateSet, load_templates
-from survpgc.data.dataset import InMemoryTokens
+from survpgc.data.tokens import InMemoryTokens
 from survpgc.errors import DataError, InputError
 from survpgc.files import atomic_write, atomic_write_text
 

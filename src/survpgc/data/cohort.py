@@ -29,6 +29,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from survpgc.data.slides import slide_stem
 from survpgc.errors import DataError, InputError
 
 __all__ = [
@@ -288,8 +289,6 @@ class Cohort:
 
 # ----------------------------------------------------------------------------------------- loading
 def _find_feature(feature_dir: Path, slide_id: str) -> Path | None:
-    from survpgc.wsi.reader import slide_stem  # the same slide id -> file stem rule as extraction
-
     stem = slide_stem(slide_id)
     for name in (stem, str(slide_id)):
         for sfx in _FEATURE_SUFFIXES:

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from survpgc.data.dataset import TokenSource
+from survpgc.data.tokens import TokenSource
 from survpgc.errors import DataError, InputError
 
 __all__ = ["ScFoundationTokens", "load_scfoundation", "read_scfoundation"]

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from survpgc.data.dataset import OmicsVectorTokens
+from survpgc.data.tokens import OmicsVectorTokens
 from survpgc.errors import InputError
 from survpgc.genomics.normalize import OmicsScaler
 from survpgc.genomics.signatures import DATA_TYPES, GeneSelection, _check_data_types, _split_column, select_genes
@@ -115,7 +115,7 @@ def omics_tokens(
     log_transform: bool = False,
     groups: Mapping[str, Sequence[str]] | None = None,
 ) -> OmicsVectorTokens:
-    """Build a genomic :class:`~survpgc.data.dataset.TokenSource` for one fold.
+    """Build a genomic :class:`~survpgc.data.tokens.TokenSource` for one fold.
 
     Parameters
     ----------
@@ -123,7 +123,7 @@ def omics_tokens(
         ``Cohort`` or its ``omics`` DataFrame (raw or prepared by ``prepare_omics``).
     kind
         ``pathways`` (SurvPath), ``families`` (MCAT / PORPOISE) -> :class:`GroupedOmicsTokens`; ``flat``
-        (SNN / MLP) -> :class:`~survpgc.data.dataset.OmicsVectorTokens`.
+        (SNN / MLP) -> :class:`~survpgc.data.tokens.OmicsVectorTokens`.
     train_ids
         The training cases of the fold: the scaler is fitted on their omics rows only (train ids without
         an omics row are skipped). Required unless ``scaler`` is None or an already fitted scaler.

@@ -23,8 +23,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-# Names resolve lazily (PEP 562): ``survpgc.wsi.reader`` is needed by light code (the cohort loader's
-# slide-id rule), while ``grid`` pulls in torch and OpenCV.
+# Names resolve lazily (PEP 562): ``grid`` pulls in torch and OpenCV, which importing ``survpgc.wsi`` should not.
 _HOME = {
     **dict.fromkeys(
         ("DEFAULT_MIN_TISSUE_FRACTION", "GRID_STATUSES", "PatchGrid", "SlidePatchDataset", "SlideTiling",
@@ -33,7 +32,7 @@ _HOME = {
     ),
     **dict.fromkeys(
         ("BACKENDS", "MPP_RANGE", "Slide", "load_mpp_overrides", "magnification_to_mpp", "mpp_to_magnification",
-         "open_slide", "slide_stem"),
+         "open_slide"),
         "reader",
     ),
     **dict.fromkeys(
@@ -68,6 +67,5 @@ __all__ = [
     "patch_size_level0",
     "read_patches",
     "segment_tissue",
-    "slide_stem",
     "tile_slide",
 ]

@@ -4,7 +4,8 @@ Per slide: tissue segmentation and patch grid (:func:`survpgc.wsi.grid.tile_slid
 DataLoader workers (:class:`~survpgc.wsi.grid.SlidePatchDataset`, with the encoder's transform), batched
 inference under ``torch.inference_mode`` with the encoder's precision (bf16 autocast on capable CPUs,
 fp16/bf16 on GPUs), and an atomic write of ``<out>/<slide stem>.h5`` with datasets ``features``,
-``coords`` and the attributes of DESIGN.md. A QC thumbnail goes to ``<out>/qc/<slide stem>.png``.
+``coords`` and the geometry and encoder attributes (:func:`survpgc.data.features.write_feature_file`).
+A QC thumbnail goes to ``<out>/qc/<slide stem>.png``.
 
 * Resumable: a finished ``.h5`` (written under a temporary name, renamed when complete) is skipped on rerun;
   partial outputs never exist under the final name, so they are redone.
@@ -29,6 +30,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from survpgc.data.cohort import read_table
+from survpgc.data.slides import SLIDE_SUFFIXES, slide_stem
 from survpgc.devices import resolve_device
 from survpgc.errors import ConfigError, DataError, SurvpgcError
 from survpgc.files import atomic_write
@@ -74,12 +77,8 @@ def list_slides(source: str | Path | Sequence[str | Path]) -> list[Path]:
     else:
         src = Path(source)
         if src.is_dir():
-            from survpgc.wsi.reader import SLIDE_SUFFIXES
-
             paths = [p for p in src.iterdir() if p.is_file() and p.name.lower().endswith(SLIDE_SUFFIXES)]
         elif src.is_file():
-            from survpgc.data.cohort import read_table
-
             table = read_table(src)
             col = next((c for c in ("path", "slide_path") if c in table.columns), None)
             if col is None:
@@ -141,7 +140,6 @@ def segment_slides(
     ``segment.csv`` (slide_id, status, n_patches, error), to check a batch before a long extraction.
     One bad slide never stops the batch."""
     from survpgc.wsi.grid import tile_slide
-    from survpgc.wsi.reader import slide_stem
 
     out = Path(out_dir)
     overrides = _mpp_overrides(mpp, mpp_table)
@@ -213,7 +211,6 @@ def extract_features(
 
     from survpgc.encoders.patch import create_patch_encoder
     from survpgc.wsi.grid import SlidePatchDataset, tile_slide
-    from survpgc.wsi.reader import slide_stem
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -324,7 +321,7 @@ def _encode_grid(enc, dataset, batch_size: int, workers: int, *, bar=None, label
 
 
 def _write(h5: Path, feats: np.ndarray, grid, enc, float16: bool) -> None:
-    from survpgc.data.dataset import write_feature_file
+    from survpgc.data.features import write_feature_file
 
     attrs = {**grid.attrs(), **{k: v for k, v in enc.metadata().items() if k not in grid.attrs()}}
     attrs["encoder"] = enc.name

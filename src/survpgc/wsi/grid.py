@@ -108,7 +108,7 @@ class PatchGrid:
         return magnification_to_mpp(self.target_magnification)
 
     def attrs(self) -> dict[str, Any]:
-        """The geometry attributes of a CLAM/TRIDENT feature file (DESIGN.md), without encoder fields."""
+        """The geometry attributes of a CLAM/TRIDENT feature file, without encoder fields."""
         return {
             "patch_size": int(self.patch_size),
             "patch_size_level0": int(self.patch_size_level0),

@@ -4,9 +4,8 @@ Public API::
 
     open_slide(path, *, mpp_override=None, backend="auto") -> Slide
     load_mpp_overrides(csv_path) -> dict[str, float]       # table with columns slide_id, mpp
-    slide_stem(name) -> str                                 # "TCGA-XX.svs" -> "TCGA-XX"
     mpp_to_magnification(mpp) / magnification_to_mpp(mag)  # 20x <-> 0.5 um/px (10 / mpp)
-    BACKENDS, IMAGE_SUFFIXES, SLIDE_SUFFIXES, MPP_RANGE
+    BACKENDS, MPP_RANGE
 
 :class:`Slide` exposes ``path``, ``slide_id``, ``backend``, ``dimensions`` (level-0 width, height),
 ``level_count``, ``level_dimensions``, ``level_downsamples``, ``mpp`` (um/px at level 0 or None),
@@ -52,42 +51,23 @@ from typing import Any
 
 import numpy as np
 
+from survpgc.data.slides import IMAGE_SUFFIXES, slide_stem
 from survpgc.errors import ConfigError, DataError, InputError
 
 __all__ = [
     "BACKENDS",
-    "IMAGE_SUFFIXES",
     "MPP_RANGE",
-    "SLIDE_SUFFIXES",
     "Slide",
     "load_mpp_overrides",
     "magnification_to_mpp",
     "mpp_to_magnification",
     "open_slide",
-    "slide_stem",
 ]
 
 log = logging.getLogger(__name__)
 
 #: Reader backends (``"auto"`` picks one per file).
 BACKENDS: tuple[str, ...] = ("openslide", "tiffslide", "image")
-#: File suffixes read by the in-memory ``image`` backend.
-IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
-#: Whole-slide suffixes stripped to form the slide id (same list as the cohort loader, plus plain images).
-SLIDE_SUFFIXES: tuple[str, ...] = (
-    ".svs",
-    ".tif",
-    ".tiff",
-    ".ndpi",
-    ".mrxs",
-    ".scn",
-    ".vms",
-    ".vmu",
-    ".bif",
-    ".svslide",
-    ".dcm",
-    *IMAGE_SUFFIXES,
-)
 #: Plausible microns per pixel at level 0; values outside are treated as missing.
 MPP_RANGE: tuple[float, float] = (0.01, 50.0)
 
@@ -109,21 +89,11 @@ def magnification_to_mpp(magnification: float) -> float:
     return MAG_TIMES_MPP / float(magnification)
 
 
-def slide_stem(name: str | os.PathLike[str]) -> str:
-    """Slide id of a file name or path: the name without a known slide suffix (``"a/TCGA-1.svs"`` -> ``"TCGA-1"``)."""
-    base = Path(name).name
-    low = base.lower()
-    for sfx in SLIDE_SUFFIXES:
-        if low.endswith(sfx) and len(base) > len(sfx):
-            return base[: -len(sfx)]
-    return base
-
-
 def load_mpp_overrides(path: str | os.PathLike[str]) -> dict[str, float]:
     """Read an MPP override table: a CSV with columns ``slide_id`` and ``mpp`` (um/px at level 0).
 
     ``slide_id`` may be a file name (``TCGA-XX.svs``) or its stem (``TCGA-XX``); keys of the returned dict
-    are stems (see :func:`slide_stem`), which is what :func:`open_slide` looks up.
+    are stems (see :func:`survpgc.data.slides.slide_stem`), which is what :func:`open_slide` looks up.
 
     Raises:
         DataError: missing file or columns, an empty id, an mpp that is not a positive number in

@@ -1,0 +1,296 @@
+"""Patch-feature files: one slide's patch features on disk, read and written in one place.
+
+Formats, chosen by the suffix:
+
+* ``.h5`` / ``.hdf5`` -- the CLAM/TRIDENT layout: dataset ``features`` (n x d), dataset ``coords`` (n x 2
+  level-0 x/y of each patch's top-left corner), attributes on the file, the ``features`` and the ``coords``
+  datasets.
+* ``.pt`` / ``.pth`` -- a 2-D tensor, or a dict with ``features`` (+ ``coords`` and plain attribute values).
+  Loaded with ``weights_only=True``: arbitrary pickled objects are never executed.
+
+:func:`read_feature_file` returns ``(features, coords, attrs)`` (:data:`FeatureFile`); :func:`feature_file_shape`
+and :func:`read_feature_attrs` read only the HDF5 header; :func:`write_feature_file` writes atomically and only
+what :func:`read_feature_file` accepts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from survpgc.errors import DataError, InputError
+from survpgc.files import atomic_write
+
+__all__ = [
+    "FeatureFile",
+    "feature_file_shape",
+    "read_feature_attrs",
+    "read_feature_file",
+    "write_feature_file",
+]
+
+_H5_SUFFIXES = (".h5", ".hdf5")
+_PT_SUFFIXES = (".pt", ".pth")
+
+#: ``(features n x d, coords n x 2 int64 or None, attrs)`` as returned by :func:`read_feature_file`.
+FeatureFile = tuple[np.ndarray, np.ndarray | None, dict[str, Any]]
+
+
+def _plain(value: Any) -> Any:
+    """HDF5/torch attribute value -> plain Python (str, int, float, bool, list)."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    if isinstance(value, np.generic):
+        return _plain(value.item())
+    if isinstance(value, np.ndarray):
+        return [_plain(v) for v in value.tolist()] if value.ndim else _plain(value.item())
+    if isinstance(value, torch.Tensor):
+        return value.item() if value.numel() == 1 else value.tolist()
+    return value
+
+
+def _kind(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix in _H5_SUFFIXES:
+        return "h5"
+    if suffix in _PT_SUFFIXES:
+        return "pt"
+    raise DataError(f"{path}: unknown feature-file type {path.suffix!r}; expected .h5/.hdf5 (CLAM/TRIDENT) or .pt")
+
+
+def _as_features(arr: Any, path: Path) -> np.ndarray:
+    """Check shape/dtype/finiteness of a features array; float16 stays float16, other floats -> float32."""
+    a = np.asarray(arr)
+    if a.ndim == 3 and a.shape[0] == 1:  # some pipelines store a leading batch axis of 1
+        a = a[0]
+    if a.ndim != 2:
+        raise DataError(f"{path}: 'features' must be 2-D (n_patches x dim), got shape {a.shape}")
+    if a.dtype.kind != "f":
+        raise DataError(f"{path}: 'features' must be floating point, got dtype {a.dtype}")
+    if a.shape[0] == 0:
+        raise DataError(f"{path}: 'features' has zero patches (shape {a.shape}); re-run feature extraction")
+    if a.shape[1] == 0:
+        raise DataError(f"{path}: 'features' has feature dim 0 (shape {a.shape})")
+    if a.dtype not in (np.float16, np.float32):
+        a = a.astype(np.float32)
+    # cheap check: one float64 reduction (no n x d boolean temporary); NaN/inf propagate into the sum
+    if not np.isfinite(np.sum(a, dtype=np.float64)):
+        bad = ~np.isfinite(a)
+        rows = np.flatnonzero(bad.any(axis=1))
+        raise DataError(
+            f"{path}: {int(bad.sum())} NaN/inf value(s) in 'features' in {len(rows)} patch(es) "
+            f"(first rows {rows[:5].tolist()}); re-run feature extraction for this slide"
+        )
+    return a
+
+
+def _as_coords(arr: Any, n: int, path: Path) -> np.ndarray:
+    c = np.asarray(arr)
+    if c.ndim == 3 and c.shape[0] == 1:
+        c = c[0]
+    if c.ndim != 2 or c.shape[1] != 2:
+        raise DataError(f"{path}: 'coords' must have shape (n_patches, 2), got {c.shape}")
+    if c.shape[0] != n:
+        raise DataError(f"{path}: 'coords' has {c.shape[0]} rows but 'features' has {n} patches")
+    if c.dtype.kind not in "iuf":
+        raise DataError(f"{path}: 'coords' must be numeric, got dtype {c.dtype}")
+    if c.dtype.kind == "f" and not np.isfinite(c).all():
+        raise DataError(f"{path}: 'coords' contains NaN/inf")
+    return c.astype(np.int64, copy=False)
+
+
+@contextmanager
+def _open_h5(path: Path) -> Iterator[tuple[Any, Any]]:
+    """``(file, features dataset)`` of an HDF5 feature file; any read error inside the block becomes a
+    :class:`DataError` naming the file."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            if "features" not in f:
+                raise DataError(f"{path}: no 'features' dataset (found: {sorted(f.keys())}); not a patch-feature file?")
+            fds = f["features"]
+            if not isinstance(fds, h5py.Dataset):
+                raise DataError(f"{path}: 'features' is a group, not a dataset")
+            yield f, fds
+    except DataError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError) as exc:
+        raise DataError(f"{path}: cannot be read as an HDF5 feature file: {exc}") from exc
+
+
+def _h5_attrs(f: Any, fds: Any) -> dict[str, Any]:
+    """File attributes, root winning over ``features`` winning over ``coords`` attributes."""
+    import h5py
+
+    attrs: dict[str, Any] = {}
+    cds = f.get("coords")
+    if isinstance(cds, h5py.Dataset):
+        attrs.update({k: _plain(v) for k, v in cds.attrs.items()})
+    attrs.update({k: _plain(v) for k, v in fds.attrs.items()})
+    attrs.update({k: _plain(v) for k, v in f.attrs.items()})
+    return attrs
+
+
+def _read_h5(path: Path) -> FeatureFile:
+    import h5py
+
+    with _open_h5(path) as (f, fds):
+        attrs = _h5_attrs(f, fds)
+        cds = f.get("coords")
+        feats = fds[()]
+        coords = cds[()] if isinstance(cds, h5py.Dataset) else None
+    feats = _as_features(feats, path)
+    return feats, (None if coords is None else _as_coords(coords, feats.shape[0], path)), attrs
+
+
+def _tensor_to_numpy(t: torch.Tensor) -> np.ndarray:
+    t = t.detach().cpu()
+    if t.dtype == torch.bfloat16:
+        t = t.float()
+    return t.numpy()
+
+
+def _read_pt(path: Path) -> FeatureFile:
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types (UnpicklingError, RuntimeError, EOFError, ...)
+        raise DataError(
+            f"{path}: cannot be read as a torch feature file (loaded with weights_only=True, so only tensors "
+            f"and plain containers are accepted): {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        ) from exc
+    attrs: dict[str, Any] = {}
+    coords = None
+    if isinstance(obj, torch.Tensor):
+        feats = obj
+    elif isinstance(obj, Mapping):
+        if "features" not in obj:
+            raise DataError(f"{path}: dict has no 'features' entry (keys: {sorted(map(str, obj))[:10]})")
+        feats, coords = obj["features"], obj.get("coords")
+        for k, v in obj.items():
+            if k not in ("features", "coords") and isinstance(v, (str, int, float, bool, list, tuple)):
+                attrs[str(k)] = _plain(list(v) if isinstance(v, tuple) else v)
+    else:
+        raise DataError(f"{path}: expected a 2-D tensor or a dict with 'features', got {type(obj).__name__}")
+    if not isinstance(feats, torch.Tensor):
+        raise DataError(f"{path}: 'features' must be a tensor, got {type(feats).__name__}")
+    if coords is not None and not isinstance(coords, torch.Tensor):
+        raise DataError(f"{path}: 'coords' must be a tensor, got {type(coords).__name__}")
+    f = _as_features(_tensor_to_numpy(feats), path)
+    c = None if coords is None else _as_coords(_tensor_to_numpy(coords), f.shape[0], path)
+    return f, c, attrs
+
+
+def read_feature_file(path: str | Path) -> FeatureFile:
+    """Read one slide's patch features.
+
+    Parameters
+    ----------
+    path
+        ``.h5``/``.hdf5`` (CLAM/TRIDENT: dataset ``features`` n x d, optional ``coords`` n x 2, attributes)
+        or ``.pt``/``.pth`` (a 2-D tensor, or a dict with ``features`` and optional ``coords``).
+
+    Returns
+    -------
+    features : numpy.ndarray, shape (n_patches, dim)
+        float16 when stored as float16, float32 otherwise.
+    coords : numpy.ndarray of int64, shape (n_patches, 2), or None
+        Level-0 (x, y) of each patch's top-left corner, when the file has them.
+    attrs : dict
+        File attributes as plain Python values (root attributes win over ``features``/``coords`` ones).
+
+    Raises
+    ------
+    DataError
+        Naming the file: missing/unreadable file, no ``features``, wrong shape, zero patches, NaN/inf,
+        ``coords`` whose length differs from ``features``.
+    """
+    p = _existing(path)
+    return _read_h5(p) if _kind(p) == "h5" else _read_pt(p)
+
+
+def feature_file_shape(path: str | Path) -> tuple[int, int]:
+    """``(n_patches, dim)`` of a feature file; reads only the HDF5 header (``.pt`` files are loaded)."""
+    p = _existing(path)
+    if _kind(p) == "pt":
+        feats, _, _ = read_feature_file(p)
+        return int(feats.shape[0]), int(feats.shape[1])
+    with _open_h5(p) as (_, fds):
+        shape = tuple(fds.shape)
+    if len(shape) == 3 and shape[0] == 1:
+        shape = shape[1:]
+    if len(shape) != 2:
+        raise DataError(f"{p}: 'features' must be 2-D (n_patches x dim), got shape {shape}")
+    return int(shape[0]), int(shape[1])
+
+
+def read_feature_attrs(path: str | Path) -> dict[str, Any]:
+    """The attributes of a feature file (as :func:`read_feature_file` returns them) without reading the
+    features: only the HDF5 header (``.pt`` files are loaded whole)."""
+    p = _existing(path)
+    if _kind(p) == "pt":
+        return read_feature_file(p)[2]
+    with _open_h5(p) as (f, fds):
+        return _h5_attrs(f, fds)
+
+
+def _existing(path: str | Path) -> Path:
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{p}: feature file not found")
+    return p
+
+
+def write_feature_file(path: str | Path, features: Any, coords: Any | None = None, **attrs: Any) -> Path:
+    """Write one slide's patch features atomically (temporary file in the same folder, then rename).
+
+    The format follows the suffix: ``.h5``/``.hdf5`` (datasets ``features``, ``coords``; ``attrs`` as root
+    attributes, the TRIDENT layout) or ``.pt``/``.pth`` (a dict ``{'features', 'coords', **attrs}``).
+    float16 features are kept as float16, other floats written as float32; coords as int64. Attributes whose
+    value is None are skipped. Only files that :func:`read_feature_file` accepts are written.
+
+    Raises
+    ------
+    InputError
+        Features not 2-D floating point, empty, non-finite, or coords not (n_patches, 2).
+    """
+    p = Path(path)
+    kind = _kind(p)
+    feats = _tensor_to_numpy(features) if isinstance(features, torch.Tensor) else np.asarray(features)
+    try:
+        feats = _as_features(feats, p)
+        crd = (
+            None
+            if coords is None
+            else _as_coords(
+                _tensor_to_numpy(coords) if isinstance(coords, torch.Tensor) else np.asarray(coords), feats.shape[0], p
+            )
+        )
+    except DataError as exc:
+        raise InputError(f"write_feature_file: {exc}") from exc
+    attrs = {k: _plain(v) for k, v in attrs.items() if v is not None}
+
+    def write(tmp: Path) -> None:
+        if kind == "h5":
+            import h5py
+
+            with h5py.File(tmp, "w") as f:
+                f.create_dataset("features", data=feats)
+                if crd is not None:
+                    f.create_dataset("coords", data=crd)
+                for k, v in attrs.items():
+                    f.attrs[k] = v
+        else:
+            obj: dict[str, Any] = {"features": torch.from_numpy(np.ascontiguousarray(feats))}
+            if crd is not None:
+                obj["coords"] = torch.from_numpy(np.ascontiguousarray(crd))
+            obj.update(attrs)
+            torch.save(obj, tmp)
+
+    atomic_write(p, write)
+    return p
