@@ -426,6 +426,33 @@ def load_cohort(
         If given, survival times <= 0 are set to this value (months) instead of being invalid.
     """
     m = mapping or ColumnMapping()
+    src, df = _read_clinical(clinical, m)
+    df, notes = _parse_survival(df, m, src, on_invalid_survival, min_time)
+    df, slide_col, slide_rows = _split_slide_rows(df, m, src)
+    cases = _case_table(df, m, slide_col, src)
+    slide_rows = _slide_table(slide_rows, slides, cases.index, src, on_unmatched)
+    slide_rows["slide_path"] = None
+    slide_rows["feature_path"] = None
+    if slide_dir is not None:
+        slide_rows["slide_path"] = _find_slide_files(slide_rows, Path(slide_dir), notes)
+    if feature_dir is not None:
+        slide_rows = _attach_feature_files(slide_rows, Path(feature_dir), on_missing_features, notes)
+    om = None
+    if omics is not None:
+        om = _load_omics(omics, m.case_id, cases.index, omics_nonfinite, on_unmatched, notes)
+    cohort_name = name or (Path(src).parent.name if not isinstance(clinical, pd.DataFrame) else "cohort")
+    return Cohort(
+        name=cohort_name,
+        cases=cases,
+        omics=om,
+        slides=slide_rows[["case_id", "slide_id", "slide_path", "feature_path"]],
+        endpoint=endpoint,
+        meta={"source": src, "notes": notes},
+    )
+
+
+def _read_clinical(clinical: str | Path | pd.DataFrame, m: ColumnMapping) -> tuple[str, pd.DataFrame]:
+    """``(source name, table)`` of the clinical table, with stripped, non-empty case ids and a fresh index."""
     if isinstance(clinical, pd.DataFrame):
         src, df = "<clinical table>", clinical.copy()
     else:
@@ -436,10 +463,14 @@ def load_cohort(
     empty_id = df[m.case_id].isin(["", "nan", "None"])
     if empty_id.any():
         raise DataError(f"{src}: empty {m.case_id!r} at {_rows(df, empty_id)}")
-    df = df.reset_index(drop=True)
-    df, notes = _parse_survival(df, m, src, on_invalid_survival, min_time)
+    return src, df.reset_index(drop=True)
 
-    # several rows per case: allowed only as several slides with identical case-level columns
+
+def _split_slide_rows(df: pd.DataFrame, m: ColumnMapping, src: str) -> tuple[pd.DataFrame, str | None, pd.DataFrame]:
+    """``(one row per case, slide-id column or None, slide rows case_id/slide_id)`` of the clinical table.
+
+    Several rows per case are allowed only as several slides whose case-level columns agree.
+    """
     slide_col = m.slide_id if (m.slide_id and m.slide_id in df.columns) else None
     slide_rows = pd.DataFrame(columns=["case_id", "slide_id"])
     if slide_col:
@@ -457,7 +488,12 @@ def load_cohort(
                 + "; each case must appear once (several rows are allowed only for several slides of one case)"
             )
         df = df.drop_duplicates(subset=[m.case_id], keep="first")
+    return df, slide_col, slide_rows
 
+
+def _case_table(df: pd.DataFrame, m: ColumnMapping, slide_col: str | None, src: str) -> pd.DataFrame:
+    """The cases table: indexed by ``case_id``, clinical columns under survpgc's field names, the raw survival
+    and slide columns dropped, empty strings as missing."""
     cases = df.set_index(m.case_id)
     cases.index.name = "case_id"
     rename = {}
@@ -475,9 +511,18 @@ def load_cohort(
     for col in cases.columns:
         if cases[col].dtype == object:
             cases[col] = cases[col].map(lambda v: np.nan if isinstance(v, str) and v.strip() == "" else v)
-    case_index = cases.index
+    return cases
 
-    # ------------------------------------------------------------- slides
+
+def _slide_table(
+    slide_rows: pd.DataFrame,
+    slides: str | Path | pd.DataFrame | None,
+    case_index: pd.Index,
+    src: str,
+    on_unmatched: Policy,
+) -> pd.DataFrame:
+    """Slide rows of the clinical table plus those of the ``slides`` table; slides of unknown cases handled by
+    ``on_unmatched``; a slide listed for two cases is an error."""
     if slides is not None:
         ssrc = "<slides table>" if isinstance(slides, pd.DataFrame) else str(slides)
         st = slides.copy() if isinstance(slides, pd.DataFrame) else read_table(slides, dtype=str)
@@ -502,65 +547,67 @@ def load_cohort(
             f"slide id(s) {slide_rows.loc[dup_slide, 'slide_id'].unique()[:5].tolist()} are listed for "
             "more than one case; a slide belongs to exactly one patient"
         )
-    slide_rows["slide_path"] = None
-    slide_rows["feature_path"] = None
-    if slide_dir is not None:
-        sd = Path(slide_dir)
-        if not sd.is_dir():
-            raise DataError(f"slide folder {sd} does not exist")
-        paths = [sd / s if (sd / s).is_file() else None for s in slide_rows["slide_id"]]
-        slide_rows["slide_path"] = [str(p) if p else None for p in paths]
-        n_missing = sum(p is None for p in paths)
-        if n_missing:
-            notes.append(f"{n_missing} slide file(s) not found in {sd}")
-            log.warning("%s", notes[-1])
-    if feature_dir is not None:
-        fd = Path(feature_dir)
-        if not fd.is_dir():
-            raise DataError(f"feature folder {fd} does not exist")
-        found = [_find_feature(fd, s) for s in slide_rows["slide_id"]]
-        missing = np.array([p is None for p in found], dtype=bool)
-        if missing.any():
-            _apply_policy(
-                on_missing_features,
-                f"{int(missing.sum())} of {len(found)} slide(s) have no feature file "
-                f"(<slide stem>.h5 or .pt) in {fd}: {slide_rows.loc[missing, 'slide_id'].head(5).tolist()}",
-                "on_missing_features",
-            )
-            notes.append(f"{int(missing.sum())} slide(s) without feature files dropped")
-            slide_rows = slide_rows.loc[~missing].reset_index(drop=True)
-            found = [p for p in found if p is not None]
-        slide_rows["feature_path"] = [str(p) for p in found]
+    return slide_rows
 
-    # ------------------------------------------------------------- omics
-    om = None
-    if omics is not None:
-        osrc = "<omics table>" if isinstance(omics, pd.DataFrame) else str(omics)
-        raw = omics if isinstance(omics, pd.DataFrame) else read_table(omics, dtype={m.case_id: str})
-        om, om_notes = _parse_omics(raw, osrc, m.case_id, omics_nonfinite)
-        notes += om_notes
-        unmatched_o = ~om.index.isin(case_index)
-        if unmatched_o.any():
-            _apply_policy(
-                on_unmatched,
-                f"{osrc}: {int(unmatched_o.sum())} omics row(s) match no case: {om.index[unmatched_o][:5].tolist()}",
-                "on_unmatched",
-            )
-            om = om.loc[~unmatched_o]
-        n_without = int((~case_index.isin(om.index)).sum())
-        if n_without:
-            notes.append(f"{n_without} case(s) have no omics row (kept, marked as missing omics)")
-            log.info("%s", notes[-1])
 
-    cohort_name = name or (Path(src).parent.name if not isinstance(clinical, pd.DataFrame) else "cohort")
-    return Cohort(
-        name=cohort_name,
-        cases=cases,
-        omics=om,
-        slides=slide_rows[["case_id", "slide_id", "slide_path", "feature_path"]],
-        endpoint=endpoint,
-        meta={"source": src, "notes": notes},
-    )
+def _find_slide_files(slide_rows: pd.DataFrame, sd: Path, notes: list[str]) -> list[str | None]:
+    """``slide_path`` of each slide row: ``<sd>/<slide_id>`` when that file exists, else None (noted)."""
+    if not sd.is_dir():
+        raise DataError(f"slide folder {sd} does not exist")
+    paths = [sd / s if (sd / s).is_file() else None for s in slide_rows["slide_id"]]
+    n_missing = sum(p is None for p in paths)
+    if n_missing:
+        notes.append(f"{n_missing} slide file(s) not found in {sd}")
+        log.warning("%s", notes[-1])
+    return [str(p) if p else None for p in paths]
+
+
+def _attach_feature_files(slide_rows: pd.DataFrame, fd: Path, on_missing: Policy, notes: list[str]) -> pd.DataFrame:
+    """Fill ``feature_path`` from ``fd``; slides without a feature file are handled by ``on_missing``."""
+    if not fd.is_dir():
+        raise DataError(f"feature folder {fd} does not exist")
+    found = [_find_feature(fd, s) for s in slide_rows["slide_id"]]
+    missing = np.array([p is None for p in found], dtype=bool)
+    if missing.any():
+        _apply_policy(
+            on_missing,
+            f"{int(missing.sum())} of {len(found)} slide(s) have no feature file "
+            f"(<slide stem>.h5 or .pt) in {fd}: {slide_rows.loc[missing, 'slide_id'].head(5).tolist()}",
+            "on_missing_features",
+        )
+        notes.append(f"{int(missing.sum())} slide(s) without feature files dropped")
+        slide_rows = slide_rows.loc[~missing].reset_index(drop=True)
+        found = [p for p in found if p is not None]
+    slide_rows["feature_path"] = [str(p) for p in found]
+    return slide_rows
+
+
+def _load_omics(
+    omics: str | Path | pd.DataFrame,
+    case_col: str,
+    case_index: pd.Index,
+    nonfinite: str,
+    on_unmatched: Policy,
+    notes: list[str],
+) -> pd.DataFrame:
+    """The validated omics table indexed by case id; rows of unknown cases handled by ``on_unmatched``."""
+    osrc = "<omics table>" if isinstance(omics, pd.DataFrame) else str(omics)
+    raw = omics if isinstance(omics, pd.DataFrame) else read_table(omics, dtype={case_col: str})
+    om, om_notes = _parse_omics(raw, osrc, case_col, nonfinite)
+    notes += om_notes
+    unmatched_o = ~om.index.isin(case_index)
+    if unmatched_o.any():
+        _apply_policy(
+            on_unmatched,
+            f"{osrc}: {int(unmatched_o.sum())} omics row(s) match no case: {om.index[unmatched_o][:5].tolist()}",
+            "on_unmatched",
+        )
+        om = om.loc[~unmatched_o]
+    n_without = int((~case_index.isin(om.index)).sum())
+    if n_without:
+        notes.append(f"{n_without} case(s) have no omics row (kept, marked as missing omics)")
+        log.info("%s", notes[-1])
+    return om
 
 
 def load_tcga(
