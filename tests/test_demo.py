@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from survpgc.demo import run_demo
 from survpgc.paper import PAPER_TABLE1_LIHC
+
+pytestmark = pytest.mark.slow  # trains real models end to end; `make test-fast` skips it
 
 
 def test_quick_demo(tmp_path, capsys):

@@ -27,6 +27,8 @@ from survpgc.train.cv import run_cv
 
 log = logging.getLogger(__name__)
 
+pytestmark = pytest.mark.slow  # trains real models end to end; `make test-fast` skips it
+
 CLINICAL_COLUMNS = ("age", "sex", "race", "stage", "stage_edition", "subtype")
 
 
