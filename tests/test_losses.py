@@ -23,7 +23,7 @@ from survpgc.survival.losses import (
 
 
 def slow_nll(logits, y, event, alpha):
-    """DESIGN.md's formula, case by case, in float64 with math functions."""
+    """The discrete-time NLL written out case by case (survival.losses' docstring), in float64 with math functions."""
     out = []
     for row, yi, ei in zip(logits.tolist(), y.tolist(), event.tolist(), strict=True):
         h = [1.0 / (1.0 + math.exp(-v)) for v in row]

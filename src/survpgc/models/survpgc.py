@@ -1,6 +1,7 @@
 """SurvPGC and its one-path / two-modality variants, as compositions of the shared layers.
 
-Architecture (reference dimensions; see DESIGN.md): each modality is projected linearly to ``dim`` (256).
+Architecture (the reference implementation's dimensions: UNI 1024-d patches, CONCH 512-d clinical sentences,
+scFoundation 4 × 768 genomic tokens): each modality is projected linearly to ``dim`` (256).
 Each *path* pairs a query modality (genomic or clinical tokens) with a "patch" modality (pathology, or
 clinical tokens for ``survgc``) in a :class:`~survpgc.models.layers.BidirectionalCrossAttention` layer of
 its own (1 head, dim_head 128); one FeedForward and one LayerNorm are shared by all paths. Each path is
