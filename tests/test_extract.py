@@ -50,6 +50,11 @@ def test_real_fixtures_bad_slides_do_not_stop_the_batch(tmp_path, encoder):
     assert attrs["encoder"] == "efficientnet_lite0" and attrs["encoder_dim"] == 1280
     assert attrs["patch_size"] == 256 and attrs["target_magnification"] == 20.0
     assert attrs["level0_width"] == 2220 and attrs["level0_height"] == 2967 and attrs["mpp"] == pytest.approx(0.499)
+    with h5py.File(tmp_path / "out" / "cmu_small_region.h5", "r") as f:  # the geometry where TRIDENT keeps it
+        geo = dict(f["coords"].attrs)
+    assert geo["patch_size_level0"] == attrs["patch_size_level0"] == round(256 * 0.5 / 0.499)
+    assert geo["level0_magnification"] == pytest.approx(10 / 0.499) and geo["target_magnification"] == 20.0
+    assert geo["name"] == "cmu_small_region" and geo["overlap"] == 0
     assert (tmp_path / "out" / "qc" / "cmu_small_region.png").stat().st_size > 1000
     man = pd.read_csv(tmp_path / "out" / "manifest.csv")
     assert "cannot be opened" in man.set_index("slide_id").loc["unopenable", "error"]

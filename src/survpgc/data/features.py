@@ -4,7 +4,14 @@ Formats, chosen by the suffix:
 
 * ``.h5`` / ``.hdf5`` -- the CLAM/TRIDENT layout: dataset ``features`` (n x d), dataset ``coords`` (n x 2
   level-0 x/y of each patch's top-left corner), attributes on the file, the ``features`` and the ``coords``
-  datasets.
+  datasets. TRIDENT keeps the patching geometry on ``coords`` (:data:`TRIDENT_COORDS_ATTRS`: ``patch_size``
+  at the target magnification, ``patch_size_level0``, ``level0_magnification``, ``target_magnification``,
+  ``overlap``, ``name``, ``savetodir``), and slide encoders such as TITAN read ``coords.attrs
+  ['patch_size_level0']``. :func:`write_feature_file` writes those on ``coords`` (plus survpgc's own geometry
+  ``mpp``, ``slide_id``, ``level0_width``, ``level0_height``) and every attribute at the file root as well;
+  the readers accept files whose geometry is only on ``coords`` under TRIDENT's names, and add survpgc's
+  names when absent: ``slide_id`` from ``name``, ``mpp`` = 10 / ``level0_magnification``,
+  ``patch_size_level0`` = ``patch_size`` x ``level0_magnification`` / ``target_magnification``.
 * ``.pt`` / ``.pth`` -- a 2-D tensor, or a dict with ``features`` (+ ``coords`` and plain attribute values).
   Loaded with ``weights_only=True``: arbitrary pickled objects are never executed.
 
@@ -23,14 +30,17 @@ from typing import Any
 import numpy as np
 import torch
 
+from survpgc.data.slides import MAG_TIMES_MPP
 from survpgc.errors import DataError, InputError
 from survpgc.files import atomic_write
 
 __all__ = [
+    "TRIDENT_COORDS_ATTRS",
     "FeatureFile",
     "feature_file_shape",
     "read_feature_attrs",
     "read_feature_file",
+    "trident_coords_attrs",
     "write_feature_file",
 ]
 
@@ -39,6 +49,19 @@ _PT_SUFFIXES = (".pt", ".pth")
 
 #: ``(features n x d, coords n x 2 int64 or None, attrs)`` as returned by :func:`read_feature_file`.
 FeatureFile = tuple[np.ndarray, np.ndarray | None, dict[str, Any]]
+
+#: The attributes TRIDENT writes on the ``coords`` dataset (and its readers look up there).
+TRIDENT_COORDS_ATTRS: tuple[str, ...] = (
+    "patch_size",
+    "patch_size_level0",
+    "level0_magnification",
+    "target_magnification",
+    "overlap",
+    "name",
+    "savetodir",
+)
+#: survpgc's own geometry attributes, written on ``coords`` next to TRIDENT's.
+_OWN_GEOMETRY_ATTRS: tuple[str, ...] = ("mpp", "slide_id", "level0_width", "level0_height")
 
 
 def _plain(value: Any) -> Any:
@@ -202,7 +225,8 @@ def read_feature_file(path: str | Path) -> FeatureFile:
     coords : numpy.ndarray of int64, shape (n_patches, 2), or None
         Level-0 (x, y) of each patch's top-left corner, when the file has them.
     attrs : dict
-        File attributes as plain Python values (root attributes win over ``features``/``coords`` ones).
+        File attributes as plain Python values (root attributes win over ``features``/``coords`` ones),
+        with survpgc's names added where only TRIDENT's are present (module docstring).
 
     Raises
     ------
@@ -211,7 +235,8 @@ def read_feature_file(path: str | Path) -> FeatureFile:
         ``coords`` whose length differs from ``features``.
     """
     p = _existing(path)
-    return _read_h5(p) if _kind(p) == "h5" else _read_pt(p)
+    feats, coords, attrs = _read_h5(p) if _kind(p) == "h5" else _read_pt(p)
+    return feats, coords, _with_own_names(attrs)
 
 
 def feature_file_shape(path: str | Path) -> tuple[int, int]:
@@ -236,7 +261,7 @@ def read_feature_attrs(path: str | Path) -> dict[str, Any]:
     if _kind(p) == "pt":
         return read_feature_file(p)[2]
     with _open_h5(p) as (f, fds):
-        return _h5_attrs(f, fds)
+        return _with_own_names(_h5_attrs(f, fds))
 
 
 def _existing(path: str | Path) -> Path:
@@ -250,7 +275,8 @@ def write_feature_file(path: str | Path, features: Any, coords: Any | None = Non
     """Write one slide's patch features atomically (temporary file in the same folder, then rename).
 
     The format follows the suffix: ``.h5``/``.hdf5`` (datasets ``features``, ``coords``; ``attrs`` as root
-    attributes, the TRIDENT layout) or ``.pt``/``.pth`` (a dict ``{'features', 'coords', **attrs}``).
+    attributes, and the TRIDENT geometry on ``coords`` -- see :func:`trident_coords_attrs`) or ``.pt``/``.pth``
+    (a dict ``{'features', 'coords', **attrs}``).
     float16 features are kept as float16, other floats written as float32; coords as int64. Attributes whose
     value is None are skipped. Only files that :func:`read_feature_file` accepts are written.
 
@@ -280,11 +306,12 @@ def write_feature_file(path: str | Path, features: Any, coords: Any | None = Non
             import h5py
 
             with h5py.File(tmp, "w") as f:
-                f.create_dataset("features", data=feats)
+                fds = f.create_dataset("features", data=feats)
                 if crd is not None:
-                    f.create_dataset("coords", data=crd)
-                for k, v in attrs.items():
-                    f.attrs[k] = v
+                    geometry = trident_coords_attrs(attrs, p)
+                    f.create_dataset("coords", data=crd).attrs.update(geometry)
+                    fds.attrs.update({k: geometry[k] for k in ("name", "savetodir")})
+                f.attrs.update(attrs)
         else:
             obj: dict[str, Any] = {"features": torch.from_numpy(np.ascontiguousarray(feats))}
             if crd is not None:
@@ -294,3 +321,59 @@ def write_feature_file(path: str | Path, features: Any, coords: Any | None = Non
 
     atomic_write(p, write)
     return p
+
+
+# ============================================================================ TRIDENT geometry names
+def _positive(value: Any) -> float | None:
+    """A finite number > 0 as float, else None (missing or meaningless geometry)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        return None
+    v = float(value)
+    return v if np.isfinite(v) and v > 0 else None
+
+
+def trident_coords_attrs(attrs: Mapping[str, Any], path: str | Path) -> dict[str, Any]:
+    """The attributes written on the ``coords`` dataset of an HDF5 feature file at ``path``.
+
+    TRIDENT's geometry (:data:`TRIDENT_COORDS_ATTRS`), each when known: ``patch_size`` and
+    ``target_magnification`` as given; ``level0_magnification`` as given, else ``10 / mpp`` (the slide's
+    level-0 resolution, consistent with how the grid placed the patches); ``patch_size_level0`` as given, else
+    ``round(patch_size * level0_magnification / target_magnification)``; ``overlap`` as given, else 0 (the
+    grid does not overlap); ``name`` as given, else ``slide_id``, else the file stem; ``savetodir`` as given,
+    else the file's folder. Plus survpgc's own geometry attributes present in ``attrs``.
+    """
+    p = Path(path)
+    out: dict[str, Any] = {k: attrs[k] for k in ("patch_size", "target_magnification") if k in attrs}
+    mpp = _positive(attrs.get("mpp"))
+    l0_mag = attrs.get("level0_magnification", MAG_TIMES_MPP / mpp if mpp else None)
+    if l0_mag is not None:
+        out["level0_magnification"] = l0_mag
+    ps0 = attrs.get("patch_size_level0")
+    size, l0, target = (
+        _positive(attrs.get("patch_size")),
+        _positive(l0_mag),
+        _positive(attrs.get("target_magnification")),
+    )
+    if ps0 is None and size and l0 and target:
+        ps0 = max(1, round(size * l0 / target))
+    if ps0 is not None:
+        out["patch_size_level0"] = ps0
+    out["overlap"] = attrs.get("overlap", 0)
+    out["name"] = str(attrs.get("name", attrs.get("slide_id", p.stem)))
+    out["savetodir"] = str(attrs.get("savetodir", p.parent))
+    out.update({k: attrs[k] for k in _OWN_GEOMETRY_ATTRS if k in attrs})
+    return out
+
+
+def _with_own_names(attrs: dict[str, Any]) -> dict[str, Any]:
+    """Add survpgc's geometry names where a file has only TRIDENT's (nothing present is overwritten)."""
+    out = dict(attrs)
+    if "slide_id" not in out and isinstance(out.get("name"), str):
+        out["slide_id"] = out["name"]
+    l0 = _positive(out.get("level0_magnification"))
+    if "mpp" not in out and l0:
+        out["mpp"] = MAG_TIMES_MPP / l0
+    size, target = _positive(out.get("patch_size")), _positive(out.get("target_magnification"))
+    if "patch_size_level0" not in out and size and l0 and target:
+        out["patch_size_level0"] = max(1, round(size * l0 / target))
+    return out

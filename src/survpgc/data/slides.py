@@ -10,7 +10,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["IMAGE_SUFFIXES", "SLIDE_SUFFIXES", "slide_stem"]
+__all__ = ["IMAGE_SUFFIXES", "MAG_TIMES_MPP", "SLIDE_SUFFIXES", "slide_stem"]
+
+#: Nominal objective magnification times microns per pixel: 20x <-> 0.5 um/px, so magnification = 10 / mpp.
+MAG_TIMES_MPP = 10.0
 
 #: Plain-image suffixes (read as single-level slides).
 IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".webp")

@@ -51,7 +51,7 @@ from typing import Any
 
 import numpy as np
 
-from survpgc.data.slides import IMAGE_SUFFIXES, slide_stem
+from survpgc.data.slides import IMAGE_SUFFIXES, MAG_TIMES_MPP, slide_stem
 from survpgc.errors import ConfigError, DataError, InputError
 
 __all__ = [
@@ -70,9 +70,6 @@ log = logging.getLogger(__name__)
 BACKENDS: tuple[str, ...] = ("openslide", "tiffslide", "image")
 #: Plausible microns per pixel at level 0; values outside are treated as missing.
 MPP_RANGE: tuple[float, float] = (0.01, 50.0)
-
-#: 20x objective <-> 0.5 um/px: magnification = MAG_TIMES_MPP / mpp.
-MAG_TIMES_MPP = 10.0
 
 _CHUNK = 4096  # level pixels per side read at once by read_downsampled
 
