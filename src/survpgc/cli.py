@@ -407,6 +407,44 @@ def run_cmd(
     _print_summary(res)
 
 
+config_app = typer.Typer(help="Inspect run configs: the resolved YAML of a config, every key with its help.")
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("show")
+def config_show_cmd(
+    config: str | None = typer.Argument(None, help="YAML run config (defaults when omitted)."),
+    overrides: list[str] | None = typer.Argument(None, help="key=value overrides, e.g. train.epochs=2"),
+) -> None:
+    """Print the resolved config (file + overrides + defaults, validated) as YAML."""
+    import yaml
+
+    from survpgc.config import load_config
+
+    overrides = list(overrides or [])
+    if config is not None and "=" in config and not Path(config).is_file():
+        overrides.insert(0, config)  # no config file: the first argument is already an override
+        config = None
+    cfg = load_config(config, overrides)
+    typer.echo(yaml.safe_dump(cfg.to_dict(), sort_keys=False), nl=False)
+
+
+@config_app.command("keys")
+def config_keys_cmd() -> None:
+    """List every key of a run config (dotted) with its type, default and one line of help."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    from survpgc.config import config_keys
+
+    t = Table("key", "type", "default", "help")
+    t.columns[0].no_wrap = True
+    for k in config_keys():
+        t.add_row(*(escape(v) for v in k))
+    Console().print(t)
+
+
 def _print_summary(res) -> None:
     from rich.console import Console
     from rich.table import Table

@@ -14,12 +14,13 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
+from survpgc.config import TrainConfig
 from survpgc.devices import resolve_device, to_device
 from survpgc.errors import ConfigError
 from survpgc.survival.losses import nll_survival_loss
@@ -27,48 +28,6 @@ from survpgc.survival.losses import nll_survival_loss
 __all__ = ["FitResult", "TrainConfig", "bf16_supported", "fit", "is_distributed", "predict", "resolve_device"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TrainConfig:
-    """Optimisation settings of one fit (defaults: the reference implementation's)."""
-
-    epochs: int = 20
-    lr: float = 5e-4
-    weight_decay: float = 1e-3
-    optimizer: str = "radam"  # radam | adamw | adam | sgd
-    scheduler: str = "cosine"  # cosine | constant
-    warmup_epochs: float = 1.0
-    batch_size: int = 1
-    alpha: float = 0.0  # NLL weight on the uncensored term
-    beta: float = 0.0  # cosine loss between SurvPGC's two paths
-    cosine_margin: float = 0.2
-    select_from_epoch: int = 10  # epoch selection window starts here (1-based), ends at the last epoch
-    precision: str = "auto"  # fp32 | bf16 | auto (bf16 for patch-bag models where the CPU/GPU supports it)
-    max_grad_norm: float | None = None
-    device: str = "auto"
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.epochs < 1:
-            raise ConfigError(f"train.epochs must be >= 1, got {self.epochs}")
-        if self.lr <= 0:
-            raise ConfigError(f"train.lr must be > 0, got {self.lr}")
-        if self.optimizer not in ("radam", "adamw", "adam", "sgd"):
-            raise ConfigError(f"train.optimizer must be radam, adamw, adam or sgd, got {self.optimizer!r}")
-        if self.scheduler not in ("cosine", "constant"):
-            raise ConfigError(f"train.scheduler must be cosine or constant, got {self.scheduler!r}")
-        if self.precision not in ("fp32", "bf16", "auto"):
-            raise ConfigError(f"train.precision must be fp32, bf16 or auto, got {self.precision!r}")
-        if not 0.0 <= self.alpha <= 1.0:
-            raise ConfigError(f"train.alpha must lie in [0, 1], got {self.alpha}")
-        if not 0.0 <= self.beta <= 1.0:
-            raise ConfigError(f"train.beta must lie in [0, 1], got {self.beta}")
-        if self.batch_size < 1:
-            raise ConfigError(f"train.batch_size must be >= 1, got {self.batch_size}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass
