@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -12,6 +14,7 @@ import pandas as pd
 import pytest
 
 from survpgc.errors import InputError
+from survpgc.survival import harrell_cindex
 from survpgc.synth import (
     CLASS_CODES,
     COEFFICIENTS,
@@ -21,6 +24,7 @@ from survpgc.synth import (
     SynthResult,
     generate_synthetic_cohort,
 )
+from survpgc.synth.truth import censor_scale, censored_count_range, oracle_cindex
 
 SMALL = {"n_patients": 10, "slide_size": (1024, 768)}
 
@@ -232,7 +236,7 @@ def test_truth_consistent(small):
     expected = np.maximum(np.minimum(truth["event_time"], truth["censor_time"]), 0.5)
     np.testing.assert_allclose(cohort["survival_months"], expected, atol=0.006)
     assert meta["censoring_rate"] == pytest.approx(cohort["censorship"].mean())
-    assert meta["seed"] == 0 and meta["generator_version"]
+    assert meta["seed"] == 0 and meta["generator_version"] and meta["generator"] == "survpgc.synth"
     assert meta["slides"]["mpp"] == 0.5 and meta["slides"]["objective_power"] == 20
     assert set(meta["omics"]["pathways"]) == set(PATHWAYS)
     # the pathway score is recoverable from the omics table (pathway-level mean expression)
@@ -270,6 +274,50 @@ def test_default_cohort_truth(default):
     openslide = pytest.importorskip("openslide")
     with openslide.OpenSlide(str(default.slide_paths[-1])) as s:
         assert s.level_dimensions[0] == (3072, 2048) and s.level_count >= 2
+
+
+def test_oracle_cindex_is_harrells_c(small):
+    truth = pd.read_csv(small.truth_csv)
+    cohort = pd.read_csv(small.cohort_csv)
+    c = harrell_cindex(cohort["survival_months"], cohort["censorship"].eq(0), truth["true_risk"])
+    assert c == small.cindex_true
+    # no comparable pair (two deaths at the same time): NaN, written as null
+    assert np.isnan(oracle_cindex(np.array([3.0, 3.0]), np.array([True, True]), np.array([0.1, 0.2])))
+
+
+@pytest.mark.parametrize(("n", "censoring"), [(10, (0.6, 0.8)), (40, (0.6, 0.8)), (7, (0.0, 0.2)), (25, (0.32, 0.32))])
+def test_censor_scale_censors_the_target_count(n, censoring):
+    rng = np.random.default_rng(n)
+    event_time = rng.weibull(1.2, n) * 80
+    v = rng.exponential(1.0, n)
+    scale = censor_scale(event_time, v, censoring)
+    k_lo, k_hi = censored_count_range(censoring, n)
+    target = int(np.clip(round(0.5 * sum(censoring) * n), k_lo, k_hi))
+    assert int((scale * v < event_time).sum()) == target
+
+
+def test_streams_keep_parts_apart(tmp_path):
+    """Drawing the omics differently (more cases without a row) leaves masks, clinical table and risk alone."""
+    args = {"n_patients": 12, "slide_size": (512, 512), "render_slides": False, "seed": 5}
+    a = generate_synthetic_cohort(tmp_path / "a", omics_missing=0.1, **args)
+    b = generate_synthetic_cohort(tmp_path / "b", omics_missing=0.3, **args)
+    ha, hb = _hashes(a.out_dir), _hashes(b.out_dir)
+    assert {k for k in ha if ha[k] != hb[k]} == {"omics.csv.gz", "truth.csv", "truth.json"}
+    ta, tb = pd.read_csv(a.truth_csv), pd.read_csv(b.truth_csv)
+    pd.testing.assert_frame_equal(ta.drop(columns="has_omics"), tb.drop(columns="has_omics"))
+    assert ta["has_omics"].sum() > tb["has_omics"].sum()
+
+
+def test_package_import_is_light():
+    """Importing the package loads no heavy dependency; the names resolve on first use."""
+    code = "import sys, survpgc.synth; print([m for m in ('pandas', 'cv2', 'tifffile', 'sksurv') if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    assert out.strip() == "[]"
+    import survpgc.synth as pkg
+
+    assert pkg.generate_synthetic_cohort is generate_synthetic_cohort and pkg.MASK_DOWNSAMPLE == 16
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        _ = pkg.nope
 
 
 # ------------------------------------------------------------------------------------------- errors
