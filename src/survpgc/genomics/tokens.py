@@ -145,8 +145,26 @@ def omics_tokens(
     df = _cases_of(omics)
     if df is None:
         raise InputError("the cohort has no omics table: genomic tokens cannot be built")
+    grp, columns, selection = _select_columns(df, kind, groups, signatures, data_types, min_coverage, min_genes)
+    sub = _without_empty_rows(df[columns])
+    sub, fitted = _scale(df, sub, columns, scaler, log_transform, train_ids)
+    src: OmicsVectorTokens = GroupedOmicsTokens(sub, grp, columns) if grp is not None else OmicsVectorTokens(sub)
+    src.selection = selection  # type: ignore[attr-defined]
+    src.scaler = fitted  # type: ignore[attr-defined]
+    return src
+
+
+def _select_columns(
+    df: pd.DataFrame,
+    kind: str,
+    groups: Mapping[str, Sequence[str]] | None,
+    signatures: str | Path | Mapping[str, Sequence[str]] | None,
+    data_types: str | Sequence[str] | None,
+    min_coverage: float,
+    min_genes: int,
+) -> tuple[dict[str, list[str]] | None, list[str], GeneSelection | None]:
+    """``(groups or None for flat, the vector's columns, the gene selection or None)`` of one tokenizer kind."""
     default_sig, default_types = _DEFAULTS[kind]
-    selection: GeneSelection | None = None
     if groups is not None:
         if kind == "flat":
             raise InputError("`groups` applies to the 'pathways' / 'families' tokenizers, not 'flat'")
@@ -155,64 +173,70 @@ def omics_tokens(
         absent = sorted(wanted - {str(c) for c in df.columns})
         if absent:
             raise InputError(f"group column(s) absent from the omics table {absent[:5]}")
-        columns = [str(c) for c in df.columns if str(c) in wanted]
-    elif kind == "flat" and signatures is None:
-        grp = None
+        return grp, [str(c) for c in df.columns if str(c) in wanted], None
+    if kind == "flat" and signatures is None:
         if data_types is None:
-            columns = [str(c) for c in df.columns]
-        else:
-            dts = _check_data_types(data_types)
-            columns = [str(c) for c in df.columns if _split_column(str(c))[1] in dts]
-            if not columns:
-                raise InputError(f"the omics table has no column of data type(s) {list(dts)}")
-    else:
-        selection = select_genes(
-            df.columns,
-            signatures if signatures is not None else (default_sig or "combine"),
-            data_types if data_types is not None else (default_types or ("rnaseq",)),
-            min_coverage=min_coverage,
-            min_genes=min_genes,
-        )
-        grp, columns = (None if kind == "flat" else selection.groups), selection.columns
-    sub = df[columns]
+            return None, [str(c) for c in df.columns], None
+        dts = _check_data_types(data_types)
+        columns = [str(c) for c in df.columns if _split_column(str(c))[1] in dts]
+        if not columns:
+            raise InputError(f"the omics table has no column of data type(s) {list(dts)}")
+        return None, columns, None
+    selection = select_genes(
+        df.columns,
+        signatures if signatures is not None else (default_sig or "combine"),
+        data_types if data_types is not None else (default_types or ("rnaseq",)),
+        min_coverage=min_coverage,
+        min_genes=min_genes,
+    )
+    return (None if kind == "flat" else selection.groups), selection.columns, selection
+
+
+def _without_empty_rows(sub: pd.DataFrame) -> pd.DataFrame:
+    """Rows with at least one value in the selected columns (the others: genomic modality missing)."""
     empty_rows = sub.isna().all(axis=1)
     if empty_rows.any():
         log.info(
             "%d case(s) have no value in the %d selected omics columns (e.g. %s): genomic modality marked missing",
             int(empty_rows.sum()),
-            len(columns),
+            sub.shape[1],
             sub.index[empty_rows][:3].tolist(),
         )
         sub = sub.loc[~empty_rows.to_numpy()]
+    return sub
 
-    fitted: OmicsScaler | None = None
-    if scaler is not None:
-        fitted = OmicsScaler(method=scaler, log=log_transform) if isinstance(scaler, str) else scaler
-        if not isinstance(fitted, OmicsScaler):
-            raise InputError(f"`scaler` must be 'zscore', 'minmax', an OmicsScaler or None, got {scaler!r}")
-        if fitted.is_fitted:
-            known = set(fitted.columns_ or [])
-            lacking = [c for c in columns if c not in known]
-            if lacking:
-                raise InputError(
-                    f"the fitted scaler has no statistics for {len(lacking)} selected column(s) (e.g. {lacking[:3]}); "
-                    "fit it on the same columns"
-                )
-        else:
-            if train_ids is None:
-                raise InputError(
-                    "pass `train_ids` (the training cases of the fold): the omics scaler is fitted on them only"
-                )
-            ids = [str(i) for i in train_ids]
-            rows = sub.index.intersection(pd.Index(ids))
-            if len(rows) == 0:
-                raise InputError("none of the `train_ids` has an omics row: cannot fit the omics scaler")
-            fitted.fit(sub.loc[rows])
-        sub = fitted.transform(df.loc[sub.index])[columns]
+
+def _scale(
+    df: pd.DataFrame,
+    sub: pd.DataFrame,
+    columns: list[str],
+    scaler: OmicsScaler | str | None,
+    log_transform: bool,
+    train_ids: Iterable[str] | None,
+) -> tuple[pd.DataFrame, OmicsScaler | None]:
+    """``(values served, fitted scaler or None)``: the scaler is fitted on the training cases' rows only
+    (unless already fitted) and applied to every kept row; None serves the values as float32."""
+    if scaler is None:
+        return sub.astype(np.float32), None
+    fitted = OmicsScaler(method=scaler, log=log_transform) if isinstance(scaler, str) else scaler
+    if not isinstance(fitted, OmicsScaler):
+        raise InputError(f"`scaler` must be 'zscore', 'minmax', an OmicsScaler or None, got {scaler!r}")
+    if fitted.is_fitted:
+        known = set(fitted.columns_ or [])
+        lacking = [c for c in columns if c not in known]
+        if lacking:
+            raise InputError(
+                f"the fitted scaler has no statistics for {len(lacking)} selected column(s) (e.g. {lacking[:3]}); "
+                "fit it on the same columns"
+            )
     else:
-        sub = sub.astype(np.float32)
-
-    src: OmicsVectorTokens = GroupedOmicsTokens(sub, grp, columns) if grp is not None else OmicsVectorTokens(sub)
-    src.selection = selection  # type: ignore[attr-defined]
-    src.scaler = fitted  # type: ignore[attr-defined]
-    return src
+        if train_ids is None:
+            raise InputError(
+                "pass `train_ids` (the training cases of the fold): the omics scaler is fitted on them only"
+            )
+        ids = [str(i) for i in train_ids]
+        rows = sub.index.intersection(pd.Index(ids))
+        if len(rows) == 0:
+            raise InputError("none of the `train_ids` has an omics row: cannot fit the omics scaler")
+        fitted.fit(sub.loc[rows])
+    return fitted.transform(df.loc[sub.index])[columns], fitted

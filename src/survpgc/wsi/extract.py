@@ -210,7 +210,6 @@ def extract_features(
     """Extract patch features of every slide (see module docstring). Returns an :class:`ExtractSummary`."""
 
     from survpgc.encoders.patch import create_patch_encoder
-    from survpgc.wsi.grid import SlidePatchDataset, tile_slide
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -223,7 +222,10 @@ def extract_features(
         if not isinstance(encoder, str)
         else create_patch_encoder(encoder, weights, device=device, precision=precision)
     )
-    overrides = _mpp_overrides(mpp, mpp_table)
+    job = _ExtractJob(
+        out, enc, patch_size, magnification, min_tissue, preset, _mpp_overrides(mpp, mpp_table), batch_size, workers,
+        float16, qc,
+    )  # fmt: skip
     summary = ExtractSummary(out, len(mine))
     manifest = _manifest_path(out, (shard_i, shard_n))
     summary.manifest = manifest
@@ -231,61 +233,87 @@ def extract_features(
     t_all = time.perf_counter()
     bar = _progress(progress, len(mine))
     for path in mine:
-        stem = slide_stem(path.name)
-        h5 = out / f"{stem}.h5"
-        row: dict[str, Any] = {"slide_id": stem, "path": str(path), "status": "", "n_patches": 0, "seconds": 0.0,
-                               "error": "", "encoder": enc.name}  # fmt: skip
-        t0 = time.perf_counter()
-        try:
-            if h5.is_file():
-                ok, info = _existing_ok(h5, enc.name, patch_size, magnification)
-                if not ok:
-                    raise ConfigError(info)
-                row.update(status="skipped", n_patches=int(info))
-                summary.skipped += 1
-            else:
-                tiling = tile_slide(
-                    path,
-                    patch_size=patch_size,
-                    target_magnification=magnification,
-                    min_tissue_fraction=min_tissue,
-                    segment_config=preset,
-                    mpp_override=overrides,
-                    qc_path=(out / "qc" / f"{stem}.png") if qc else None,
-                )
-                grid = tiling.grid
-                if grid.is_empty:
-                    row.update(status=grid.status if grid.status != "ok" else "no_tissue")
-                    summary.no_tissue += 1
-                    log.warning("%s: no tissue patches (%s); no feature file written", stem, grid.status)
-                else:
-                    feats = _encode_grid(
-                        enc,
-                        SlidePatchDataset(path, grid, transform=enc.transform),
-                        batch_size,
-                        workers,
-                        bar=bar,
-                        label=stem,
-                    )
-                    _write(h5, feats, grid, enc, float16)
-                    row.update(status="done", n_patches=int(grid.n_patches))
-                    summary.done += 1
-                    summary.n_patches += int(grid.n_patches)
-        except (SurvpgcError, OSError, RuntimeError, ValueError) as exc:
-            row.update(status="failed", error=f"{type(exc).__name__}: {exc}")
-            summary.failed += 1
-            log.error("%s: %s", stem, exc)
-        row["seconds"] = round(time.perf_counter() - t0, 3)
+        row = _extract_slide(path, job, summary, bar)
         rows.append(row)
         _write_manifest(manifest, rows)
         if bar is not None:
             bar[0].advance(bar[1])
-        log.info("%s: %s (%d patches, %.1f s)", stem, row["status"], row["n_patches"], row["seconds"])
+        log.info("%s: %s (%d patches, %.1f s)", row["slide_id"], row["status"], row["n_patches"], row["seconds"])
     if bar is not None:
         bar[0].stop()
     summary.seconds = time.perf_counter() - t_all
     summary.rows = rows
     return summary
+
+
+@dataclass(frozen=True)
+class _ExtractJob:
+    """The settings every slide of one :func:`extract_features` call shares."""
+
+    out: Path
+    enc: Any
+    patch_size: int
+    magnification: float
+    min_tissue: float
+    preset: str
+    mpp_overrides: Any
+    batch_size: int
+    workers: int
+    float16: bool
+    qc: bool
+
+
+def _extract_slide(path: Path, job: _ExtractJob, summary: ExtractSummary, bar: Any) -> dict[str, Any]:
+    """One slide: skipped when its finished file exists, else tiled, encoded and written. Returns its manifest
+    row and counts it in ``summary``; a failure is recorded, never raised."""
+    stem = slide_stem(path.name)
+    h5 = job.out / f"{stem}.h5"
+    row: dict[str, Any] = {"slide_id": stem, "path": str(path), "status": "", "n_patches": 0, "seconds": 0.0,
+                           "error": "", "encoder": job.enc.name}  # fmt: skip
+    t0 = time.perf_counter()
+    try:
+        if h5.is_file():
+            ok, info = _existing_ok(h5, job.enc.name, job.patch_size, job.magnification)
+            if not ok:
+                raise ConfigError(info)
+            row.update(status="skipped", n_patches=int(info))
+            summary.skipped += 1
+        else:
+            _tile_encode_write(path, stem, h5, job, summary, row, bar)
+    except (SurvpgcError, OSError, RuntimeError, ValueError) as exc:
+        row.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+        summary.failed += 1
+        log.error("%s: %s", stem, exc)
+    row["seconds"] = round(time.perf_counter() - t0, 3)
+    return row
+
+
+def _tile_encode_write(
+    path: Path, stem: str, h5: Path, job: _ExtractJob, summary: ExtractSummary, row: dict[str, Any], bar: Any
+) -> None:
+    """Tissue grid of one slide, then (when it has patches) its features written to ``h5``."""
+    from survpgc.wsi.grid import SlidePatchDataset, tile_slide
+
+    grid = tile_slide(
+        path,
+        patch_size=job.patch_size,
+        target_magnification=job.magnification,
+        min_tissue_fraction=job.min_tissue,
+        segment_config=job.preset,
+        mpp_override=job.mpp_overrides,
+        qc_path=(job.out / "qc" / f"{stem}.png") if job.qc else None,
+    ).grid
+    if grid.is_empty:
+        row.update(status=grid.status if grid.status != "ok" else "no_tissue")
+        summary.no_tissue += 1
+        log.warning("%s: no tissue patches (%s); no feature file written", stem, grid.status)
+        return
+    dataset = SlidePatchDataset(path, grid, transform=job.enc.transform)
+    feats = _encode_grid(job.enc, dataset, job.batch_size, job.workers, bar=bar, label=stem)
+    _write(h5, feats, grid, job.enc, job.float16)
+    row.update(status="done", n_patches=int(grid.n_patches))
+    summary.done += 1
+    summary.n_patches += int(grid.n_patches)
 
 
 def _progress(enabled: bool, total: int):

@@ -157,12 +157,9 @@ def make_patch_grid(
         DataError: MPP missing, or the pixels cannot be read (segmentation).
         InputError: invalid arguments, or a mask of another slide size.
     """
-    if isinstance(min_tissue_fraction, bool) or not isinstance(min_tissue_fraction, int | float):
-        raise InputError(f"min_tissue_fraction must be a number in [0, 1], got {min_tissue_fraction!r}")
-    if not 0.0 <= float(min_tissue_fraction) <= 1.0:
-        raise InputError(f"min_tissue_fraction must be in [0, 1], got {min_tissue_fraction!r}")
+    _check_fraction(min_tissue_fraction)
     mpp = slide.require_mpp()
-    target_mpp = magnification_to_mpp(target_magnification)
+    magnification_to_mpp(target_magnification)  # checks the magnification first
     pl0 = patch_size_level0(patch_size, target_magnification, mpp)
     if tissue is None:
         tissue = segment_tissue(slide, segment_config, patch_size=patch_size, target_magnification=target_magnification)
@@ -171,35 +168,8 @@ def make_patch_grid(
         raise InputError(
             f"slide {slide.slide_id}: tissue mask is for a {tissue.level0_size} slide, the slide is {(w0, h0)}"
         )
-    need_ds = target_mpp / mpp
-    level = slide.best_level_for_downsample(need_ds)
-    lds = slide.level_downsamples[level]
-    read_size = max(1, round(pl0 / lds))
-    if need_ds < 0.9:
-        log.warning(
-            "%s: the slide (%.3g um/px) is coarser than the target %.3g um/px (%gx); patches are upsampled",
-            slide.slide_id,
-            mpp,
-            target_mpp,
-            target_magnification,
-        )
-    nx, ny = w0 // pl0, h0 // pl0
-    n_cand = nx * ny
-    if n_cand == 0:
-        status = "too_small"
-        coords = np.zeros((0, 2), np.int64)
-        frac = np.zeros(0, np.float32)
-    else:
-        gy, gx = np.mgrid[0:ny, 0:nx]
-        cand = np.stack([gx.ravel(), gy.ravel()], axis=1).astype(np.int64) * pl0
-        all_frac = tissue.fraction_in_boxes(cand, pl0)
-        # a tiny tolerance so that a patch exactly at the threshold is kept whatever the rounding
-        keep = all_frac >= float(min_tissue_fraction) - 1e-6
-        if float(min_tissue_fraction) == 0.0:
-            keep = all_frac > 0.0
-        coords = np.ascontiguousarray(cand[keep])
-        frac = np.ascontiguousarray(all_frac[keep])
-        status = "ok" if coords.shape[0] else "no_tissue"
+    level, lds, read_size = _read_plan(slide, mpp, pl0, target_magnification)
+    coords, frac, n_cand, status = _select_patches(tissue, pl0, float(min_tissue_fraction))
     grid = PatchGrid(
         slide_id=slide.slide_id,
         slide_path=str(slide.path),
@@ -229,6 +199,51 @@ def make_patch_grid(
         level,
     )
     return grid
+
+
+def _check_fraction(min_tissue_fraction: Any) -> None:
+    if isinstance(min_tissue_fraction, bool) or not isinstance(min_tissue_fraction, int | float):
+        raise InputError(f"min_tissue_fraction must be a number in [0, 1], got {min_tissue_fraction!r}")
+    if not 0.0 <= float(min_tissue_fraction) <= 1.0:
+        raise InputError(f"min_tissue_fraction must be in [0, 1], got {min_tissue_fraction!r}")
+
+
+def _read_plan(slide: Slide, mpp: float, pl0: int, target_magnification: float) -> tuple[int, float, int]:
+    """``(read level, its downsample, patch side at that level)``; warns when patches must be upsampled."""
+    target_mpp = magnification_to_mpp(target_magnification)
+    need_ds = target_mpp / mpp
+    level = slide.best_level_for_downsample(need_ds)
+    lds = slide.level_downsamples[level]
+    read_size = max(1, round(pl0 / lds))
+    if need_ds < 0.9:
+        log.warning(
+            "%s: the slide (%.3g um/px) is coarser than the target %.3g um/px (%gx); patches are upsampled",
+            slide.slide_id,
+            mpp,
+            target_mpp,
+            target_magnification,
+        )
+    return level, lds, read_size
+
+
+def _select_patches(tissue: TissueMask, pl0: int, min_fraction: float) -> tuple[np.ndarray, np.ndarray, int, str]:
+    """``(coords, tissue fractions, n_candidates, status)`` of the grid anchored at (0, 0) with side ``pl0``:
+    candidates lie inside the slide, kept when their tissue share reaches ``min_fraction`` (0: any tissue)."""
+    w0, h0 = tissue.level0_size
+    nx, ny = w0 // pl0, h0 // pl0
+    n_cand = nx * ny
+    if n_cand == 0:
+        return np.zeros((0, 2), np.int64), np.zeros(0, np.float32), 0, "too_small"
+    gy, gx = np.mgrid[0:ny, 0:nx]
+    cand = np.stack([gx.ravel(), gy.ravel()], axis=1).astype(np.int64) * pl0
+    all_frac = tissue.fraction_in_boxes(cand, pl0)
+    # a tiny tolerance so that a patch exactly at the threshold is kept whatever the rounding
+    keep = all_frac >= min_fraction - 1e-6
+    if min_fraction == 0.0:
+        keep = all_frac > 0.0
+    coords = np.ascontiguousarray(cand[keep])
+    frac = np.ascontiguousarray(all_frac[keep])
+    return coords, frac, int(n_cand), "ok" if coords.shape[0] else "no_tissue"
 
 
 def tile_slide(

@@ -339,11 +339,7 @@ def segment_tissue(
         DataError: MPP missing (message says how to provide it) or unreadable pixels.
         ConfigError: unknown preset.
     """
-    import cv2
-
-    cfg = SegmentConfig.preset(config) if isinstance(config, str) else (config or SEGMENT_PRESETS["default"])
-    if not isinstance(cfg, SegmentConfig):
-        raise ConfigError(f"config must be a SegmentConfig or a preset name, got {type(config).__name__}")
+    cfg = _resolve_config(config)
     mpp = slide.require_mpp()
     pl0 = patch_size_level0(patch_size, target_magnification, mpp)
     ds = _seg_downsample(slide, cfg, pl0)
@@ -352,28 +348,9 @@ def segment_tissue(
     w0, h0 = slide.dimensions
     dsx, dsy = w0 / w, h0 / h
     unit = pl0 * pl0 / (dsx * dsy)  # one patch area in mask pixels
-
-    sat = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)[:, :, 1]
-    if cfg.median_blur > 1:
-        sat = cv2.medianBlur(sat, cfg.median_blur)
-    if cfg.threshold is None:
-        otsu, _ = cv2.threshold(sat, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-        thr = max(float(otsu), float(cfg.otsu_floor))
-    else:
-        thr = float(cfg.threshold)
-    binary = (sat > thr).astype(np.uint8)
-    if cfg.close_size > 0:
-        kernel = np.ones((cfg.close_size, cfg.close_size), np.uint8)
-        binary = cv2.morphologyEx(binary, cv2.MORPH_CLOSE, kernel)
-
+    binary, thr = _threshold_saturation(rgb, cfg)
     tissue, holes = _filter_contours(binary, cfg, unit)
-    mask = np.zeros((h, w), np.uint8)
-    if tissue:
-        cv2.drawContours(mask, [t.reshape(-1, 1, 2) for t in tissue], -1, 1, thickness=cv2.FILLED)
-        flat = [hc.reshape(-1, 1, 2) for hs in holes for hc in hs]
-        if flat:
-            cv2.drawContours(mask, flat, -1, 0, thickness=cv2.FILLED)
-            cv2.drawContours(mask, flat, -1, 1, thickness=1)  # a hole contour runs over tissue pixels
+    mask = _fill_contours((h, w), tissue, holes)
     result = TissueMask(
         slide_id=slide.slide_id,
         mask=mask.astype(bool),
@@ -398,6 +375,48 @@ def segment_tissue(
         dsx,
     )
     return result
+
+
+def _resolve_config(config: SegmentConfig | str | None) -> SegmentConfig:
+    """A :class:`SegmentConfig` from a config, a preset name, or None (``"default"``)."""
+    cfg = SegmentConfig.preset(config) if isinstance(config, str) else (config or SEGMENT_PRESETS["default"])
+    if not isinstance(cfg, SegmentConfig):
+        raise ConfigError(f"config must be a SegmentConfig or a preset name, got {type(config).__name__}")
+    return cfg
+
+
+def _threshold_saturation(rgb: np.ndarray, cfg: SegmentConfig) -> tuple[np.ndarray, float]:
+    """``(binary uint8 mask, threshold)``: saturation (median-blurred) above the fixed or Otsu threshold (never
+    below ``otsu_floor``), then a morphological closing."""
+    import cv2
+
+    sat = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)[:, :, 1]
+    if cfg.median_blur > 1:
+        sat = cv2.medianBlur(sat, cfg.median_blur)
+    if cfg.threshold is None:
+        otsu, _ = cv2.threshold(sat, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+        thr = max(float(otsu), float(cfg.otsu_floor))
+    else:
+        thr = float(cfg.threshold)
+    binary = (sat > thr).astype(np.uint8)
+    if cfg.close_size > 0:
+        kernel = np.ones((cfg.close_size, cfg.close_size), np.uint8)
+        binary = cv2.morphologyEx(binary, cv2.MORPH_CLOSE, kernel)
+    return binary, thr
+
+
+def _fill_contours(shape: tuple[int, int], tissue: list[np.ndarray], holes: list[list[np.ndarray]]) -> np.ndarray:
+    """uint8 mask of ``shape``: tissue contours filled with 1, their holes cleared (hole outlines stay tissue)."""
+    import cv2
+
+    mask = np.zeros(shape, np.uint8)
+    if tissue:
+        cv2.drawContours(mask, [t.reshape(-1, 1, 2) for t in tissue], -1, 1, thickness=cv2.FILLED)
+        flat = [hc.reshape(-1, 1, 2) for hs in holes for hc in hs]
+        if flat:
+            cv2.drawContours(mask, flat, -1, 0, thickness=cv2.FILLED)
+            cv2.drawContours(mask, flat, -1, 1, thickness=1)  # a hole contour runs over tissue pixels
+    return mask
 
 
 def _filter_contours(
