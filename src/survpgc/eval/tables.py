@@ -8,18 +8,18 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from survpgc.errors import SurvpgcError
+from survpgc.errors import InputError, SurvpgcError
+from survpgc.eval.registry import DEFAULT_TIMES, Metric, auc_key, metrics_for, metrics_in
 
-__all__ = ["METRICS", "compare_models", "fold_metrics", "summarize"]
+__all__ = ["compare_models", "fold_metrics", "summarize"]
 
 log = logging.getLogger(__name__)
-
-METRICS = ("cindex", "cindex_uno", "auc_12", "auc_36", "auc_60", "iauc", "ibs")
 
 
 def _safe(fn, *args, note: list[str] | None = None, label: str = "", **kwargs) -> Any:
@@ -38,11 +38,12 @@ def fold_metrics(
     event: np.ndarray,
     risk: np.ndarray,
     *,
-    times: list[float] = (12.0, 36.0, 60.0),
+    times: Sequence[float] = DEFAULT_TIMES,
     surv_at: Any = None,
 ) -> tuple[dict[str, float], list[str]]:
-    """Metrics of one fold's test predictions.
+    """Metrics of one fold's test predictions at the evaluation ``times`` (months).
 
+    The keys are exactly those of :func:`survpgc.eval.registry.metrics_for` ``(times)``, in that order.
     ``surv_at(times) -> (n, len(times))`` gives predicted survival probabilities at arbitrary times (for the
     integrated Brier score); None skips the IBS. Evaluation times outside the test follow-up are skipped
     (their AUC is NaN) and noted. Returns ``(metrics, notes)``; metrics that cannot be computed are NaN.
@@ -50,7 +51,7 @@ def fold_metrics(
     from survpgc.survival.metrics import harrell_cindex, integrated_brier_score, td_auc, uno_cindex
 
     notes: list[str] = []
-    out: dict[str, float] = dict.fromkeys(METRICS, float("nan"))
+    out: dict[str, float] = {m.key: float("nan") for m in metrics_for(times)}
     c = _safe(harrell_cindex, time, event, risk, note=notes, label="cindex")
     out["cindex"] = float("nan") if c is None else c
     u = _safe(uno_cindex, train_time, train_event, time, event, risk, note=notes, label="cindex_uno")
@@ -67,9 +68,7 @@ def fold_metrics(
         if res is not None:
             aucs, iauc = res
             for t, a in zip(ok, aucs, strict=True):
-                key = f"auc_{t:g}"
-                if key in out:
-                    out[key] = float(a)
+                out[auc_key(t)] = float(a)
             out["iauc"] = float(iauc)
     if surv_at is not None and len(ok) >= 2:
         grid = np.linspace(min(ok), max(ok), 25)
@@ -80,16 +79,24 @@ def fold_metrics(
     return out, notes
 
 
-def summarize(metrics: pd.DataFrame, protocol: str) -> pd.DataFrame:
-    """Mean ± sd over folds per model (sd with ddof=1, as papers report), plus the protocol."""
+def summarize(metrics: pd.DataFrame, protocol: str, *, names: Sequence[Metric] | None = None) -> pd.DataFrame:
+    """Mean ± sd over folds per model (sd with ddof=1, as papers report), plus the protocol.
+
+    ``names`` are the metrics to summarise (columns ``<key>_mean``, ``<key>_sd``); default: the metric
+    columns of ``metrics`` (:func:`survpgc.eval.registry.metrics_in`), so a table written at any evaluation
+    times is summarised whole. A metric of ``names`` missing from ``metrics`` is an error.
+    """
+    names = metrics_in(metrics.columns) if names is None else tuple(names)
+    absent = [m.key for m in names if m.key not in metrics.columns]
+    if absent:
+        raise InputError(f"summarize: metrics table has no column(s) {absent}; columns: {list(metrics.columns)}")
     rows = []
     for model, g in metrics.groupby("model", sort=False):
         row: dict[str, Any] = {"model": model, "n_folds": int(g["fold"].nunique()), "protocol": protocol}
-        for m in METRICS:
-            if m in g:
-                vals = g[m].astype(float).dropna()
-                row[f"{m}_mean"] = float(vals.mean()) if len(vals) else float("nan")
-                row[f"{m}_sd"] = float(vals.std(ddof=1)) if len(vals) > 1 else float("nan")
+        for m in names:
+            vals = g[m.key].astype(float).dropna()
+            row[f"{m.key}_mean"] = float(vals.mean()) if len(vals) else float("nan")
+            row[f"{m.key}_sd"] = float(vals.std(ddof=1)) if len(vals) > 1 else float("nan")
         rows.append(row)
     return pd.DataFrame(rows)
 
