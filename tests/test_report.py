@@ -20,6 +20,7 @@ from PIL import Image
 
 from survpgc.errors import EmptyInputError, InputError, LengthMismatchError
 from survpgc.report import forest_plot, format_p_value, km_for_model, km_plot, km_summary, write_report
+from survpgc.report.blocks import Paragraph, Section
 from survpgc.report.plots import DPI, KM_FIGSIZE, LOW_RISK_COLOR
 from survpgc.survival.stats import logrank_test
 
@@ -138,7 +139,7 @@ def _write(run_dir: Path, tables: dict[str, pd.DataFrame], protocol: str, images
         comparisons=tables["comparisons"],
         images=images,
         notes=["oracle C-index 0.812 <i>"],
-        extra_sections=[("Heatmaps <soon>", "<p class='empty'>attention heatmaps go here</p>")],
+        extra_sections=[Section("Heatmaps <soon>", (Paragraph(("attention heatmaps go here",), "empty"),))],
         created=CREATED,
         **kw,
     )
@@ -171,8 +172,8 @@ def test_km_plot_numbers_match_logrank_and_brute_force(tmp_path: Path) -> None:
     at = info["at_risk_times"]
     assert at[0] == 0.0 and np.allclose(np.diff(at), 12.0) and at[-1] <= time.max() < at[-1] + 12.0
     for t, nh, nl in zip(at, info["at_risk_high"], info["at_risk_low"], strict=True):
-        assert nh == sum(1 for ti, hi in zip(time, high, strict=True) if hi and ti >= t)
-        assert nl == sum(1 for ti, hi in zip(time, high, strict=True) if not hi and ti >= t)
+        assert nh == sum(1 for ti, hi in zip(time, high, strict=True) if hi and ti > t)
+        assert nl == sum(1 for ti, hi in zip(time, high, strict=True) if not hi and ti > t)
     assert info["at_risk_high"][0] == high.sum()
 
     # the PNG: written atomically (no temp file left), non-trivial, 8 x 6.5 in at 120 dpi
@@ -349,7 +350,7 @@ def test_write_report_self_contained(tmp_path: Path, tables: dict[str, pd.DataFr
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "synthetic &lt;cohort&gt;" in page
     assert "oracle C-index 0.812 &lt;i&gt;" in page
-    assert "Heatmaps &lt;soon&gt;" in page and "<p class='empty'>attention heatmaps go here</p>" in page
+    assert "Heatmaps &lt;soon&gt;" in page and '<p class="empty">attention heatmaps go here</p>' in page
     assert "&lt;b&gt;x&lt;/b&gt;" in page  # config value
 
     # tables: summary (mean ± sd, 3 decimals), per-fold in <details>, comparisons, cohort coverage

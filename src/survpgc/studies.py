@@ -130,6 +130,7 @@ def template_study(
     from survpgc.config import load_config
     from survpgc.data.cohort import open_cohort
     from survpgc.report import html as report_html
+    from survpgc.report.blocks import Paragraph, Section, Span, figure, frame_table
     from survpgc.train.cv import run_cv
 
     nts = sorted({int(n) for n in n_templates})
@@ -205,12 +206,17 @@ def template_study(
     show["C-index"] = [report_html.mean_sd(m, s) for m, s in zip(table["cindex_mean"], table["cindex_sd"], strict=True)]
     if str(coh.name).upper() == "TCGA-LIHC":
         show["paper Table 5 (LIHC)"] = [f"{v:.3f}" if v == v else "-" for v in table["paper_lihc"]]
-    section = (
-        "<p>One template drawn per patient and field among the first N_t variants; <code>mlp</code> on the "
-        "flattened clinical tokens, the same folds for every N_t. Silhouette: survival groups in the "
-        "embedding space (cosine).</p>"
-        + report_html.frame_table_html(show)
-        + report_html.figure_html("t-SNE of clinical embeddings", tsne_png)
+    intro = Paragraph(
+        (
+            "One template drawn per patient and field among the first N_t variants; ",
+            Span("mlp"),
+            " on the flattened clinical tokens, the same folds for every N_t. Silhouette: survival groups in the "
+            "embedding space (cosine).",
+        )
+    )
+    section = Section(
+        "Template diversity (paper Table 5, Fig. 5)",
+        (intro, frame_table(show), figure("t-SNE of clinical embeddings", tsne_png)),
     )
     report = report_html.write_report(
         out,
@@ -222,7 +228,7 @@ def template_study(
         metrics=metrics,
         comparisons=None,
         images={},
-        extra_sections=[("Template diversity (paper Table 5, Fig. 5)", section)],
+        extra_sections=[section],
         title="survpgc template-diversity study",
     )  # fmt: skip
     return {"table": table, "tsne": tsne_png, "report": report, "out": out}

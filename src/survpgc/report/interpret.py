@@ -1,7 +1,8 @@
 """Report sections for what the interpretation commands wrote under ``<run>/interpret/``.
 
 :func:`interpret_sections` is called whenever a run's ``report.html`` is (re)built, so heatmaps and
-attributions appear in the report as soon as they exist -- and a report rebuilt later keeps them.
+attributions appear in the report as soon as they exist -- and a report rebuilt later keeps them.  Each
+section is data (:mod:`survpgc.report.blocks`) rendered by the report's autoescaped templates.
 """
 
 from __future__ import annotations
@@ -9,19 +10,56 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
-__all__ = ["integration_section", "interpret_sections"]
+from survpgc.report.blocks import Block, Figure, Grid, Heading, Paragraph, Section, Span, figure, frame_table, mean_sd
+
+__all__ = ["integration_blocks", "integration_section", "interpret_sections"]
 
 log = logging.getLogger(__name__)
 
+_HEATMAP_INTRO = Paragraph(
+    (
+        "Per-patch scores of the fold model that tested the case. ",
+        Span("attention", "b"),
+        ": post-softmax weights of each query token over the patches, z-scored per token over the case's "
+        "patches, averaged over the tokens; colours are percentiles within the case (red = most attended). ",
+        Span("relevance", "b"),
+        ": attention × ∂risk/∂attention summed over heads and tokens -- the first-order contribution of each "
+        "attended patch to the predicted risk (red raises it, blue lowers it). Montages: the highest-relevance "
+        "patches read from the slide at the extraction magnification. Raw scores: ",
+        Span("interpret/heatmaps/<model>/<case>/*_scores.csv"),
+        ".",
+    )
+)
+_IG_INTRO = Paragraph(
+    (
+        "Integrated gradients (captum) of the predicted risk with respect to the fused vectors the head reads, "
+        "per test patient of each fold; share = Σ|attribution| of a vector (or path) / Σ|attribution| of all. "
+        "Rows: mean ± sd over the fold's patients; last row: mean ± sd of the fold means.",
+    )
+)
+_INTEGRATION_INTRO = Paragraph(
+    (
+        "All four models on the same folds; ΔC = model − survpc on the pooled test predictions, fold-stratified "
+        "paired bootstrap.",
+    )
+)
+_LOCALISATION_INTRO = Paragraph(
+    (
+        "AUROC of the per-patch scores against the known mask of each test slide (a patch is planted when at "
+        "least half of it is masked); mean ± sd over the slides with both classes. 0.5 = no localisation.",
+    )
+)
 
-def interpret_sections(run_dir: str | Path) -> list[tuple[str, str]]:
-    """``(title, html)`` sections for the heatmaps, attributions and localisation found in
-    ``run_dir/interpret``, and the Table 4 comparison when the run holds survpc and integration baselines."""
+
+def interpret_sections(run_dir: str | Path) -> list[Section]:
+    """The sections for the heatmaps, attributions and localisation found in ``run_dir/interpret``, and the
+    Table 4 comparison when the run holds survpc and integration baselines."""
     root = Path(run_dir) / "interpret"
-    sections: list[tuple[str, str]] = []
+    sections: list[Section] = []
     builders = (
         ("Clinical integration (paper Table 4)", _integration),
         ("Attention heatmaps", _heatmaps),
@@ -30,147 +68,144 @@ def interpret_sections(run_dir: str | Path) -> list[tuple[str, str]]:
     )
     for title, build in builders:
         try:
-            html = build(root)
+            blocks = build(root)
         except Exception as exc:  # a broken interpretation file must never sink the report
             log.warning("report: %s section left out (%s: %s)", title, type(exc).__name__, exc)
             continue
-        if html:
-            sections.append((title, html))
+        if blocks:
+            sections.append(Section(title, tuple(blocks)))
     return sections
 
 
-def _heatmaps(root: Path) -> str:
-    from survpgc.report.html import escape, figure_html
+def _slide_figures(folder: Path, slide: dict[str, Any]) -> list[Figure]:
+    """The attention and relevance overlays of one slide and its top-patch montage."""
+    figs = []
+    for name in ("attention", "relevance"):
+        f = slide["files"].get(name, {}).get("figure")
+        if f:
+            figs.append(figure(f"{slide['slide_id']} {name}", folder / f, jpeg_max_width=900))
+    mont = slide["files"].get("relevance", {}).get("montage")
+    if mont:
+        figs.append(figure(f"{slide['slide_id']} top patches by relevance", folder / mont, jpeg_max_width=1100))
+    return figs
 
+
+def _heatmaps(root: Path) -> list[Block]:
     metas = sorted((root / "heatmaps").glob("*/*/*.json"))
     if not metas:
-        return ""
-    parts = [
-        "<p>Per-patch scores of the fold model that tested the case. <b>attention</b>: post-softmax weights "
-        "of each query token over the patches, z-scored per token over the case's patches, averaged over the "
-        "tokens; colours are percentiles within the case (red = most attended). <b>relevance</b>: attention "
-        "× ∂risk/∂attention summed over heads and tokens -- the first-order contribution of each attended "
-        "patch to the predicted risk (red raises it, blue lowers it). Montages: the highest-relevance "
-        "patches read from the slide at the extraction magnification. Raw scores: "
-        "<code>interpret/heatmaps/&lt;model&gt;/&lt;case&gt;/*_scores.csv</code>.</p>"
-    ]
+        return []
+    blocks: list[Block] = [_HEATMAP_INTRO]
     for meta_path in metas:
         meta = json.loads(meta_path.read_text())
-        folder = meta_path.parent
-        head = (
-            f"{meta['model']} · case {meta['case_id']} · fold {meta['fold']} · {meta['key']} · "
-            f"predicted risk {meta['risk']:+.3f}"
+        blocks.append(
+            Heading(
+                f"{meta['model']} · case {meta['case_id']} · fold {meta['fold']} · {meta['key']} · "
+                f"predicted risk {meta['risk']:+.3f}"
+            )
         )
-        parts.append(f"<h3>{escape(head)}</h3>")
-        for s in meta["slides"]:
-            figs = []
-            for name in ("attention", "relevance"):
-                f = s["files"].get(name, {}).get("figure")
-                if f:
-                    figs.append(figure_html(f"{s['slide_id']} {name}", folder / f, jpeg_max_width=900))
-            mont = s["files"].get("relevance", {}).get("montage")
-            if mont:
-                figs.append(
-                    figure_html(f"{s['slide_id']} top patches by relevance", folder / mont, jpeg_max_width=1100)
-                )
-            parts.append('<div class="grid">' + "".join(figs) + "</div>")
-    return "\n".join(parts)
+        blocks += [Grid(tuple(_slide_figures(meta_path.parent, s))) for s in meta["slides"]]
+    return blocks
 
 
-def _ig(root: Path) -> str:
+def _ig_run(path: Path) -> list[Block]:
+    """The blocks of one attribution summary ``<stem>_summary.csv`` (with its meta JSON and shares plot)."""
     from survpgc.paper import PAPER_TABLE3
-    from survpgc.report.html import escape, figure_html, frame_table_html, mean_sd
 
+    stem = path.name.removesuffix("_summary.csv")
+    meta_path = path.with_name(f"{stem}_meta.json")
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    df = pd.read_csv(path, dtype={"fold": str})
+    cols = [c.removesuffix("_mean") for c in df.columns if c.endswith("_mean")]
+    show = pd.DataFrame({"fold": df["fold"], "patients": df["n_patients"]})
+    for c in cols:
+        show[c] = [mean_sd(m, s) for m, s in zip(df[f"{c}_mean"], df[f"{c}_sd"], strict=True)]
+    blocks: list[Block] = [
+        Heading(f"{meta.get('model', stem)} (baseline: {meta.get('baseline', '?')})"),
+        frame_table(show),
+    ]
+    paper = PAPER_TABLE3.get(str(meta.get("cohort", "")).upper())
+    if paper:
+        text = f"Paper, Table 3 ({meta['cohort']}): genomic-pathology {paper[0]:.3f}, clinic-pathology {paper[1]:.3f}."
+        blocks.append(Paragraph((text,)))
+    png = path.with_name(f"{stem}_shares.png")
+    if png.is_file():
+        blocks.append(figure(f"{stem}: IG shares per path", png))
+    return blocks
+
+
+def _ig(root: Path) -> list[Block]:
     summaries = sorted((root / "attribution").glob("*_summary.csv"))
     if not summaries:
+        return []
+    return [_IG_INTRO, *(b for path in summaries for b in _ig_run(path))]
+
+
+def _integration(root: Path) -> list[Block]:
+    return integration_blocks(root.parent) if (root.parent / "summary.csv").is_file() else []
+
+
+def _run_cohort(run_dir: Path) -> str:
+    """The cohort source named in the run's ``config.yaml`` ("" when there is none)."""
+    cfg_path = run_dir / "config.yaml"
+    if not cfg_path.is_file():
         return ""
-    parts = [
-        "<p>Integrated gradients (captum) of the predicted risk with respect to the fused vectors the head "
-        "reads, per test patient of each fold; share = Σ|attribution| of a vector (or path) / Σ|attribution| "
-        "of all. Rows: mean ± sd over the fold's patients; last row: mean ± sd of the fold means.</p>"
-    ]
-    for path in summaries:
-        stem = path.name.removesuffix("_summary.csv")
-        meta_path = path.with_name(f"{stem}_meta.json")
-        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-        df = pd.read_csv(path, dtype={"fold": str})
-        cols = [c.removesuffix("_mean") for c in df.columns if c.endswith("_mean")]
-        show = pd.DataFrame({"fold": df["fold"], "patients": df["n_patients"]})
-        for c in cols:
-            show[c] = [mean_sd(m, s) for m, s in zip(df[f"{c}_mean"], df[f"{c}_sd"], strict=True)]
-        parts.append(f"<h3>{escape(meta.get('model', stem))} (baseline: {escape(meta.get('baseline', '?'))})</h3>")
-        parts.append(frame_table_html(show))
-        paper = PAPER_TABLE3.get(str(meta.get("cohort", "")).upper())
-        if paper:
-            parts.append(
-                f"<p>Paper, Table 3 ({escape(meta['cohort'])}): genomic-pathology {paper[0]:.3f}, "
-                f"clinic-pathology {paper[1]:.3f}.</p>"
-            )
-        png = path.with_name(f"{stem}_shares.png")
-        if png.is_file():
-            parts.append(figure_html(f"{stem}: IG shares per path", png))
-    return "\n".join(parts)
+    import yaml
+
+    return str((yaml.safe_load(cfg_path.read_text()) or {}).get("cohort", {}).get("source", ""))
 
 
-def _integration(root: Path) -> str:
-    return integration_section(root.parent) if (root.parent / "summary.csv").is_file() else ""
+def _integration_row(model: str, label: str, r: pd.Series, comp: pd.DataFrame, col: str | None) -> dict[str, str]:
+    from survpgc.paper import PAPER_TABLE4
+
+    row = {"approach": label, "model": model, "C-index": mean_sd(r["cindex_mean"], r["cindex_sd"])}
+    if model == "survpc":
+        row["ΔC vs survpc [95% CI]"], row["p"] = "reference", ""
+    elif model in comp.index:
+        c = comp.loc[model]
+        row["ΔC vs survpc [95% CI]"] = f"{c['delta_cindex']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]"
+        row["p"] = f"{c['p_value']:.3g}"
+    else:  # the run compared with another reference
+        row["ΔC vs survpc [95% CI]"], row["p"] = "-", ""
+    if col is not None:
+        row["paper Table 4"] = f"{PAPER_TABLE4[model][col]:.3f}"
+    return row
 
 
-def integration_section(run_dir: Path) -> str:
+def integration_blocks(run_dir: Path) -> list[Block]:
     """The Table 4 section of a run holding ``survpc`` and at least one integration baseline (from its summary
     and comparisons); empty for any other run."""
-    from survpgc.paper import INTEGRATION_MODELS, PAPER_TABLE4, PAPER_TABLE4_COLUMN
-    from survpgc.report.html import escape, frame_table_html, mean_sd
+    from survpgc.paper import INTEGRATION_MODELS, PAPER_TABLE4_COLUMN
 
     summary = pd.read_csv(run_dir / "summary.csv").set_index("model")
     if "survpc" not in summary.index or not any(m in summary.index for m, _ in INTEGRATION_MODELS[:-1]):
-        return ""
+        return []
     comp_path = run_dir / "comparisons.csv"
     comp = pd.read_csv(comp_path) if comp_path.is_file() else pd.DataFrame(columns=["model", "reference"])
     comp = comp[comp["reference"] == "survpc"].set_index("model")  # ΔC only where survpc was the reference
-    cohort = ""
-    cfg_path = run_dir / "config.yaml"
-    if cfg_path.is_file():
-        import yaml
-
-        cohort = str((yaml.safe_load(cfg_path.read_text()) or {}).get("cohort", {}).get("source", ""))
+    cohort = _run_cohort(run_dir)
     col = PAPER_TABLE4_COLUMN.get(cohort.upper())
-    rows = []
-    for model, label in INTEGRATION_MODELS:
-        if model not in summary.index:
-            continue
-        r = summary.loc[model]
-        row = {"approach": label, "model": model, "C-index": mean_sd(r["cindex_mean"], r["cindex_sd"])}
-        if model == "survpc":
-            row["ΔC vs survpc [95% CI]"], row["p"] = "reference", ""
-        elif model in comp.index:
-            c = comp.loc[model]
-            row["ΔC vs survpc [95% CI]"] = f"{c['delta_cindex']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]"
-            row["p"] = f"{c['p_value']:.3g}"
-        else:  # the run compared with another reference
-            row["ΔC vs survpc [95% CI]"], row["p"] = "-", ""
-        if col is not None:
-            row["paper Table 4"] = f"{PAPER_TABLE4[model][col]:.3f}"
-        rows.append(row)
-    if not rows:
-        return ""
-    note = (
-        "<p>All four models on the same folds; ΔC = model − survpc on the pooled test predictions, fold-"
-        "stratified paired bootstrap.</p>"
-    )
-    return note + frame_table_html(pd.DataFrame(rows)) + (f"<p>cohort: {escape(cohort)}</p>" if cohort else "")
+    rows = [
+        _integration_row(model, label, summary.loc[model], comp, col)
+        for model, label in INTEGRATION_MODELS
+        if model in summary.index
+    ]
+    blocks: list[Block] = [_INTEGRATION_INTRO, frame_table(pd.DataFrame(rows))]
+    return blocks + ([Paragraph((f"cohort: {cohort}",))] if cohort else [])
 
 
-def _localisation(root: Path) -> str:
-    from survpgc.report.html import escape, frame_table_html, mean_sd
+def integration_section(run_dir: Path) -> str:
+    """:func:`integration_blocks` rendered as an HTML fragment ("" for a run without the Table 4 models)."""
+    from survpgc.report.templating import render_blocks
 
+    blocks = integration_blocks(run_dir)
+    return render_blocks(blocks) if blocks else ""
+
+
+def _localisation(root: Path) -> list[Block]:
     files = sorted(root.glob("localisation_*.csv"))
     if not files:
-        return ""
-    parts = [
-        "<p>AUROC of the per-patch scores against the known mask of each test slide (a patch is planted when at "
-        "least half of it is masked); mean ± sd over the slides with both classes. 0.5 = no localisation.</p>"
-    ]
+        return []
+    blocks: list[Block] = [_LOCALISATION_INTRO]
     for path in files:
         t = pd.read_csv(path)
         rows = []
@@ -179,6 +214,5 @@ def _localisation(root: Path) -> str:
             for col in ("auroc_attention", "auroc_relevance"):
                 row[col.removeprefix("auroc_")] = mean_sd(g[col].mean(), g[col].std())
             rows.append(row)
-        parts.append(f"<h3>{escape(path.stem.removeprefix('localisation_'))}</h3>")
-        parts.append(frame_table_html(pd.DataFrame(rows)))
-    return "\n".join(parts)
+        blocks += [Heading(path.stem.removeprefix("localisation_")), frame_table(pd.DataFrame(rows))]
+    return blocks

@@ -11,11 +11,36 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from survpgc.eval.registry import Metric, metrics_for, metrics_in
 from survpgc.rundir import RunContext, RunDir
 
-__all__ = ["build_run_report", "rebuild_report"]
+__all__ = ["build_run_report", "rebuild_report", "run_metrics"]
 
 log = logging.getLogger(__name__)
+
+
+def run_metrics(config: dict[str, Any], summary_columns: Any) -> tuple[Metric, ...]:
+    """The metrics shown for a run: those of its ``eval.times`` (:func:`~survpgc.eval.registry.metrics_for`)
+    that its summary table holds (``<key>_mean`` columns), then any other metric the table holds.
+
+    The table decides what exists: a run written when the AUC times were fixed at 12, 36 and 60 months keeps
+    its ``auc_12/36/60`` columns whatever its config says, and a config without ``eval.times`` falls back to
+    the table's columns alone.
+    """
+    present = metrics_in(summary_columns, suffix="_mean")
+    times = (config.get("eval") or {}).get("times") if isinstance(config, dict) else None
+    if not times:
+        return present
+    keys = {m.key for m in present}
+    chosen = tuple(m for m in metrics_for(times) if m.key in keys)
+    extra = tuple(m for m in present if m not in chosen)
+    if extra or len(chosen) < len(metrics_for(times)):
+        log.info(
+            "report: metric columns %s differ from eval.times %s; showing the table's columns",
+            sorted(keys),
+            list(times),
+        )
+    return chosen + extra
 
 
 def build_run_report(
@@ -53,6 +78,7 @@ def build_run_report(
         comparisons=comparisons,
         images=images,
         notes=run.read_notes(),
+        metric_list=run_metrics(config, summary.columns),
     )
 
 
