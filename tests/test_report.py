@@ -8,9 +8,11 @@ Chromium (skipped when the ``chromium`` binary is absent; CI installs Debian's `
 from __future__ import annotations
 
 import base64
+import json
 import re
 import shutil
 import subprocess
+from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
@@ -19,9 +21,13 @@ import pytest
 from PIL import Image
 
 from survpgc.errors import EmptyInputError, InputError, LengthMismatchError
+from survpgc.eval.tables import compare_models, summarize
 from survpgc.report import forest_plot, format_p_value, km_for_model, km_plot, km_summary, write_report
-from survpgc.report.blocks import Paragraph, Section
+from survpgc.report.blocks import Paragraph, Section, Span, figure, frame_table
 from survpgc.report.plots import DPI, KM_FIGSIZE, LOW_RISK_COLOR
+from survpgc.report.run import build_run_report
+from survpgc.report.templating import render_blocks
+from survpgc.rundir import RunDir, safe_name
 from survpgc.survival.stats import logrank_test
 
 SCREENSHOT_COPY = Path("/tmp/survpgc_report_screenshot.png")
@@ -459,6 +465,8 @@ def test_report_renders_in_headless_chromium(tmp_path: Path, tables: dict[str, p
     assert 'class="warning"' in html and "OPTIMISTIC" in html
     assert "C-index (Harrell)" in html and "Comparisons" in html
     assert "<script>alert" not in html  # the model name stayed text
+    for section in ("run", "cohort", "metrics", "comparisons", "figures", "notes", "extra-0", "config"):
+        assert f'<section id="{section}">' in html, section
 
     shot = tmp_path / "report_screenshot.png"
     res = _chromium(tmp_path / "profile-shot", f"--screenshot={shot}", "--window-size=1280,3000", url)
@@ -470,3 +478,109 @@ def test_report_renders_in_headless_chromium(tmp_path: Path, tables: dict[str, p
     assert _color_pixels(shot, (0xB4, 0x23, 0x18), tol=20) > 500
     shutil.copyfile(shot, SCREENSHOT_COPY)
     print(f"report screenshot: {shot} (copy: {SCREENSHOT_COPY})")
+
+
+# --------------------------------------------------------------------------------------------------
+# escaping of everything a run can put in its report
+# --------------------------------------------------------------------------------------------------
+SCRIPT = "<script>alert(1)</script>"
+IMG = '"><img src=x onerror=alert(1)>'
+
+
+class _Tags(HTMLParser):
+    """Every start tag with its attributes, and the page's text (entities decoded)."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+def _assert_inert(page: str, evil: tuple[str, ...] = (SCRIPT, IMG)) -> _Tags:
+    """No script element, no event-handler attribute, every image inlined; the evil strings are page text."""
+    parsed = _Tags()
+    parsed.feed(page)
+    names = {t for t, _ in parsed.tags}
+    assert "script" not in names and "<script" not in page.lower()
+    for tag, attrs in parsed.tags:
+        assert not any(a.lower().startswith("on") for a in attrs), (tag, attrs)
+        if tag == "img":
+            assert set(attrs) == {"src", "alt"} and attrs["src"].startswith("data:image/"), attrs
+    assert "<img src=x" not in page
+    text = "".join(parsed.text)
+    for s in evil:
+        assert s in text, s
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "&#34;&gt;&lt;img src=x onerror=alert(1)&gt;" in page
+    return parsed
+
+
+def _evil_run(root: Path) -> RunDir:
+    """A finished run whose case ids, model ids, notes, cohort fields and interpretation files carry markup."""
+    run = RunDir(root)
+    rows = []
+    for f in range(2):
+        for split, seed in (("train", 10 + f), ("test", 20 + f)):
+            time, event, high = _survival(40, seed)
+            for i in range(40):
+                for m in (SCRIPT, IMG):
+                    risk = float(high[i]) + 0.01 * i
+                    rows.append({"case_id": f"{IMG}{SCRIPT}{i}", "model": m, "fold": f, "split": split,
+                                 "time": time[i], "event": bool(event[i]), "risk": risk})  # fmt: skip
+    preds = pd.DataFrame(rows)
+    run.write_table("predictions", preds)
+    metrics = pd.DataFrame({"model": [SCRIPT, SCRIPT, IMG, IMG], "fold": [0, 1, 0, 1], "cindex": [0.6, 0.7, 0.5, 0.55],
+                            "auc_6": 0.6, "auc_24": 0.7, "ibs": 0.2})  # fmt: skip
+    run.write_table("metrics", metrics)
+    run.write_table("summary", summarize(metrics, "nested"))
+    run.write_table("comparisons", compare_models(preds, SCRIPT, n=20))
+    run.write_notes([f"note {SCRIPT}", f"note {IMG}"])
+    heat = root / "interpret" / "heatmaps" / "m" / "c"
+    heat.mkdir(parents=True)
+    Image.new("RGB", (8, 8), (200, 30, 30)).save(heat / "att.png")
+    meta = {"model": SCRIPT, "case_id": IMG, "fold": 0, "key": "risk", "risk": 0.5,
+            "slides": [{"slide_id": f"{SCRIPT}{IMG}", "files": {"attention": {"figure": "att.png"}}}]}  # fmt: skip
+    (heat / "risk.json").write_text(json.dumps(meta))
+    loc = pd.DataFrame({"path": [IMG, IMG], "auroc_attention": [0.6, 0.7], "auroc_relevance": [0.8, 0.9]})
+    loc.to_csv(root / "interpret" / f"localisation_{safe_name(SCRIPT)}.csv", index=False)
+    return run
+
+
+def test_run_report_escapes_every_run_string(tmp_path: Path) -> None:
+    run = _evil_run(tmp_path / "run")
+    cohort = {"name": SCRIPT, "endpoint": IMG, "n_cases": 80, "coverage": {IMG: 3}, "clinical_missing": {SCRIPT: 1},
+              "notes": [IMG], IMG: SCRIPT}  # fmt: skip
+    config = {"name": f"{SCRIPT}{IMG}", "eval": {"times": [6, 24]}}
+    path = build_run_report(run, config=config, cohort_summary=cohort, protocol="paper")
+    page = path.read_text(encoding="utf-8")
+    parsed = _assert_inert(page)
+    ids = [a["id"] for t, a in parsed.tags if t == "section"]
+    assert ids == ["run", "cohort", "metrics", "comparisons", "figures", "notes", "extra-0", "extra-1", "config"]
+    assert 'class="warning"' in page and "AUC 6 mo" in page and "AUC 24 mo" in page
+    imgs = [a for t, a in parsed.tags if t == "img"]
+    assert len(imgs) == 2 + 1 + 1  # two KM plots, the forest plot, the heatmap
+    assert [a["alt"] for a in imgs][:2] == [f"Kaplan-Meier: {SCRIPT}", f"Kaplan-Meier: {IMG}"]
+
+
+def test_sections_and_fragments_escape_their_data(tmp_path: Path) -> None:
+    png = tmp_path / "x.png"
+    Image.new("RGB", (4, 4)).save(png)
+    df = pd.DataFrame({SCRIPT: [IMG], "n": [1.5]})
+    section = Section(
+        IMG, (Paragraph((SCRIPT, Span(IMG), Span(SCRIPT, "b"))), frame_table(df), figure(IMG, png, SCRIPT))
+    )
+    page = write_report(tmp_path, cohort_summary=None, protocol="nested", config={"name": IMG}, summary=None,
+                        metrics=None, comparisons=None, images={SCRIPT: png}, notes=[IMG],
+                        extra_sections=[section]).read_text(encoding="utf-8")  # fmt: skip
+    _assert_inert(page)
+    assert "<code>&#34;&gt;&lt;img src=x onerror=alert(1)&gt;</code>" in page
+    assert "<b>&lt;script&gt;alert(1)&lt;/script&gt;</b>" in page
+    fragment = render_blocks(section.blocks)
+    _assert_inert(str(fragment))
+    assert "1.500" in fragment

@@ -140,18 +140,20 @@ def _protocols_in(protocol: str, summary: pd.DataFrame | None) -> list[str]:
 # sections as blocks
 # --------------------------------------------------------------------------------------------------
 def _run_blocks(
-    *, created: str, protocol: str, cohort_summary: Mapping[str, Any] | None, summary: Any, metrics: Any
+    *, created: str, protocol: str, config: Any, cohort_summary: Mapping[str, Any] | None, summary: Any, metrics: Any
 ) -> list[Block]:
     from survpgc import __version__
 
-    rows = [
+    name = config.get("name") if isinstance(config, Mapping) else None
+    rows = [("Run", str(name))] if name else []
+    rows += [
         ("Generated", created),
         ("survpgc version", __version__),
         ("Protocol", _protocol_label(protocol)),
         ("Python", f"{platform.python_version()} ({platform.system()} {platform.machine()})"),
     ]
     if cohort_summary and cohort_summary.get("name") is not None:
-        rows.insert(1, ("Cohort", str(cohort_summary.get("name"))))
+        rows.insert(len(rows) - 3, ("Cohort", str(cohort_summary.get("name"))))
     if not _is_empty_frame(summary) and "model" in summary.columns:
         rows.append(("Models", ", ".join(str(m) for m in summary["model"].astype(str).unique())))
     if not _is_empty_frame(metrics) and "fold" in metrics.columns:
@@ -364,7 +366,12 @@ def render_report(
         paper_label=_protocol_label("paper") if "paper" in protocols else "",
         protocol_labels=[_protocol_label(p) for p in protocols if p != "paper"],
         run=_run_blocks(
-            created=created, protocol=protocol, cohort_summary=cohort_summary, summary=summary, metrics=metrics
+            created=created,
+            protocol=protocol,
+            config=config,
+            cohort_summary=cohort_summary,
+            summary=summary,
+            metrics=metrics,
         ),
         cohort=_cohort_blocks(cohort_summary),
         metrics=_metrics_blocks(summary, metrics, metric_list),

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 def run_metrics(config: dict[str, Any], summary_columns: Any) -> tuple[Metric, ...]:
     """The metrics shown for a run: those of its ``eval.times`` (:func:`~survpgc.eval.registry.metrics_for`)
-    that its summary table holds (``<key>_mean`` columns), then any other metric the table holds.
+    when its summary table holds exactly them (``<key>_mean`` columns), else the table's own metric columns.
 
     The table decides what exists: a run written when the AUC times were fixed at 12, 36 and 60 months keeps
     its ``auc_12/36/60`` columns whatever its config says, and a config without ``eval.times`` falls back to
@@ -31,16 +31,15 @@ def run_metrics(config: dict[str, Any], summary_columns: Any) -> tuple[Metric, .
     times = (config.get("eval") or {}).get("times") if isinstance(config, dict) else None
     if not times:
         return present
-    keys = {m.key for m in present}
-    chosen = tuple(m for m in metrics_for(times) if m.key in keys)
-    extra = tuple(m for m in present if m not in chosen)
-    if extra or len(chosen) < len(metrics_for(times)):
-        log.info(
-            "report: metric columns %s differ from eval.times %s; showing the table's columns",
-            sorted(keys),
-            list(times),
-        )
-    return chosen + extra
+    wanted = metrics_for(times)
+    if {m.key for m in wanted} == {m.key for m in present}:
+        return wanted
+    log.info(
+        "report: the summary's metric columns %s differ from eval.times %s; showing the columns",
+        [m.key for m in present],
+        list(times),
+    )
+    return present
 
 
 def build_run_report(
