@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 import torch
 
 from gradient_helpers import check_gradients
-from survpgc.errors import ConfigError
+from survpgc.errors import ConfigError, UnknownNameError
 from survpgc.models import create_model, get_model_spec, list_models
 from survpgc.models.layers import cosine_path_loss
 from survpgc.survival.losses import nll_survival_loss
@@ -75,6 +77,39 @@ def test_registry_lists_every_model_of_the_paper():
         get_model_spec("nope")
     with pytest.raises(ConfigError, match="does not accept"):
         create_model("survpgc", n_layers=3)
+
+
+def test_unknown_names_raise_one_error_class_in_every_registry():
+    """Models, patch encoders and text encoders: the same UnknownNameError (a ConfigError), naming the kind,
+    the bad name, close matches and the available names."""
+    from survpgc.encoders.patch import get_patch_encoder_spec
+    from survpgc.encoders.text import get_text_encoder_spec
+
+    errors = []
+    for lookup, bad in (
+        (get_model_spec, "abmill"),
+        (get_patch_encoder_spec, "unii"),
+        (get_text_encoder_spec, "minilmm"),
+    ):
+        with pytest.raises(UnknownNameError) as ei:
+            lookup(bad)
+        errors.append(ei.value)
+    model, patch, text = errors
+    assert all(type(e) is UnknownNameError and isinstance(e, ConfigError) for e in errors)
+    assert [(e.kind, e.name) for e in errors] == [
+        ("model", "abmill"),
+        ("patch encoder", "unii"),
+        ("text encoder", "minilmm"),
+    ]
+    assert str(model).startswith("unknown model 'abmill' (did you mean 'abmil'?); available: abmil, ")
+    assert "survpgc" in model.available and "transmil" in str(model)
+    assert str(patch).startswith("unknown patch encoder 'unii' (did you mean 'uni'?); available: conch, ")
+    assert str(text).startswith("unknown text encoder 'minilmm' (did you mean 'minilm'?); available: conch, minilm")
+    with pytest.raises(UnknownNameError, match=r"^unknown model 'zzz'; available: abmil, ") as far:
+        get_model_spec("zzz")
+    assert "did you mean" not in str(far.value)
+    again = pickle.loads(pickle.dumps(model))  # crosses process boundaries intact
+    assert type(again) is UnknownNameError and str(again) == str(model) and again.available == model.available
 
 
 @pytest.mark.parametrize("name", NEURAL)

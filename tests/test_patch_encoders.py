@@ -15,13 +15,15 @@ import pytest
 import torch
 from torch import nn
 
-from survpgc.encoders import patch as patch_mod
-from survpgc.encoders._checkpoints import check_state_dict, map_in_order, read_state_dict
+from survpgc.encoders import precision as precision_mod
+from survpgc.encoders import weights as weights_mod
+from survpgc.encoders.checkpoints import check_state_dict, map_in_order, read_state_dict
 from survpgc.encoders.patch import (
     CONCH_CHECKPOINT_ENV,
     IMAGENET_MEAN,
     IMAGENET_STD,
     OPENAI_CLIP_MEAN,
+    PATCH_ENCODERS,
     UNI_WEIGHTS_ENV,
     PatchEncoder,
     PatchEncoderSpec,
@@ -34,7 +36,7 @@ from survpgc.encoders.patch import (
     register_patch_encoder,
     resolve_precision,
 )
-from survpgc.errors import ConfigError, InputError
+from survpgc.errors import ConfigError, InputError, UnknownNameError
 
 timm = pytest.importorskip("timm")
 
@@ -107,8 +109,10 @@ def test_registry_lists_entries_with_their_contract():
     d = e.as_dict()
     assert "factory" not in d and d["dim"] == 1280 and d["mean"] == list(IMAGENET_MEAN)
     assert {"name", "dim", "input_size", "license", "gated", "weights", "requires", "description"} <= set(d)
-    with pytest.raises(InputError, match="registered"):
+    with pytest.raises(UnknownNameError, match=r"unknown patch encoder 'nope'; available: conch, efficientnet_lite0"):
         get_patch_encoder_spec("nope")
+    with pytest.raises(UnknownNameError, match=r"did you mean 'efficientnet_lite0'\?.*timm:<model_name>"):
+        create_patch_encoder("efficientnet_lite")
     with pytest.raises(InputError, match="already registered"):
         register_patch_encoder(e)
     with pytest.raises(InputError, match="reserved"):
@@ -130,7 +134,7 @@ class _Tiny(nn.Module):
 
 
 def test_custom_encoder_registration_and_output_checks(monkeypatch):
-    monkeypatch.setattr(patch_mod._REGISTRY, "specs", dict(patch_mod._REGISTRY.specs))
+    monkeypatch.setattr(PATCH_ENCODERS, "specs", dict(PATCH_ENCODERS.specs))
     made = []
 
     def factory(weights=None, *, device="cpu", precision="auto", **kw):
@@ -170,14 +174,14 @@ def test_device_and_precision_resolution(monkeypatch):
     with pytest.raises(InputError, match="precision"):
         resolve_precision("int8", "cpu")
     assert resolve_precision("fp32", "cpu") == "fp32" and resolve_precision("BF16", "cpu") == "bf16"
-    monkeypatch.setattr(patch_mod, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(precision_mod, "cpu_has_native_bf16", lambda: True)
     assert resolve_precision("auto", "cpu") == "bf16"
     assert resolve_precision("auto", "cpu", cpu_default="fp32") == "fp32"
-    monkeypatch.setattr(patch_mod, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(precision_mod, "cpu_has_native_bf16", lambda: False)
     assert resolve_precision("auto", "cpu") == "fp32"
     assert resolve_precision("auto", "cuda") == "fp16"
     assert resolve_precision("auto", "meta") == "fp32"
-    assert isinstance(patch_mod.cpu_has_native_bf16, types.FunctionType)
+    assert isinstance(precision_mod.cpu_has_native_bf16, types.FunctionType)
     with pytest.raises(InputError, match="invalid device"):
         PatchEncoder(_Tiny(), name="t", dim=6, transform=PatchTransform(32), device="nonsense:0")
     if not torch.cuda.is_available():
@@ -319,7 +323,7 @@ def test_precision_options_give_close_features(effnet, he_tiles):
     assert not nchw.channels_last
     np.testing.assert_allclose(nchw.encode(he_tiles[:8]), f32, rtol=1e-3, atol=1e-4)
     auto = create_patch_encoder("efficientnet_lite0")
-    assert auto.precision == ("bf16" if patch_mod.cpu_has_native_bf16() else "fp32")
+    assert auto.precision == ("bf16" if precision_mod.cpu_has_native_bf16() else "fp32")
 
 
 def test_lite0_accepts_a_timm_layout_checkpoint(tmp_path, lite0_source, effnet, he_tiles):
@@ -353,7 +357,7 @@ def uni_files(tmp_path_factory, he_tiles):
 
 @pytest.fixture()
 def no_hf_cache(monkeypatch):
-    monkeypatch.setattr(patch_mod, "_hf_cached_file", lambda repo, names: None)
+    monkeypatch.setattr(weights_mod, "hf_cached_file", lambda repo, names: None)
     monkeypatch.delenv(UNI_WEIGHTS_ENV, raising=False)
 
 
@@ -376,9 +380,9 @@ def test_uni_loads_a_random_vit_l16_state_dict(uni_files, he_tiles, no_hf_cache,
 
 def test_uni_folder_with_pytorch_model_bin(uni_files, no_hf_cache):
     folder = uni_files[0].parent
-    assert patch_mod._weights_file(folder, what="uni") == uni_files[0]
+    assert weights_mod.weights_file(folder, what="uni") == uni_files[0]
     with pytest.raises(ConfigError, match="holds none of"):
-        patch_mod._weights_file(uni_files[0].parent.parent, what="uni")
+        weights_mod.weights_file(uni_files[0].parent.parent, what="uni")
 
 
 def test_uni_rejects_wrong_keys_with_a_message(tmp_path, no_hf_cache):

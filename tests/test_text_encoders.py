@@ -13,6 +13,7 @@ import torch
 
 from survpgc.encoders.text import (
     CONCH_CHECKPOINT_ENV,
+    TEXT_ENCODERS,
     ConchTextEncoder,
     TextEncoder,
     TextEncoderSpec,
@@ -23,7 +24,7 @@ from survpgc.encoders.text import (
     minilm_model_dir,
     register_text_encoder,
 )
-from survpgc.errors import ConfigError, InputError
+from survpgc.errors import ConfigError, InputError, UnknownNameError
 
 pytest.importorskip("transformers")
 
@@ -65,8 +66,10 @@ def test_registry_lists_minilm_and_conch_with_metadata():
     assert (c.dim, c.gated) == (512, True) and CONCH_CHECKPOINT_ENV in c.weights and "NC" in c.license
     d = m.as_dict()
     assert set(d) == {"name", "dim", "license", "gated", "weights", "requires", "description"}
-    with pytest.raises(InputError, match="registered"):
+    with pytest.raises(UnknownNameError, match=r"unknown text encoder 'nope'; available: conch, minilm"):
         get_text_encoder_spec("nope")
+    with pytest.raises(UnknownNameError, match=r"did you mean 'minilm'\?"):
+        get_text_encoder_spec("MiniLM-L6")
     with pytest.raises(InputError, match="already registered"):
         register_text_encoder(m)
 
@@ -90,9 +93,7 @@ def test_register_custom_encoder_is_used_by_create(monkeypatch):
             return torch.ones(len(sentences), 3)
 
     spec = TextEncoderSpec("const-test", 3, "MIT", False, "none", (), "test", factory=lambda **kw: Const(**kw))
-    from survpgc.encoders import text as text_mod
-
-    monkeypatch.setattr(text_mod._REGISTRY, "specs", {"const-test": spec})
+    monkeypatch.setattr(TEXT_ENCODERS, "specs", {"const-test": spec})
     enc = create_text_encoder("const-test", normalize=False)
     out = enc.encode(["a", "b"], batch_size=1)
     assert out.dtype == np.float32 and out.shape == (2, 3) and np.all(out == 1)

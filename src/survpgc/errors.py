@@ -23,6 +23,7 @@ __all__ = [
     "NotFittedError",
     "SurvpgcError",
     "TimeRangeError",
+    "UnknownNameError",
 ]
 
 
@@ -76,3 +77,29 @@ class ConfigError(SurvpgcError, ValueError):
 
 class DataError(SurvpgcError, ValueError):
     """A data file or table is malformed (the message names file, row and column)."""
+
+
+class UnknownNameError(ConfigError, InputError):
+    """A name looked up in a registry (model, patch encoder, text encoder) is not registered.
+
+    The message names the kind of registry, the name asked for, close matches when there are any, and every
+    available name. It is a :class:`ConfigError` (names usually come from a run configuration) and, for
+    callers that catch bad arguments, an :class:`InputError` too.
+    """
+
+    def __init__(self, kind: str, name: object, available: list[str] | tuple[str, ...], hint: str = "") -> None:
+        import difflib
+
+        self.kind = str(kind)
+        self.name = str(name)
+        self.available = sorted(str(a) for a in available)
+        self.hint = str(hint)
+        close = difflib.get_close_matches(self.name.strip().lower(), self.available, n=3, cutoff=0.6)
+        message = f"unknown {self.kind} {self.name!r}"
+        if close:
+            message += f" (did you mean {' or '.join(repr(c) for c in close)}?)"
+        message += f"; available: {', '.join(self.available) or '(none)'}"
+        super().__init__(message + (f" {self.hint}" if self.hint else ""))
+
+    def __reduce__(self) -> tuple[type[UnknownNameError], tuple[str, str, list[str], str]]:
+        return type(self), (self.kind, self.name, self.available, self.hint)

@@ -1,6 +1,6 @@
 """Loading local weight files into models: safe readers, strict key checks, meta-device builds, key mapping.
 
-Private helpers of :mod:`survpgc.encoders.patch`. Nothing here downloads anything. Checkpoints are read
+Used by the patch-encoder builders. Nothing here downloads anything. Checkpoints are read
 with ``torch.load(..., weights_only=True)`` or safetensors, never by unpickling arbitrary objects.
 """
 

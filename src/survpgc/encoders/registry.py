@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Generic, TypeVar
 
-from survpgc.errors import InputError
+from survpgc.errors import InputError, UnknownNameError
 
 __all__ = ["SpecRegistry"]
 
@@ -12,7 +12,11 @@ S = TypeVar("S")
 
 
 class SpecRegistry(Generic[S]):
-    """Specs (objects with a ``name``) keyed by lower-cased name; ``kind`` names them in error messages."""
+    """Specs (objects with a ``name``) keyed by lower-cased name; ``kind`` names them in error messages.
+
+    An unknown name raises :class:`~survpgc.errors.UnknownNameError` (the same error as the model registry),
+    with ``unknown_hint`` appended to its message.
+    """
 
     def __init__(self, kind: str, unknown_hint: str = "") -> None:
         self.kind = kind
@@ -36,5 +40,4 @@ class SpecRegistry(Generic[S]):
         try:
             return self.specs[str(name).strip().lower()]
         except KeyError:
-            hint = f" {self.unknown_hint}" if self.unknown_hint else ""
-            raise InputError(f"unknown {self.kind} {name!r}; registered: {sorted(self.specs)}{hint}") from None
+            raise UnknownNameError(self.kind, name, list(self.specs), self.unknown_hint) from None

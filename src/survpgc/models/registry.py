@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from survpgc.errors import ConfigError
+from survpgc.errors import ConfigError, UnknownNameError
 
 __all__ = ["ModelSpec", "create_model", "get_model_spec", "list_models", "model_accepts", "register_model"]
 
@@ -80,11 +80,12 @@ def list_models() -> list[ModelSpec]:
 
 
 def get_model_spec(name: str) -> ModelSpec:
-    """The spec of one model; unknown names raise :class:`ConfigError` listing the known ones."""
+    """The spec of one model; an unknown name raises :class:`~survpgc.errors.UnknownNameError` (a
+    :class:`ConfigError`) naming close matches and every known model."""
     _load_all()
     key = name.lower()
     if key not in _REGISTRY:
-        raise ConfigError(f"unknown model {name!r}; available: {', '.join(sorted(_REGISTRY))}")
+        raise UnknownNameError("model", name, list(_REGISTRY))
     return _REGISTRY[key]
 
 
