@@ -38,12 +38,8 @@ from survpgc.encoders.text import TextEncoder, create_text_encoder
 from survpgc.errors import ConfigError, DataError, InputError
 from survpgc.synth import generate_synthetic_cohort
 
-_REPO = Path(__file__).resolve().parents[1]
-_SHARED_CANDIDATES = (
-    _REPO.parent / "shared" / "data" / "templates_survpgc",
-    Path("/work/shared/data/templates_survpgc"),
-)
-PAPER_DIR = next((p for p in _SHARED_CANDIDATES if (p / "templates_20.csv").is_file()), None)
+#: SHA-256 of the paper's published templates_20.csv, which survpgc ships as the ``survpgc-paper`` set.
+PAPER_TEMPLATES_20_SHA256 = "512f0dbcf31e6139d9ede34189e86de73a1970c0686852431e38d1441e8b839a"
 PLACEHOLDERS = [s.placeholder for s in FIELD_SPECS.values() if s.placeholder]
 _PH_RE = re.compile(r"(?<![A-Za-z])(?:" + "|".join(PLACEHOLDERS) + r")(?![A-Z])")
 
@@ -120,10 +116,18 @@ def test_builtin_template_sets():
     assert load_templates("default").digest() == load_templates(builtin_template_path("default")).digest()
 
 
-@pytest.mark.skipif(PAPER_DIR is None, reason="paper template files (shared/data/templates_survpgc) not available")
+def paper_templates_file(tmp_path: Path, n: int) -> Path:
+    """The paper's ``templates_<n>.csv``: the header and first ``n`` rows of its ``templates_20.csv`` (the
+    shipped ``survpgc-paper`` file), with the CRLF line ends of the published files -- byte for byte."""
+    lines = builtin_template_path("survpgc-paper").read_text(encoding="utf-8").splitlines()
+    path = tmp_path / f"templates_{n}.csv"
+    path.write_bytes("".join(f"{line}\r\n" for line in lines[: n + 1]).encode("utf-8"))
+    return path
+
+
 @pytest.mark.parametrize("n", [1, 3, 5, 10, 20])
-def test_paper_template_files_load(n, lihc):
-    ts = load_templates(PAPER_DIR / f"templates_{n}.csv")
+def test_paper_template_files_load(n, lihc, tmp_path):
+    ts = load_templates(paper_templates_file(tmp_path, n))
     shipped = load_templates("survpgc-paper")
     for f in DEFAULT_FIELDS:
         assert ts.n_variants(f) == n
@@ -133,10 +137,11 @@ def test_paper_template_files_load(n, lihc):
     assert_clean(table["sentence"])
 
 
-@pytest.mark.skipif(PAPER_DIR is None, reason="paper template files not available")
-def test_shipped_paper_set_equals_the_papers_file():
-    a = read_template_csv(PAPER_DIR / "templates_20.csv")
-    b = read_template_csv(builtin_template_path("survpgc-paper"))
+def test_shipped_paper_set_is_the_papers_file(tmp_path):
+    shipped = builtin_template_path("survpgc-paper")
+    assert hashlib.sha256(shipped.read_bytes()).hexdigest() == PAPER_TEMPLATES_20_SHA256
+    a = read_template_csv(paper_templates_file(tmp_path, 20))
+    b = read_template_csv(shipped)
     assert a == b and len(a) == 10
 
 

@@ -19,7 +19,7 @@ a corrected clinical value) or whose file is missing; identical sentences are en
 model is not even loaded when every case is cached. An output folder holds one configuration: rerunning with
 another encoder/template set/N_t/seed/fields into the same folder is refused unless ``overwrite=True``.
 
-Use the tokens with :func:`load_clinical_tokens`, a :class:`~survpgc.data.dataset.TokenSource`.
+Use the tokens with :func:`load_clinical_tokens`, a :class:`~survpgc.data.tokens.TokenSource`.
 """
 
 from __future__ import annotations
@@ -203,121 +203,34 @@ def encode_clinical(
     overwrite
         Replace tokens of another configuration found in ``out_dir``.
     """
-    from survpgc.encoders.text import TextEncoder, create_text_encoder
-
     t0 = time.perf_counter()
-    if isinstance(cohort, (str, Path)):
-        from survpgc.data.cohort import open_cohort
-
-        cohort = open_cohort(cohort)
+    cohort = _open_cohort(cohort)
     flds = resolve_fields(fields, allow_post_diagnosis=allow_post_diagnosis)
     ts = load_templates(templates)
     table = _build(cohort, ts, flds, n_templates=n_templates, seed=seed, missing=missing)
-    enc = (
-        encoder
-        if isinstance(encoder, TextEncoder)
-        else create_text_encoder(encoder, device=device, **({} if batch_size is None else {"batch_size": batch_size}))
-    )
-
-    config = {
-        "format": _FORMAT,
-        "version": _VERSION,
-        "encoder": enc.name,
-        "encoder_identity": enc.identity,
-        "template_set": ts.name,
-        "template_hash": ts.digest(),
-        "n_templates": int(n_templates),
-        "seed": int(seed),
-        "missing": missing,
-        "fields": list(flds),
-    }
+    enc = _text_encoder(encoder, device=device, batch_size=batch_size)
+    config = _run_config(enc, ts, flds, n_templates=n_templates, seed=seed, missing=missing)
     config_key = _sha(json.dumps(config, sort_keys=True))
     out = Path(out_dir).expanduser()
     tok_dir = out / TOKENS_DIRNAME
-    _prepare_out_dir(out, config, config_key, overwrite)
-    tok_dir.mkdir(parents=True, exist_ok=True)
-    if not (out / MANIFEST_NAME).is_file():  # provisional manifest: an interrupted run can resume
-        atomic_write_text(
-            out / MANIFEST_NAME, json.dumps({**config, "config_key": config_key, "complete": False}, indent=2)
-        )
+    _start_out_dir(out, config, config_key, overwrite)
 
-    # per-case sentences and cache keys
-    ids = list(dict.fromkeys(table["case_id"].tolist()))
-    sent = table["sentence"].to_numpy(dtype=object).reshape(len(ids), len(flds))
-    masked = table["masked"].to_numpy(dtype=bool).reshape(len(ids), len(flds))
-    todo: list[int] = []
-    keys: list[str] = []
-    dims: set[int] = set()
-    for i, cid in enumerate(ids):
-        key = _sha(config_key, cid, json.dumps([list(sent[i]), masked[i].tolist()], ensure_ascii=False))
-        keys.append(key)
-        path = tok_dir / _case_filename(cid)
-        if path.is_file():
-            try:
-                old = _load_case_file(path)
-            except DataError as exc:
-                log.warning("%s; re-encoding case %s", exc, cid)
-                old = None
-            if old is not None and old.get("key") == key and old.get("case_id") == cid:
-                dims.add(int(old["tokens"].shape[1]))
-                continue
-        todo.append(i)
-
-    unique = sorted({str(s) for i in todo for s, m in zip(sent[i], masked[i], strict=True) if not m})
-    vectors: dict[str, np.ndarray] = {}
-    if unique:
-        log.info("encoding %d distinct sentences for %d case(s) with %s", len(unique), len(todo), enc.name)
-        arr = enc.encode(unique, batch_size=batch_size)
-        vectors = dict(zip(unique, arr, strict=True))
-    if todo:
-        dim = enc.dim
-        if dims and dims != {dim}:
-            raise DataError(f"{out}: cached tokens have dim {sorted(dims)}, the encoder gives {dim}")
-    elif dims:
-        dim = dims.pop()
-    else:  # no case at all (cannot happen for a valid cohort) -> ask the encoder
-        dim = enc.dim
-    for i in todo:
-        cid = ids[i]
-        x = np.zeros((len(flds), dim), dtype=np.float32)
-        for j in range(len(flds)):
-            if not masked[i, j]:
-                x[j] = vectors[str(sent[i, j])]
-        payload = {
-            "case_id": cid,
-            "fields": list(flds),
-            "sentences": [str(s) for s in sent[i]],
-            "tokens": torch.from_numpy(x),
-            "mask": torch.from_numpy(~masked[i].copy()),
-            "key": keys[i],
-        }
-        path = tok_dir / _case_filename(cid)
-        atomic_write(path, lambda t, obj=payload: torch.save(obj, t))
+    grid = _SentenceGrid.from_table(table, n_fields=len(flds))
+    keys = [grid.cache_key(config_key, i) for i in range(len(grid.ids))]
+    todo, cached_dims = _stale_cases(tok_dir, grid.ids, keys)
+    unique, vectors = _encode_distinct(enc, grid, todo, batch_size=batch_size)
+    dim = _token_dim(out, enc, todo, cached_dims)
+    _write_case_files(tok_dir, grid, todo, keys, vectors, fields=flds, dim=dim)
 
     atomic_write_text(out / SENTENCES_NAME, table.to_csv(index=False))
-    from survpgc import __version__
-
-    manifest = {
-        **config,
-        "config_key": config_key,
-        "template_source": ts.source,
-        "dim": int(dim),
-        "n_fields": len(flds),
-        "n_cases": len(ids),
-        "cases": ids,
-        "files": {cid: f"{TOKENS_DIRNAME}/{_case_filename(cid)}" for cid in ids},
-        "layout": "tokens/<case>.pt: tokens float32 (n_fields, dim), mask bool (n_fields,), row i = fields[i]",
-        "survpgc_version": __version__,
-        "complete": True,
-    }
-    atomic_write_text(out / MANIFEST_NAME, json.dumps(manifest, indent=2, ensure_ascii=False))
+    _write_manifest(out, config, config_key, template_source=ts.source, dim=dim, ids=grid.ids)
     summary = ClinicalEncodingSummary(
         out_dir=str(out),
-        n_cases=len(ids),
+        n_cases=len(grid.ids),
         n_encoded=len(todo),
-        n_cached=len(ids) - len(todo),
+        n_cached=len(grid.ids) - len(todo),
         n_sentences_encoded=len(unique),
-        n_masked=int(masked.sum()),
+        n_masked=int(grid.masked.sum()),
         dim=int(dim),
         fields=tuple(flds),
         encoder=enc.name,
@@ -330,6 +243,171 @@ def encode_clinical(
     )
     log.debug("%s", summary.describe())
     return summary
+
+
+def _open_cohort(cohort: Any) -> Any:
+    """A cohort given by name or folder is opened; anything else is returned as is."""
+    if isinstance(cohort, (str, Path)):
+        from survpgc.data.cohort import open_cohort
+
+        return open_cohort(cohort)
+    return cohort
+
+
+def _text_encoder(encoder: Any, *, device: str, batch_size: int | None) -> Any:
+    """The :class:`~survpgc.encoders.text.TextEncoder` to use (created, not loaded, when given by name)."""
+    from survpgc.encoders.text import TextEncoder, create_text_encoder
+
+    if isinstance(encoder, TextEncoder):
+        return encoder
+    return create_text_encoder(encoder, device=device, **({} if batch_size is None else {"batch_size": batch_size}))
+
+
+def _run_config(
+    enc: Any, ts: TemplateSet, flds: Sequence[str], *, n_templates: int, seed: int, missing: str
+) -> dict[str, Any]:
+    """Everything that decides the tokens of a run; an output folder holds one such configuration."""
+    return {
+        "format": _FORMAT,
+        "version": _VERSION,
+        "encoder": enc.name,
+        "encoder_identity": enc.identity,
+        "template_set": ts.name,
+        "template_hash": ts.digest(),
+        "n_templates": int(n_templates),
+        "seed": int(seed),
+        "missing": missing,
+        "fields": list(flds),
+    }
+
+
+def _start_out_dir(out: Path, config: dict[str, Any], config_key: str, overwrite: bool) -> None:
+    """Check (or clear) the output folder, create ``tokens/`` and, when absent, a provisional manifest
+    (``complete`` False) so that an interrupted run can resume."""
+    _prepare_out_dir(out, config, config_key, overwrite)
+    (out / TOKENS_DIRNAME).mkdir(parents=True, exist_ok=True)
+    if not (out / MANIFEST_NAME).is_file():
+        atomic_write_text(
+            out / MANIFEST_NAME, json.dumps({**config, "config_key": config_key, "complete": False}, indent=2)
+        )
+
+
+@dataclass(frozen=True)
+class _SentenceGrid:
+    """The sentence table as a case x field grid: ``sent[i, j]`` and ``masked[i, j]`` for case ``ids[i]``."""
+
+    ids: list[str]
+    sent: np.ndarray
+    masked: np.ndarray
+
+    @classmethod
+    def from_table(cls, table: pd.DataFrame, *, n_fields: int) -> _SentenceGrid:
+        ids = list(dict.fromkeys(table["case_id"].tolist()))
+        sent = table["sentence"].to_numpy(dtype=object).reshape(len(ids), n_fields)
+        masked = table["masked"].to_numpy(dtype=bool).reshape(len(ids), n_fields)
+        return cls(ids, sent, masked)
+
+    def cache_key(self, config_key: str, i: int) -> str:
+        """Cache key of case ``i``: the run configuration, the case id and the case's sentences and masks."""
+        payload = json.dumps([list(self.sent[i]), self.masked[i].tolist()], ensure_ascii=False)
+        return _sha(config_key, self.ids[i], payload)
+
+
+def _stale_cases(tok_dir: Path, ids: Sequence[str], keys: Sequence[str]) -> tuple[list[int], set[int]]:
+    """Positions of the cases to (re-)encode -- no file, an unreadable one or another key -- and the token
+    dims of the cached files that are kept."""
+    todo: list[int] = []
+    dims: set[int] = set()
+    for i, cid in enumerate(ids):
+        path = tok_dir / _case_filename(cid)
+        if path.is_file():
+            try:
+                old = _load_case_file(path)
+            except DataError as exc:
+                log.warning("%s; re-encoding case %s", exc, cid)
+                old = None
+            if old is not None and old.get("key") == keys[i] and old.get("case_id") == cid:
+                dims.add(int(old["tokens"].shape[1]))
+                continue
+        todo.append(i)
+    return todo, dims
+
+
+def _encode_distinct(
+    enc: Any, grid: _SentenceGrid, todo: Sequence[int], *, batch_size: int | None
+) -> tuple[list[str], dict[str, np.ndarray]]:
+    """Encode each distinct unmasked sentence of the cases in ``todo`` once: (sentences, sentence -> vector)."""
+    unique = sorted({str(s) for i in todo for s, m in zip(grid.sent[i], grid.masked[i], strict=True) if not m})
+    vectors: dict[str, np.ndarray] = {}
+    if unique:
+        log.info("encoding %d distinct sentences for %d case(s) with %s", len(unique), len(todo), enc.name)
+        arr = enc.encode(unique, batch_size=batch_size)
+        vectors = dict(zip(unique, arr, strict=True))
+    return unique, vectors
+
+
+def _token_dim(out: Path, enc: Any, todo: Sequence[int], cached_dims: set[int]) -> int:
+    """The token dim of the folder: the encoder's when something is encoded (it must match the cached files),
+    else the cached files' (the model is then never loaded)."""
+    if todo:
+        dim = enc.dim
+        if cached_dims and cached_dims != {dim}:
+            raise DataError(f"{out}: cached tokens have dim {sorted(cached_dims)}, the encoder gives {dim}")
+        return dim
+    if cached_dims:
+        return cached_dims.pop()
+    return enc.dim  # no case at all (cannot happen for a valid cohort) -> ask the encoder
+
+
+def _write_case_files(
+    tok_dir: Path,
+    grid: _SentenceGrid,
+    todo: Sequence[int],
+    keys: Sequence[str],
+    vectors: dict[str, np.ndarray],
+    *,
+    fields: Sequence[str],
+    dim: int,
+) -> None:
+    """Write ``tokens/<case>.pt`` of each case in ``todo`` (masked fields: zero row, mask False)."""
+    for i in todo:
+        cid = grid.ids[i]
+        x = np.zeros((len(fields), dim), dtype=np.float32)
+        for j in range(len(fields)):
+            if not grid.masked[i, j]:
+                x[j] = vectors[str(grid.sent[i, j])]
+        payload = {
+            "case_id": cid,
+            "fields": list(fields),
+            "sentences": [str(s) for s in grid.sent[i]],
+            "tokens": torch.from_numpy(x),
+            "mask": torch.from_numpy(~grid.masked[i].copy()),
+            "key": keys[i],
+        }
+        path = tok_dir / _case_filename(cid)
+        atomic_write(path, lambda t, obj=payload: torch.save(obj, t))
+
+
+def _write_manifest(
+    out: Path, config: dict[str, Any], config_key: str, *, template_source: Any, dim: int, ids: Sequence[str]
+) -> None:
+    """The final ``manifest.json`` (``complete`` True) of a finished run."""
+    from survpgc import __version__
+
+    manifest = {
+        **config,
+        "config_key": config_key,
+        "template_source": template_source,
+        "dim": int(dim),
+        "n_fields": len(config["fields"]),
+        "n_cases": len(ids),
+        "cases": list(ids),
+        "files": {cid: f"{TOKENS_DIRNAME}/{_case_filename(cid)}" for cid in ids},
+        "layout": "tokens/<case>.pt: tokens float32 (n_fields, dim), mask bool (n_fields,), row i = fields[i]",
+        "survpgc_version": __version__,
+        "complete": True,
+    }
+    atomic_write_text(out / MANIFEST_NAME, json.dumps(manifest, indent=2, ensure_ascii=False))
 
 
 def _prepare_out_dir(out: Path, config: dict[str, Any], config_key: str, overwrite: bool) -> None:
@@ -365,7 +443,7 @@ def _prepare_out_dir(out: Path, config: dict[str, Any], config_key: str, overwri
 
 # ----------------------------------------------------------------------------- loading
 def load_clinical_tokens(path: str | Path, case_ids: Sequence[str] | None = None) -> ClinicalTokens:
-    """Tokens written by :func:`encode_clinical`, as a :class:`~survpgc.data.dataset.TokenSource`.
+    """Tokens written by :func:`encode_clinical`, as a :class:`~survpgc.data.tokens.TokenSource`.
 
     ``case_ids`` restricts (and must be a subset of) the cases of the folder's last run; default all of them.
     """
