@@ -2,7 +2,7 @@
 
 All functions work on batches and in log space, so extreme logits give finite losses and gradients.
 
-Discrete-time model (DESIGN.md): ``h_k = sigmoid(logit_k)`` is the hazard of bin ``k``;
+Discrete-time model: ``h_k = sigmoid(logit_k)`` is the hazard of bin ``k``;
 ``S_k = prod_{j<=k} (1 - h_j)`` the probability of surviving past bin ``k``; the risk score is
 ``-sum_k S_k`` (higher = worse).
 """
@@ -169,37 +169,51 @@ def cox_ph_loss(
 
     uniq, inv = torch.unique(t, sorted=True, return_inverse=True)  # ascending unique times
     g = uniq.shape[0]
+    lrs = _log_risk_set_sums(r, inv, g)[inv]
+    log_denom = lrs if ties == "breslow" else _efron_log_denominator(r, e, inv, g, lrs)
+    contrib = torch.where(e, -(r - log_denom), torch.zeros_like(r))
+    if reduction == "mean":
+        return contrib.sum() / e.sum()
+    return _reduce(contrib, reduction)
+
+
+def _log_risk_set_sums(r: torch.Tensor, inv: torch.Tensor, g: int) -> torch.Tensor:
+    """``log sum_{j: t_j >= u} exp r_j`` for each of the ``g`` ascending unique times ``u`` (``inv``: the
+    time index of each case), computed stably in log space."""
+    import torch
+
     # log sum_{j: t_j = u} exp r_j for each unique time u, then reverse cumulative logsumexp = risk set.
-    neg_inf = torch.tensor(float("-inf"), dtype=r.dtype, device=r.device)
     group_max = torch.full((g,), float("-inf"), dtype=r.dtype, device=r.device)
     group_max = group_max.scatter_reduce(0, inv, r.detach(), reduce="amax")
     shifted = torch.exp(r - group_max[inv])
     group_sum = torch.zeros(g, dtype=r.dtype, device=r.device).index_add(0, inv, shifted)
     log_group = torch.log(group_sum) + group_max
-    log_risk_set = torch.flip(torch.logcumsumexp(torch.flip(log_group, [0]), dim=0), [0])
-    lrs = log_risk_set[inv]
+    return torch.flip(torch.logcumsumexp(torch.flip(log_group, [0]), dim=0), [0])
 
-    if ties == "breslow":
-        log_denom = lrs
-    else:
-        ef = e.to(r.dtype)
-        ev_max = torch.full((g,), float("-inf"), dtype=r.dtype, device=r.device)
-        ev_max = ev_max.scatter_reduce(0, inv, torch.where(e, r.detach(), neg_inf.expand_as(r)), reduce="amax")
-        ev_max = torch.where(torch.isfinite(ev_max), ev_max, torch.zeros_like(ev_max))
-        ev_sum = torch.zeros(g, dtype=r.dtype, device=r.device).index_add(0, inv, ef * torch.exp(r - ev_max[inv]))
-        d = torch.zeros(g, dtype=r.dtype, device=r.device).index_add(0, inv, ef)
-        # rank l (0-based, in input order) of each event among the events tied at its time:
-        # stable sort by (time group, censored-last), then count earlier events in the same group.
-        order = torch.argsort(inv * 2 + (~e).long(), stable=True)
-        sorted_e = ef[order]
-        events_before_group = torch.cumsum(d, 0) - d
-        rank = torch.empty(n, dtype=r.dtype, device=r.device)
-        rank[order] = torch.cumsum(sorted_e, 0) - sorted_e - events_before_group[inv[order]]
-        log_ev = torch.log(torch.clamp(ev_sum, min=torch.finfo(r.dtype).tiny)) + ev_max
-        frac = rank / torch.clamp(d[inv], min=1.0)
-        ratio = torch.exp(log_ev[inv] - lrs)  # sum_D / sum_R, <= 1
-        log_denom = lrs + torch.log1p(-torch.clamp(frac * ratio, max=1.0 - 1e-12))
-    contrib = torch.where(e, -(r - log_denom), torch.zeros_like(r))
-    if reduction == "mean":
-        return contrib.sum() / e.sum()
-    return _reduce(contrib, reduction)
+
+def _efron_log_denominator(
+    r: torch.Tensor, e: torch.Tensor, inv: torch.Tensor, g: int, lrs: torch.Tensor
+) -> torch.Tensor:
+    """Per case, Efron's ``log(sum_R exp r_j - l/d * sum_D exp r_j)`` (``lrs``: the case's log risk-set sum;
+    ``l``: its rank among the ``d`` events tied at its time, in input order)."""
+    import torch
+
+    n = r.shape[0]
+    neg_inf = torch.tensor(float("-inf"), dtype=r.dtype, device=r.device)
+    ef = e.to(r.dtype)
+    ev_max = torch.full((g,), float("-inf"), dtype=r.dtype, device=r.device)
+    ev_max = ev_max.scatter_reduce(0, inv, torch.where(e, r.detach(), neg_inf.expand_as(r)), reduce="amax")
+    ev_max = torch.where(torch.isfinite(ev_max), ev_max, torch.zeros_like(ev_max))
+    ev_sum = torch.zeros(g, dtype=r.dtype, device=r.device).index_add(0, inv, ef * torch.exp(r - ev_max[inv]))
+    d = torch.zeros(g, dtype=r.dtype, device=r.device).index_add(0, inv, ef)
+    # rank l (0-based, in input order) of each event among the events tied at its time:
+    # stable sort by (time group, censored-last), then count earlier events in the same group.
+    order = torch.argsort(inv * 2 + (~e).long(), stable=True)
+    sorted_e = ef[order]
+    events_before_group = torch.cumsum(d, 0) - d
+    rank = torch.empty(n, dtype=r.dtype, device=r.device)
+    rank[order] = torch.cumsum(sorted_e, 0) - sorted_e - events_before_group[inv[order]]
+    log_ev = torch.log(torch.clamp(ev_sum, min=torch.finfo(r.dtype).tiny)) + ev_max
+    frac = rank / torch.clamp(d[inv], min=1.0)
+    ratio = torch.exp(log_ev[inv] - lrs)  # sum_D / sum_R, <= 1
+    return lrs + torch.log1p(-torch.clamp(frac * ratio, max=1.0 - 1e-12))

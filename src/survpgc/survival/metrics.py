@@ -234,6 +234,30 @@ def harrell_cindex(time: Any, event: Any, risk: Any) -> float:
     return float(cindex)
 
 
+def _uno_truncation_time(tau: Any, test: SurvivalArrays, t_max: float, inclusive: bool) -> float:
+    """The truncation time Uno's C uses: ``tau`` checked against the training follow-up, or, for None, the
+    end of the range where the censoring weights are estimable and positive (see :func:`uno_cindex`)."""
+    if tau is None:
+        return float(np.nextafter(t_max, np.inf)) if inclusive else t_max
+    try:
+        tau_eff = float(tau)
+    except (TypeError, ValueError) as exc:
+        raise TimeRangeError(f"`tau` must be a positive number of months, got {tau!r}") from exc
+    if not np.isfinite(tau_eff) or tau_eff <= 0:
+        raise TimeRangeError(f"`tau` must be a positive finite number of months, got {tau!r}")
+    unsupported = test.time > t_max if inclusive else test.time >= t_max
+    bad = test.event & (test.time < tau_eff) & unsupported
+    if bad.any():
+        worst = float(test.time[bad].min())
+        limit = f"<= {t_max:g}" if inclusive else f"< {t_max:g}"
+        raise TimeRangeError(
+            f"tau={tau_eff:g} includes a test death at {worst:g}, where the training censoring "
+            f"distribution is not estimable or is zero (training follow-up ends at {t_max:g}); "
+            f"use tau <= {worst:g} or tau=None (anchors must satisfy t {limit})"
+        )
+    return tau_eff
+
+
 def uno_cindex(
     train_time: Any,
     train_event: Any,
@@ -287,26 +311,7 @@ def uno_cindex(
     test = _check_test(time, event)
     r = check_risk(risk, test.time.shape[0])
     t_max, inclusive = _censoring_support(train)
-
-    if tau is None:
-        tau_eff = float(np.nextafter(t_max, np.inf)) if inclusive else t_max
-    else:
-        try:
-            tau_eff = float(tau)
-        except (TypeError, ValueError) as exc:
-            raise TimeRangeError(f"`tau` must be a positive number of months, got {tau!r}") from exc
-        if not np.isfinite(tau_eff) or tau_eff <= 0:
-            raise TimeRangeError(f"`tau` must be a positive finite number of months, got {tau!r}")
-        unsupported = test.time > t_max if inclusive else test.time >= t_max
-        bad = test.event & (test.time < tau_eff) & unsupported
-        if bad.any():
-            worst = float(test.time[bad].min())
-            limit = f"<= {t_max:g}" if inclusive else f"< {t_max:g}"
-            raise TimeRangeError(
-                f"tau={tau_eff:g} includes a test death at {worst:g}, where the training censoring "
-                f"distribution is not estimable or is zero (training follow-up ends at {t_max:g}); "
-                f"use tau <= {worst:g} or tau=None (anchors must satisfy t {limit})"
-            )
+    tau_eff = _uno_truncation_time(tau, test, t_max, inclusive)
 
     anchor = test.event & (test.time < tau_eff)
     if not _has_comparable_pair(test.time, anchor, test.event):

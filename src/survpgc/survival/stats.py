@@ -123,6 +123,29 @@ class LogRankResult(NamedTuple):
     p_value: float
 
 
+def _group_codes(group: Any, n_cases: int) -> tuple[np.ndarray, int]:
+    """Validated log-rank group labels as codes ``0..k-1`` (sorted label order) and the number of groups ``k``."""
+    g = as_1d_array(group, "group")
+    if g.shape[0] != n_cases:
+        raise LengthMismatchError(f"`group` has {g.shape[0]} values but there are {n_cases} cases")
+    if g.dtype == object:
+        missing = np.array([v is None or (isinstance(v, float) and np.isnan(v)) for v in g])
+    elif g.dtype.kind == "f":
+        missing = np.isnan(g)
+    else:
+        missing = np.zeros(g.shape[0], dtype=bool)
+    if missing.any():
+        raise InputError(f"`group` has {int(missing.sum())} missing label(s) (NaN/None); every case needs one")
+    try:
+        labels, gi = np.unique(g, return_inverse=True)
+    except TypeError as exc:
+        raise InputError(f"`group` labels cannot be sorted (mixed types?): {exc}") from exc
+    k = labels.shape[0]
+    if k < 2:
+        raise InputError(f"the log-rank test needs at least two groups, but `group` has a single group {labels[0]!r}")
+    return gi, k
+
+
 def logrank_test(time: Any, event: Any, group: Any) -> LogRankResult:
     """(Multivariate) log-rank test of equal survival across ``k >= 2`` groups.
 
@@ -160,24 +183,7 @@ def logrank_test(time: Any, event: Any, group: Any) -> LogRankResult:
         No death observed.
     """
     t, e = check_survival(time, event, require_event=True)
-    g = as_1d_array(group, "group")
-    if g.shape[0] != t.shape[0]:
-        raise LengthMismatchError(f"`group` has {g.shape[0]} values but there are {t.shape[0]} cases")
-    if g.dtype == object:
-        missing = np.array([v is None or (isinstance(v, float) and np.isnan(v)) for v in g])
-    elif g.dtype.kind == "f":
-        missing = np.isnan(g)
-    else:
-        missing = np.zeros(g.shape[0], dtype=bool)
-    if missing.any():
-        raise InputError(f"`group` has {int(missing.sum())} missing label(s) (NaN/None); every case needs one")
-    try:
-        labels, gi = np.unique(g, return_inverse=True)
-    except TypeError as exc:
-        raise InputError(f"`group` labels cannot be sorted (mixed types?): {exc}") from exc
-    k = labels.shape[0]
-    if k < 2:
-        raise InputError(f"the log-rank test needs at least two groups, but `group` has a single group {labels[0]!r}")
+    gi, k = _group_codes(group, t.shape[0])
 
     times, ti = np.unique(t, return_inverse=True)
     n_u = times.shape[0]
