@@ -209,12 +209,13 @@ def bf16_check(n_patients: int = 200, folds: int = 5, epochs: int = 10) -> None:
     bf16 with identical seeds and splits; prints test C-index per fold and the mean ± sd difference."""
     import numpy as np
 
+    from survpgc.config import TrainConfig
     from survpgc.data.dataset import collate_survival
     from survpgc.data.simulate import simulate_bags
     from survpgc.data.splits import make_splits
     from survpgc.models import create_model
     from survpgc.survival import TimeBinner, harrell_cindex
-    from survpgc.train.loop import TrainConfig, fit, predict
+    from survpgc.train.loop import fit, predict
 
     sim = simulate_bags(n_patients, seed=0, n_patches=(200, 600), path_dim=256, clin_dim=64, gen_dim=64)
     idx = {c: i for i, c in enumerate(sim.case_ids)}
@@ -236,7 +237,7 @@ def bf16_check(n_patients: int = 200, folds: int = 5, epochs: int = 10) -> None:
         for prec in ("fp32", "bf16"):
             torch.manual_seed(f.index)
             m = create_model("survpgc", **sim.dims)
-            cfg = TrainConfig(epochs=epochs, select_from_epoch=epochs // 2, precision=prec, seed=f.index)
+            cfg = TrainConfig(epochs=epochs, select_from_epoch=max(1, epochs // 2), precision=prec, seed=f.index)
             t0 = time.perf_counter()
             fit(m, loader(f.train, 1, True), loader(f.val, 16, False), cfg)
             t[prec] += time.perf_counter() - t0

@@ -22,10 +22,11 @@ def _worker(rank: int, world: int, init_file: str, out_file: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
+        from survpgc.config import TrainConfig
         from survpgc.data.dataset import collate_survival
         from survpgc.data.simulate import simulate_bags
         from survpgc.models import create_model
-        from survpgc.train.loop import TrainConfig, fit
+        from survpgc.train.loop import fit
 
         sim = simulate_bags(24, seed=0, n_patches=(5, 15))
         for it in sim.items:

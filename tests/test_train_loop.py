@@ -9,12 +9,13 @@ import pytest
 import torch
 
 import survpgc.train.loop as loop
+from survpgc.config import TrainConfig
 from survpgc.data.dataset import collate_survival
 from survpgc.data.simulate import simulate_bags
 from survpgc.errors import ConfigError
 from survpgc.models import create_model
 from survpgc.survival import TimeBinner, harrell_cindex
-from survpgc.train.loop import TrainConfig, fit, predict
+from survpgc.train.loop import fit, predict
 
 
 @pytest.fixture(scope="module")

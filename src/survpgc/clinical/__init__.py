@@ -4,7 +4,7 @@ Each case's clinical fields (by default the paper's six: subtype, age, sex, tumo
 edition, race) are normalised (:mod:`~survpgc.clinical.normalize`), written into sentences from a template
 set (:mod:`~survpgc.clinical.templates`, :mod:`~survpgc.clinical.prompts`) and encoded by a text model
 (:mod:`survpgc.encoders.text`) into an ``n_fields x d`` token matrix per case
-(:mod:`~survpgc.clinical.encode`), which models read through a :class:`~survpgc.data.dataset.TokenSource`.
+(:mod:`~survpgc.clinical.encode`), which models read through a :class:`~survpgc.data.tokens.TokenSource`.
 
 Typical use::
 

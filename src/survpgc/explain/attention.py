@@ -360,7 +360,7 @@ def _slide_for(
 ) -> tuple[str, str | None]:
     """(slide_id, slide file or None) of a feature file of the run's cohort: ``slide_override``, else
     ``slide_dir/<slide id>`` or ``slide_dir/<stem>.<any slide suffix>``, else the cohort's slide path."""
-    from survpgc.wsi.reader import SLIDE_SUFFIXES, slide_stem
+    from survpgc.data.slides import SLIDE_SUFFIXES, slide_stem
 
     rows = ctx.cohort.slides
     hit = rows[rows["feature_path"].astype(str) == str(feature_path)]
@@ -406,9 +406,10 @@ def heatmap_for_case(
     """Attention and relevance heatmaps, top-``top_k`` montages and a scores CSV for every slide of
     ``case_id``, under ``<run>/interpret/heatmaps/<model>/<case>/``. The case is explained by the model of
     the fold that tested it (``fold`` overrides). Returns the written paths and the case's risk."""
-    from survpgc.data.dataset import read_feature_attrs
+    from survpgc.data.features import read_feature_attrs
+    from survpgc.data.slides import slide_stem
     from survpgc.rundir import RunContext, safe_name
-    from survpgc.wsi.reader import open_slide, slide_stem
+    from survpgc.wsi.reader import open_slide
 
     ctx = ctx or RunContext(run_dir)
     k = ctx.test_fold_of(case_id) if fold is None else int(fold)
@@ -526,7 +527,7 @@ def localisation_table(
     ``<run>/interpret/localisation_<model>.csv``; one row per case, path and slide."""
     from PIL import Image
 
-    from survpgc.data.dataset import read_feature_attrs
+    from survpgc.data.features import read_feature_attrs
     from survpgc.rundir import RunContext, safe_name
 
     ctx = ctx or RunContext(run_dir)

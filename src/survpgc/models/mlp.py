@@ -7,7 +7,7 @@ Input, chosen with ``modality=``:
   so the MLP sees which field a value belongs to. Missing tokens (mask False, including a case with no
   clinical record at all) enter as zeros; positions past ``n_clin_tokens`` must be padding.
 * ``"genomic"`` -- the whole omics vector, carried as one token ``gen`` (B, 1, gen_dim)
-  (:class:`~survpgc.data.dataset.OmicsVectorTokens`). A case without omics enters as a zero vector.
+  (:class:`~survpgc.data.tokens.OmicsVectorTokens`). A case without omics enters as a zero vector.
 
 The registry lists both models with ``modalities=("clinical",)`` (what the default reads) and
 ``optional_modalities=("genomic",)`` (selectable with ``modality="genomic"``). An instance's own

@@ -209,9 +209,7 @@ def run_cv(
 def _run_cv(cfg: RunConfig, out: Path, only_folds, only_models) -> RunResult:
     run = RunDir(out)
     if is_main_process():
-        run.claim(cfg)
-    else:
-        run.read_config()  # the writing process claimed it; every process checks it is there
+        run.claim(cfg)  # write config.yaml, or refuse a run directory holding another config
     barrier()
     rank = None if is_main_process() else os.environ.get("RANK", "?")
     handler = logging.FileHandler(run.log_file(rank))

@@ -1,6 +1,6 @@
 """Fit one model on one fold: the optimisation loop, epoch selection and prediction.
 
-The reference recipe (DESIGN.md) is the default: RAdam (lr 5e-4, weight decay 1e-3), a cosine schedule with
+The reference implementation's recipe is the default: RAdam (lr 5e-4, weight decay 1e-3), a cosine schedule with
 one warm-up epoch, 20 epochs, batch size 1, discrete-time NLL (alpha 0), and selection of the epoch with the
 best validation C-index among epochs 10-20 (ties go to the later epoch). Mixed precision (bf16 autocast) is
 an option; the loss and everything after the logits run in float32.
@@ -21,11 +21,11 @@ import numpy as np
 import torch
 
 from survpgc.config import TrainConfig
-from survpgc.devices import resolve_device, to_device
+from survpgc.devices import is_distributed, resolve_device, to_device
 from survpgc.errors import ConfigError
 from survpgc.survival.losses import nll_survival_loss
 
-__all__ = ["FitResult", "TrainConfig", "bf16_supported", "fit", "is_distributed", "predict", "resolve_device"]
+__all__ = ["FitResult", "bf16_supported", "fit", "predict"]
 
 log = logging.getLogger(__name__)
 
@@ -41,13 +41,6 @@ class FitResult:
     precision: str
     selection: str
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def is_distributed() -> bool:
-    """True inside an initialised ``torch.distributed`` process group of more than one process."""
-    import torch.distributed as dist
-
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 def bf16_supported(device: torch.device) -> bool:
