@@ -34,10 +34,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from survpgc.data.slides import slide_stem
 from survpgc.errors import InputError
 from survpgc.synth.omics import PATHWAYS, Omics, draw_omics, omics_json, write_omics
 from survpgc.synth.options import SynthOptions, check_options
-from survpgc.synth.patients import ONCOTREE, Patients, clinical_json, draw_patients, slide_stem
+from survpgc.synth.patients import ONCOTREE, Patients, clinical_json, draw_patients
 from survpgc.synth.render import layout, masks_json, render_he, tumour_fraction, tumour_mask, write_png
 from survpgc.synth.slides import slides_json, write_slide
 from survpgc.synth.streams import CLINICAL, OMICS, SLIDES, SURVIVAL, stream

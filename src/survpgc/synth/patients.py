@@ -27,7 +27,6 @@ __all__ = [
     "case_ids",
     "clinical_json",
     "draw_patients",
-    "slide_stem",
 ]
 
 STAGE_NAMES: dict[int, tuple[str, ...]] = {
@@ -63,11 +62,6 @@ class Patients:
 def case_ids(n: int) -> list[str]:
     """``SYN-0001`` ... ``SYN-<n>``."""
     return [f"SYN-{i + 1:04d}" for i in range(n)]
-
-
-def slide_stem(slide_id: str) -> str:
-    """The slide file name without its extension (the name of its masks)."""
-    return slide_id.rsplit(".", 1)[0]
 
 
 def draw_patients(rng: np.random.Generator, n: int, *, race_missing: float, stage_missing: float) -> Patients:
