@@ -385,6 +385,46 @@ def test_uni_folder_with_pytorch_model_bin(uni_files, no_hf_cache):
         weights_mod.weights_file(uni_files[0].parent.parent, what="uni")
 
 
+def test_weight_discovery_order_explicit_then_env_then_hf_cache(tmp_path, monkeypatch):
+    """One lookup order for every gated model: explicit path > environment variable > local HF cache."""
+    explicit, from_env, cached = (tmp_path / n for n in ("explicit.bin", "env.bin", "cached.bin"))
+    for p in (explicit, from_env, cached):
+        p.write_bytes(b"w" * 3)
+    asked: list = []
+
+    def fake_cache(repo, names):
+        asked.append((repo, tuple(names)))
+        return cached
+
+    monkeypatch.setattr(weights_mod, "hf_cached_file", fake_cache)
+    monkeypatch.setenv("SURVPGC_TEST_WEIGHTS", str(from_env))
+
+    def locate(explicit_path):
+        return weights_mod.locate_weights(
+            explicit_path,
+            env="SURVPGC_TEST_WEIGHTS",
+            repo="org/model",
+            filenames=("pytorch_model.bin",),
+            check=lambda p: weights_mod.weights_file(p, what="test", env="SURVPGC_TEST_WEIGHTS"),
+            not_found="nothing found",
+        )
+
+    assert locate(explicit) == explicit and locate(None) == from_env and asked == []
+    monkeypatch.delenv("SURVPGC_TEST_WEIGHTS")
+    assert locate(None) == cached and asked == [("org/model", ("pytorch_model.bin",))]
+    monkeypatch.setattr(weights_mod, "hf_cached_file", lambda repo, names: None)
+    with pytest.raises(ConfigError, match=r"^nothing found$"):
+        locate(None)
+    with pytest.raises(ConfigError, match=r"does not exist.*never downloads"):
+        locate(tmp_path / "missing.bin")
+    assert weights_mod.describe_file(explicit) == "explicit.bin:3"
+    before = weights_mod.folder_fingerprint(tmp_path)
+    (tmp_path / "config.json").write_text('{"hidden_size": 8}')
+    changed = weights_mod.folder_fingerprint(tmp_path)
+    (tmp_path / "config.json").write_text('{"hidden_size": 9}')  # same size, other content: config bytes count
+    assert len({before, changed, weights_mod.folder_fingerprint(tmp_path)}) == 3
+
+
 def test_uni_rejects_wrong_keys_with_a_message(tmp_path, no_hf_cache):
     bad = {
         "cls_token": torch.zeros(1, 1, 1024),
