@@ -1,5 +1,6 @@
 """Run reports: Kaplan-Meier and forest plots (:mod:`survpgc.report.plots`) and the self-contained HTML
-report (:mod:`survpgc.report.html`).
+report (:mod:`survpgc.report.html`), whose sections are data (:mod:`survpgc.report.blocks`) rendered by
+autoescaped Jinja2 templates (:mod:`survpgc.report.templating`).
 
 Importing this package is cheap: matplotlib loads only when a plot is drawn, and the names below are
 resolved lazily on first use.
