@@ -10,6 +10,7 @@ import importlib
 import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from survpgc.errors import ConfigError, UnknownNameError
@@ -65,11 +66,10 @@ def _load_all() -> None:
     global _LOADED
     if _LOADED:
         return
-    import survpgc.models as pkg
-
-    for info in pkgutil.iter_modules(pkg.__path__):
+    here = Path(__file__).parent  # the models package, found without importing it (no import cycle)
+    for info in pkgutil.iter_modules([str(here)]):
         if info.name not in _NOT_MODEL_MODULES and not info.name.startswith("_"):
-            importlib.import_module(f"survpgc.models.{info.name}")
+            importlib.import_module(f"{__package__}.{info.name}")
     _LOADED = True
 
 
