@@ -77,45 +77,15 @@ def prepare_omics(
     :func:`~survpgc.genomics.signatures.select_genes` (default: keep every pathway with at least one
     measured gene). Existing files of the same names in ``out_dir`` are replaced.
     """
-    if isinstance(cohort, (str, Path)):
-        from survpgc.data.cohort import open_cohort
-
-        cohort = open_cohort(cohort)
-    if not (hasattr(cohort, "omics") and hasattr(cohort, "cases")):
-        raise InputError(f"prepare_omics expects a Cohort, a built-in name or a folder, got {type(cohort).__name__}")
-    omics = cohort.omics
-    if omics is None or omics.shape[1] == 0:
-        raise DataError(f"cohort {cohort.name!r} has no omics table (omics.csv.gz): nothing to prepare")
+    cohort, omics = _cohort_omics(cohort)
     selection = select_genes(omics.columns, signatures, data_types, min_coverage=min_coverage, min_genes=min_genes)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files = {k: out / v for k, v in PREPARED_FILES.items()}
-
     matrix = omics[selection.columns].copy()
     matrix.index = matrix.index.rename("case_id")
-    atomic_write(
-        files["matrix"],
-        lambda t: matrix.to_csv(t, compression={"method": "gzip", "mtime": 0}, float_format="%.9g"),
-    )
-    atomic_write_text(files["groups"], json.dumps(selection.groups, indent=1) + "\n")
-    atomic_write(files["coverage"], lambda t: selection.coverage.to_csv(t, index=False, float_format="%.6g"))
     result = PreparedOmics(out_dir=out, files=files, selection=selection, n_cases_omics=len(omics), n_cases=len(cohort))
-    text = f"cohort: {cohort.name}\n" + result.summary_text()
-    text += "values in omics_selected.csv.gz are NOT normalised: fit the scaler on each fold's training cases.\n"
-    atomic_write_text(files["summary"], text)
-    manifest = {
-        "cohort": cohort.name,
-        "signatures": selection.signatures,
-        "data_types": list(selection.data_types),
-        "min_coverage": selection.min_coverage,
-        "min_genes": selection.min_genes,
-        "n_cases": result.n_cases,
-        "n_cases_omics": result.n_cases_omics,
-        "summary": selection.summary,
-        "files": {k: v.name for k, v in files.items()},
-        "normalised": False,
-    }
-    atomic_write_text(files["manifest"], json.dumps(manifest, indent=1) + "\n")
+    _write_prepared(result, matrix, cohort_name=cohort.name)
     s = selection.summary
     log.info(
         "%s: %d of %d %s genes measured in %s; %d of %d pathways kept; %d columns x %d cases written to %s",
@@ -131,6 +101,47 @@ def prepare_omics(
         out,
     )
     return result
+
+
+def _cohort_omics(cohort: Any) -> tuple[Any, pd.DataFrame]:
+    """The cohort (opened when given by name or folder) and its non-empty omics table."""
+    if isinstance(cohort, (str, Path)):
+        from survpgc.data.cohort import open_cohort
+
+        cohort = open_cohort(cohort)
+    if not (hasattr(cohort, "omics") and hasattr(cohort, "cases")):
+        raise InputError(f"prepare_omics expects a Cohort, a built-in name or a folder, got {type(cohort).__name__}")
+    omics = cohort.omics
+    if omics is None or omics.shape[1] == 0:
+        raise DataError(f"cohort {cohort.name!r} has no omics table (omics.csv.gz): nothing to prepare")
+    return cohort, omics
+
+
+def _write_prepared(result: PreparedOmics, matrix: pd.DataFrame, *, cohort_name: str) -> None:
+    """Write the selected matrix, the groups, the coverage report, the summary text and the manifest."""
+    files, selection = result.files, result.selection
+    atomic_write(
+        files["matrix"],
+        lambda t: matrix.to_csv(t, compression={"method": "gzip", "mtime": 0}, float_format="%.9g"),
+    )
+    atomic_write_text(files["groups"], json.dumps(selection.groups, indent=1) + "\n")
+    atomic_write(files["coverage"], lambda t: selection.coverage.to_csv(t, index=False, float_format="%.6g"))
+    text = f"cohort: {cohort_name}\n" + result.summary_text()
+    text += "values in omics_selected.csv.gz are NOT normalised: fit the scaler on each fold's training cases.\n"
+    atomic_write_text(files["summary"], text)
+    manifest = {
+        "cohort": cohort_name,
+        "signatures": selection.signatures,
+        "data_types": list(selection.data_types),
+        "min_coverage": selection.min_coverage,
+        "min_genes": selection.min_genes,
+        "n_cases": result.n_cases,
+        "n_cases_omics": result.n_cases_omics,
+        "summary": selection.summary,
+        "files": {k: v.name for k, v in files.items()},
+        "normalised": False,
+    }
+    atomic_write_text(files["manifest"], json.dumps(manifest, indent=1) + "\n")
 
 
 def read_prepared_omics(out_dir: str | Path) -> tuple[pd.DataFrame, dict[str, list[str]]]:

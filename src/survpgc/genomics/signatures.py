@@ -296,32 +296,79 @@ def select_genes(
     """
     cols = list(omics_columns.columns) if isinstance(omics_columns, pd.DataFrame) else list(omics_columns)
     dts = _check_data_types(data_types)
+    _check_thresholds(min_coverage, min_genes)
+    sig = load_signatures(signatures)
+    sig_name = _signature_set_name(signatures)
+    fmap = feature_map(cols)
+    order = {str(c): i for i, c in enumerate(cols)}
+
+    coverage, groups = _pathway_coverage(sig, fmap, dts, order, min_coverage=min_coverage, min_genes=min_genes)
+    if not groups:
+        raise DataError(
+            f"no pathway of {sig_name or 'the signatures'} is kept with data types {list(dts)} "
+            f"(min_genes={min_genes}, min_coverage={min_coverage:g}): the omics columns name none of its genes "
+            f"(columns look like {[str(c) for c in cols[:3]]}; expected '<GENE>_<rnaseq|cnv|mut>' or gene symbols)"
+        )
+    columns = sorted({c for g in groups.values() for c in g}, key=order.get)
+    summary = _selection_summary(
+        sig, fmap, dts, coverage, sig_name=sig_name, n_kept=len(groups), n_columns=len(columns)
+    )
+    summary.update(min_genes=min_genes, min_coverage=float(min_coverage))
+    sel = GeneSelection(
+        signatures=summary["signatures"],
+        data_types=dts,
+        min_coverage=float(min_coverage),
+        min_genes=min_genes,
+        columns=columns,
+        groups=groups,
+        coverage=coverage,
+        summary=summary,
+    )
+    _log_selection(sel)
+    return sel
+
+
+def _check_thresholds(min_coverage: float, min_genes: int) -> None:
     if not 0.0 <= float(min_coverage) <= 1.0:
         raise InputError(f"`min_coverage` must be in [0, 1], got {min_coverage!r}")
     if isinstance(min_genes, bool) or not isinstance(min_genes, int) or min_genes < 1:
         raise InputError(f"`min_genes` must be an integer >= 1, got {min_genes!r}")
-    sig = load_signatures(signatures)
-    if isinstance(signatures, Mapping):
-        sig_name = ""
-    else:
-        sig_name = str(signatures).lower() if str(signatures).lower() in SIGNATURE_SETS else str(signatures)
-    fmap = feature_map(cols)
-    order = {str(c): i for i, c in enumerate(cols)}
 
+
+def _signature_set_name(signatures: str | Path | Mapping[str, Sequence[str]]) -> str:
+    """A shipped set's name (lower case), a file path as given, or ``""`` for a mapping."""
+    if isinstance(signatures, Mapping):
+        return ""
+    return str(signatures).lower() if str(signatures).lower() in SIGNATURE_SETS else str(signatures)
+
+
+def _drop_reason(n_present: int, cov: float, *, min_genes: int, min_coverage: float) -> str:
+    """Why a pathway with ``n_present`` measured genes and coverage ``cov`` is dropped; ``""`` = kept."""
+    if n_present < min_genes:
+        return "no measured gene" if not n_present else f"{n_present} measured gene(s) < min_genes={min_genes}"
+    if cov < min_coverage:
+        return f"coverage {cov:.3f} < min_coverage={min_coverage:g}"
+    return ""
+
+
+def _pathway_coverage(
+    sig: Mapping[str, list[str]],
+    fmap: Mapping[str, Mapping[str, str]],
+    dts: tuple[str, ...],
+    order: Mapping[str, int],
+    *,
+    min_coverage: float,
+    min_genes: int,
+) -> tuple[pd.DataFrame, dict[str, list[str]]]:
+    """The coverage report (one row per pathway, see :class:`GeneSelection`) and kept pathway -> columns."""
     rows: list[dict[str, Any]] = []
     groups: dict[str, list[str]] = {}
-    selected: set[str] = set()
     for pathway, genes in sig.items():
         present_by = {dt: [g for g in genes if dt in fmap.get(g.upper(), {})] for dt in dts}
         present = [g for g in genes if any(dt in fmap.get(g.upper(), {}) for dt in dts)]
         gcols = sorted((fmap[g.upper()][dt] for g in present for dt in dts if dt in fmap[g.upper()]), key=order.get)
         cov = len(present) / len(genes)
-        if len(present) < min_genes:
-            reason = "no measured gene" if not present else f"{len(present)} measured gene(s) < min_genes={min_genes}"
-        elif cov < min_coverage:
-            reason = f"coverage {cov:.3f} < min_coverage={min_coverage:g}"
-        else:
-            reason = ""
+        reason = _drop_reason(len(present), cov, min_genes=min_genes, min_coverage=min_coverage)
         row: dict[str, Any] = {"pathway": pathway, "n_genes": len(genes)}
         row.update({f"n_present_{dt}": len(present_by[dt]) for dt in dts})
         present_set = set(present)
@@ -338,22 +385,26 @@ def select_genes(
         rows.append(row)
         if not reason:
             groups[pathway] = gcols
-            selected.update(gcols)
-    coverage = pd.DataFrame(rows)
-    if not groups:
-        raise DataError(
-            f"no pathway of {sig_name or 'the signatures'} is kept with data types {list(dts)} "
-            f"(min_genes={min_genes}, min_coverage={min_coverage:g}): the omics columns name none of its genes "
-            f"(columns look like {[str(c) for c in cols[:3]]}; expected '<GENE>_<rnaseq|cnv|mut>' or gene symbols)"
-        )
-    columns = sorted(selected, key=order.get)
+    return pd.DataFrame(rows), groups
 
+
+def _selection_summary(
+    sig: Mapping[str, list[str]],
+    fmap: Mapping[str, Mapping[str, str]],
+    dts: tuple[str, ...],
+    coverage: pd.DataFrame,
+    *,
+    sig_name: str,
+    n_kept: int,
+    n_columns: int,
+) -> dict[str, Any]:
+    """The overall numbers of :attr:`GeneSelection.summary` (thresholds added by the caller)."""
     sig_genes = {g.upper() for genes in sig.values() for g in genes}
     by_type = {dt: sum(1 for g in sig_genes if dt in fmap.get(g, {})) for dt in DATA_TYPES}
     any_sel = sum(1 for g in sig_genes if any(dt in fmap.get(g, {}) for dt in dts))
     outside = sum(1 for g, slot in fmap.items() if g not in sig_genes for dt in dts if dt in slot)
     cv = coverage["coverage"]
-    summary: dict[str, Any] = {
+    return {
         "signatures": sig_name or "custom",
         "data_types": list(dts),
         "n_pathways": len(sig),
@@ -365,42 +416,34 @@ def select_genes(
         "coverage_min": float(cv.min()),
         "coverage_max": float(cv.max()),
         "n_pathways_no_gene": int((coverage["n_present"] == 0).sum()),
-        "n_pathways_kept": len(groups),
-        "n_pathways_dropped": len(sig) - len(groups),
-        "n_columns": len(columns),
-        "min_genes": min_genes,
-        "min_coverage": float(min_coverage),
+        "n_pathways_kept": n_kept,
+        "n_pathways_dropped": len(sig) - n_kept,
+        "n_columns": n_columns,
     }
-    sel = GeneSelection(
-        signatures=summary["signatures"],
-        data_types=dts,
-        min_coverage=float(min_coverage),
-        min_genes=min_genes,
-        columns=columns,
-        groups=groups,
-        coverage=coverage,
-        summary=summary,
-    )
+
+
+def _log_selection(sel: GeneSelection) -> None:
+    """The overall numbers at INFO; dropped pathways, if any, at WARNING."""
+    s = sel.summary
     log.info(
         "%s: %d of %d signature genes measured (%s); kept %d of %d pathways, %d columns",
-        summary["signatures"],
-        any_sel,
-        len(sig_genes),
-        ", ".join(f"{dt} {by_type[dt]}" for dt in dts),
-        len(groups),
-        len(sig),
-        len(columns),
+        s["signatures"],
+        s["n_genes_present"],
+        s["n_signature_genes"],
+        ", ".join(f"{dt} {s['genes_present_by_type'][dt]}" for dt in sel.data_types),
+        s["n_pathways_kept"],
+        s["n_pathways"],
+        s["n_columns"],
     )
-    if summary["n_pathways_dropped"]:
+    if s["n_pathways_dropped"]:
         log.warning(
             "%s: %d of %d pathway(s) dropped (%d with no measured gene; min_genes=%d, min_coverage=%g), e.g. %s; "
             "see the coverage report",
-            summary["signatures"],
-            summary["n_pathways_dropped"],
-            len(sig),
-            summary["n_pathways_no_gene"],
-            min_genes,
-            min_coverage,
+            s["signatures"],
+            s["n_pathways_dropped"],
+            s["n_pathways"],
+            s["n_pathways_no_gene"],
+            sel.min_genes,
+            s["min_coverage"],
             ", ".join(sel.dropped[:3]),
         )
-    return sel
