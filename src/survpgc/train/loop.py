@@ -160,6 +160,67 @@ def _val_cindex(pred: dict[str, Any]) -> float:
         return float("nan")
 
 
+def _distributed(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """The module to train: ``model`` itself, or under ``torch.distributed`` a DDP wrapper (gradients averaged
+    across processes; every process sees its own shard of the training cases and keeps identical weights)."""
+    if not is_distributed():
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
+    )
+
+
+def _set_epoch(loader: Iterable[dict[str, Any]], epoch: int) -> None:
+    """Tell the dataset (patch sampling) and the sampler (DDP shards) which epoch starts."""
+    for part in (getattr(loader, "dataset", None), getattr(loader, "sampler", None)):
+        if hasattr(part, "set_epoch"):
+            part.set_epoch(epoch)
+
+
+def _train_epoch(train_model, model, loader, opt, sched, cfg: TrainConfig, device, autocast, epoch: int) -> float:
+    """One pass over the training loader; returns the mean training loss per case."""
+    model.train()
+    total, n = 0.0, 0
+    for batch in loader:
+        b = to_device(batch, device)
+        out = _forward(train_model, b, autocast, device)
+        loss = _loss(out, b, cfg)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite training loss at epoch {epoch}; lower train.lr?")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+        opt.step()
+        sched.step()
+        total += loss.item() * len(batch["case_id"])
+        n += len(batch["case_id"])
+    return total / max(1, n)
+
+
+class _EpochSelection:
+    """Keeps the weights of the best validation C-index among epochs ``window_start ..`` (ties: later)."""
+
+    def __init__(self, window_start: int) -> None:
+        self.window_start = window_start
+        self.best: tuple[float, int] | None = None
+        self.state: dict[str, torch.Tensor] | None = None
+
+    def offer(self, epoch: int, score: float, model: torch.nn.Module) -> None:
+        if epoch >= self.window_start and not math.isnan(score) and (self.best is None or score >= self.best[0]):
+            self.best = (score, epoch)
+            self.state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+
+    def finish(self, model: torch.nn.Module, epochs: int) -> tuple[int, str, dict[str, torch.Tensor]]:
+        """Leave ``model`` holding the selected weights; ``(epoch, how it was selected, weights)``."""
+        if self.best is None:
+            return epochs, "last epoch", {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        model.load_state_dict(self.state)
+        return self.best[1], f"best validation C-index in epochs {self.window_start}-{epochs}", self.state
+
+
 def fit(
     model: torch.nn.Module,
     train_loader: Iterable[dict[str, Any]],
@@ -182,47 +243,16 @@ def fit(
     model.to(device)
     autocast = _autocast_dtype(cfg, device, model)
     torch.manual_seed(cfg.seed)
-    train_model = model
-    if is_distributed():
-        # gradients are averaged across processes; every process sees its own shard of the training cases
-        # (DistributedSampler) and keeps identical weights
-        from torch.nn.parallel import DistributedDataParallel
-
-        train_model = DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
-        )
+    train_model = _distributed(model, device)
     opt = _make_optimizer(model, cfg)
-    steps = len(train_loader) if hasattr(train_loader, "__len__") else 1
-    sched = _make_scheduler(opt, cfg, steps)
-    window_start = min(cfg.select_from_epoch, cfg.epochs)
+    sched = _make_scheduler(opt, cfg, len(train_loader) if hasattr(train_loader, "__len__") else 1)
+    selection = _EpochSelection(min(cfg.select_from_epoch, cfg.epochs))
     history: list[dict[str, float]] = []
-    best: tuple[float, int] | None = None
-    best_state: dict[str, torch.Tensor] | None = None
     t0 = time.perf_counter()
     for epoch in range(1, cfg.epochs + 1):
-        ds = getattr(train_loader, "dataset", None)
-        if hasattr(ds, "set_epoch"):
-            ds.set_epoch(epoch)
-        sampler = getattr(train_loader, "sampler", None)
-        if hasattr(sampler, "set_epoch"):
-            sampler.set_epoch(epoch)
-        model.train()
-        total, n = 0.0, 0
-        for batch in train_loader:
-            b = to_device(batch, device)
-            out = _forward(train_model, b, autocast, device)
-            loss = _loss(out, b, cfg)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite training loss at epoch {epoch}; lower train.lr?")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.max_grad_norm:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            opt.step()
-            sched.step()
-            total += loss.item() * len(batch["case_id"])
-            n += len(batch["case_id"])
-        row = {"epoch": epoch, "train_loss": total / max(1, n), "lr": opt.param_groups[0]["lr"]}
+        _set_epoch(train_loader, epoch)
+        loss = _train_epoch(train_model, model, train_loader, opt, sched, cfg, device, autocast, epoch)
+        row = {"epoch": epoch, "train_loss": loss, "lr": opt.param_groups[0]["lr"]}
         if val_loader is not None:
             pred = predict(model, val_loader, device=device, precision="bf16" if autocast else "fp32")
             row["val_cindex"] = _val_cindex(pred)
@@ -230,21 +260,13 @@ def fit(
         history.append(row)
         if on_epoch is not None:
             on_epoch(row)
-        score = row.get("val_cindex", float("nan"))
-        if epoch >= window_start and not math.isnan(score) and (best is None or score >= best[0]):
-            best = (score, epoch)
-            best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
-    if best is None:
-        best_epoch, selection = cfg.epochs, "last epoch"
-        best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    else:
-        best_epoch, selection = best[1], f"best validation C-index in epochs {window_start}-{cfg.epochs}"
-        model.load_state_dict(best_state)
+        selection.offer(epoch, row.get("val_cindex", float("nan")), model)
+    best_epoch, how, state = selection.finish(model, cfg.epochs)
     return FitResult(
         best_epoch=best_epoch,
         history=history,
-        state_dict=best_state,
+        state_dict=state,
         seconds=time.perf_counter() - t0,
         precision="bf16" if autocast else "fp32",
-        selection=selection,
+        selection=how,
     )
