@@ -406,80 +406,94 @@ def heatmap_for_case(
     """Attention and relevance heatmaps, top-``top_k`` montages and a scores CSV for every slide of
     ``case_id``, under ``<run>/interpret/heatmaps/<model>/<case>/``. The case is explained by the model of
     the fold that tested it (``fold`` overrides). Returns the written paths and the case's risk."""
-    from survpgc.data.features import read_feature_attrs
-    from survpgc.data.slides import slide_stem
     from survpgc.rundir import RunContext, safe_name
-    from survpgc.wsi.reader import open_slide
 
     ctx = ctx or RunContext(run_dir)
     k = ctx.test_fold_of(case_id) if fold is None else int(fold)
-    loaded = ctx.load(model_id, k, device=device)
-    scores = case_patch_scores(loaded, case_id, path)
-    tag = scores.key.replace("->", "-to-")
+    scores = case_patch_scores(ctx.load(model_id, k, device=device), case_id, path)
     out_dir = ctx.interpret_dir / "heatmaps" / safe_name(model_id) / safe_name(case_id)
     out_dir.mkdir(parents=True, exist_ok=True)
+    title = f"{model_id} fold {k} · case {case_id}"
     written: dict[str, Any] = {"case_id": case_id, "fold": k, "risk": scores.risk, "key": scores.key, "slides": []}
     for idx, fpath in enumerate(scores.feature_files):
         part = scores.table[scores.table["slide_index"] == idx]
         if part.empty:
             continue
-        attrs = read_feature_attrs(fpath)
         slide_id, slide_file = _slide_for(ctx, fpath, slide if len(scores.feature_files) == 1 else None, slide_dir)
-        coords = part[["x", "y"]].to_numpy()
-        if (coords < 0).any():
-            raise DataError(f"{fpath}: the feature file has no patch coordinates; heatmaps need 'coords'")
-        size0 = _patch_size0(attrs)
-        psize = int(attrs.get("patch_size") or size0)
-        slide_obj = open_slide(slide_file) if slide_file is not None else None
-        try:
+        written["slides"].append(
+            _slide_heatmaps(scores, part, fpath, slide_id, slide_file, out_dir, title, top_k=top_k, max_size=max_size)
+        )
+    _write_heatmap_meta(out_dir / f"{scores.key.replace('->', '-to-')}.json", model_id, written)
+    if refresh_report:
+        written["report"] = rebuild_report(ctx)
+    return written
+
+
+def _slide_canvas(slide_obj, attrs: dict[str, Any], coords: np.ndarray, size0: int, max_size: int, slide_id: str):
+    """``(level-0 size, thumbnail)`` of a slide; without its file, the size from the feature file and no image."""
+    if slide_obj is not None:
+        return slide_obj.dimensions, slide_obj.thumbnail(max_size)
+    w0, h0 = attrs.get("level0_width"), attrs.get("level0_height")
+    level0 = (int(w0), int(h0)) if w0 and h0 else tuple(int(v) for v in coords.max(axis=0) + size0)
+    log.warning("slide file of %s not found: heatmap drawn on a blank canvas, no patch montage", slide_id)
+    return level0, None
+
+
+def _slide_heatmaps(scores, part, fpath, slide_id, slide_file, out_dir: Path, title: str, *, top_k, max_size):
+    """Overlay, figure and montage of each score for one slide of the case, and its scores CSV."""
+    from survpgc.data.features import read_feature_attrs
+    from survpgc.data.slides import slide_stem
+    from survpgc.wsi.reader import open_slide
+
+    attrs = read_feature_attrs(fpath)
+    coords = part[["x", "y"]].to_numpy()
+    if (coords < 0).any():
+        raise DataError(f"{fpath}: the feature file has no patch coordinates; heatmaps need 'coords'")
+    size0 = _patch_size0(attrs)
+    psize = int(attrs.get("patch_size") or size0)
+    base = out_dir / f"{slide_stem(slide_id)}_{scores.key.replace('->', '-to-')}"
+    slide_obj = open_slide(slide_file) if slide_file is not None else None
+    try:
+        level0, thumb = _slide_canvas(slide_obj, attrs, coords, size0, max_size, slide_id)
+        entry: dict[str, Any] = {"slide_id": slide_id, "n_patches": len(part), "level0_size": level0}
+        for name, (col, label, cmap, symmetric) in SCORE_STYLES.items():
+            values = part[col].to_numpy(float)
+            lim = float(np.abs(values).max()) or 1.0
+            vmin, vmax = (-lim, lim) if symmetric else (0.0, 100.0)
+            overlay, figure = draw_heatmap(
+                thumb, level0, coords, values, size0, f"{base}_{name}_overlay.png", f"{base}_{name}.png",
+                title=f"{title} · {slide_id} · {scores.key} {name} · risk {scores.risk:+.3f}",
+                colorbar_label=label, vmin=vmin, vmax=vmax, cmap=cmap, max_size=max_size,
+            )  # fmt: skip
+            entry[name] = {"overlay": overlay, "figure": figure}
             if slide_obj is not None:
-                level0, thumb = slide_obj.dimensions, slide_obj.thumbnail(max_size)
-            else:
-                w0, h0 = attrs.get("level0_width"), attrs.get("level0_height")
-                level0 = (int(w0), int(h0)) if w0 and h0 else tuple(int(v) for v in coords.max(axis=0) + size0)
-                thumb = None
-                log.warning("slide file of %s not found: heatmap drawn on a blank canvas, no patch montage", slide_id)
-            base = out_dir / f"{slide_stem(slide_id)}_{tag}"
-            entry: dict[str, Any] = {"slide_id": slide_id, "n_patches": len(part), "level0_size": level0}
-            for name, (col, label, cmap, symmetric) in SCORE_STYLES.items():
-                values = part[col].to_numpy(float)
-                lim = float(np.abs(values).max()) or 1.0
-                vmin, vmax = (-lim, lim) if symmetric else (0.0, 100.0)
-                title = (
-                    f"{model_id} fold {k} · case {case_id} · {slide_id} · {scores.key} {name} · risk {scores.risk:+.3f}"
-                )
-                overlay, figure = draw_heatmap(
-                    thumb, level0, coords, values, size0, f"{base}_{name}_overlay.png", f"{base}_{name}.png",
-                    title=title, colorbar_label=label, vmin=vmin, vmax=vmax, cmap=cmap, max_size=max_size,
+                entry[name]["montage"] = top_patch_montage(
+                    slide_obj, coords, part[name].to_numpy(float), size0, psize, f"{base}_{name}_top{top_k}.png",
+                    k=top_k, title=f"top {min(top_k, len(part))} patches by {scores.key} {name} · {slide_id}",
                 )  # fmt: skip
-                entry[name] = {"overlay": overlay, "figure": figure}
-                if slide_obj is not None:
-                    entry[name]["montage"] = top_patch_montage(
-                        slide_obj, coords, part[name].to_numpy(float), size0, psize, f"{base}_{name}_top{top_k}.png",
-                        k=top_k, title=f"top {min(top_k, len(part))} patches by {scores.key} {name} · {slide_id}",
-                    )  # fmt: skip
-        finally:
-            if slide_obj is not None:
-                slide_obj.close()
-        table = part.drop(columns=["slide_index"]).assign(slide_id=slide_id)
-        csv = Path(f"{base}_scores.csv")
-        atomic_write(csv, lambda t, tb=table: tb.sort_values("relevance", ascending=False).to_csv(t, index=False))
-        entry["scores"] = csv
-        written["slides"].append(entry)
-    meta = out_dir / f"{tag}.json"
+    finally:
+        if slide_obj is not None:
+            slide_obj.close()
+    table = part.drop(columns=["slide_index"]).assign(slide_id=slide_id)
+    csv = Path(f"{base}_scores.csv")
+    atomic_write(csv, lambda t, tb=table: tb.sort_values("relevance", ascending=False).to_csv(t, index=False))
+    entry["scores"] = csv
+    return entry
+
+
+def _write_heatmap_meta(meta: Path, model_id: str, written: dict[str, Any]) -> None:
+    """The case's heatmap record (read by the report's heatmap section)."""
     atomic_write_text(
         meta,
         json.dumps(
-            {"case_id": case_id, "model": model_id, "fold": k, "key": scores.key, "risk": scores.risk,
+            {"case_id": written["case_id"], "model": model_id, "fold": written["fold"], "key": written["key"],
+             "risk": written["risk"],
              "slides": [{"slide_id": e["slide_id"], "n_patches": e["n_patches"],
                          "files": {n: {kk: Path(v).name for kk, v in e[n].items()} for n in SCORE_STYLES}}
                         for e in written["slides"]]},
             indent=1,
         ),
     )  # fmt: skip
-    if refresh_report:
-        written["report"] = rebuild_report(ctx)
-    return written
 
 
 # ============================================================================ ground truth
