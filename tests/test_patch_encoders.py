@@ -41,10 +41,7 @@ from survpgc.errors import ConfigError, InputError, UnknownNameError
 timm = pytest.importorskip("timm")
 
 _ROOT = Path(__file__).resolve().parent
-_TILE_CANDIDATES = (
-    _ROOT / "data" / "slides" / "he_tile_1000.png",
-    _ROOT.parents[1] / "shared" / "data" / "slides" / "he_tile_1000.png",
-)
+_TILE_CANDIDATES = (_ROOT / "data" / "slides" / "he_tile_1000.png",)
 _UNI_KW = {"init_values": 1e-5, "num_classes": 0, "dynamic_img_size": True}
 
 
