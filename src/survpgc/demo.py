@@ -102,17 +102,30 @@ def _interpret(run_dir: Path, cohort_dir: Path) -> dict[str, Any]:
 def run_demo(out: str | Path = "runs/demo", *, n_patients: int = 40, quick: bool = False) -> dict[str, Any]:
     """Run both demo parts into ``out``; returns the report paths and summaries. ``quick`` shrinks
     everything (for tests)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    results: dict[str, Any] = {}
+    run_a, results["synthetic"] = _part_a(out, n_patients=n_patients, quick=quick)
+    results["interpretation"] = _interpret(out / "synthetic" / "run", out / "synthetic" / "cohort")
+    tables = _part_b(out, quick=quick)
+    results["lihc"] = {p: {"summary": r.summary, "report": r.report} for p, r in tables.items()}
+    minutes = (time.perf_counter() - t0) / 60
+    _say(f"demo finished in {minutes:.1f} min")
+    _say(f"report (a): {run_a.report}")
+    for p, r in tables.items():
+        _say(f"report (b, {p}): {r.report}")
+    results["minutes"] = minutes
+    return results
+
+
+def _part_a(out: Path, *, n_patients: int, quick: bool):
+    """(a) synthetic tri-modal cohort: slides -> features -> 5-fold CV beside the oracle."""
     from survpgc.config import load_config
     from survpgc.synth import generate_synthetic_cohort
     from survpgc.train.cv import run_cv
     from survpgc.wsi.extract import extract_features
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    results: dict[str, Any] = {}
-
-    # ------------------------------------------------------------------ (a) synthetic tri-modal
     syn = out / "synthetic" / "cohort"
     if not (syn / "truth.json").is_file():
         size = (1536, 1024) if quick else (3072, 2048)
@@ -152,10 +165,14 @@ def run_demo(out: str | Path = "runs/demo", *, n_patients: int = 40, quick: bool
     ]  # fmt: skip
     rows.append({"model": "oracle: true risk", "C-index (test folds)": _fmt(o_mean, o_sd), "iAUC": "-"})
     _table(rows, f"(a) synthetic tri-modal cohort, {folds}-fold CV (nested protocol)")
-    results["synthetic"] = {"summary": run_a.summary, "report": run_a.report, "oracle": (o_mean, o_sd)}
-    results["interpretation"] = _interpret(out / "synthetic" / "run", syn)
+    return run_a, {"summary": run_a.summary, "report": run_a.report, "oracle": (o_mean, o_sd)}
 
-    # ------------------------------------------------------------------ (b) TCGA-LIHC clinical + genomic
+
+def _part_b(out: Path, *, quick: bool) -> dict[str, Any]:
+    """(b) TCGA-LIHC clinical + genomic, nested and the paper's protocol, beside the paper's Table 1."""
+    from survpgc.config import load_config
+    from survpgc.train.cv import run_cv
+
     models_b = (
         "[coxph, {name: mlp, params: {modality: clinical}}, {name: snn, params: {modality: clinical}}, "
         "{name: mlp, params: {modality: genomic}}, {name: snn, params: {modality: genomic}}, survgc]"
@@ -180,8 +197,12 @@ def run_demo(out: str | Path = "runs/demo", *, n_patients: int = 40, quick: bool
         )
         if quick:
             cfg_b.models = cfg_b.models[:2] + cfg_b.models[-1:]
-        run_b = run_cv(cfg_b, out / f"lihc-{protocol}")
-        tables[protocol] = run_b
+        tables[protocol] = run_cv(cfg_b, out / f"lihc-{protocol}")
+    _table(_table1_rows(tables), "(b) TCGA-LIHC, C-index mean ± sd over 5 folds")
+    return tables
+
+
+def _table1_rows(tables: dict[str, Any]) -> list[dict[str, str]]:
     rows = []
     for model in tables["nested"].summary["model"]:
         paper = PAPER_TABLE1_LIHC.get(model)
@@ -193,12 +214,4 @@ def run_demo(out: str | Path = "runs/demo", *, n_patients: int = 40, quick: bool
         nested = tables["nested"].summary.set_index("model").loc[model, "cindex_mean"]
         row["nested - paper"] = f"{nested - paper:+.3f}" if paper is not None else "-"
         rows.append(row)
-    _table(rows, "(b) TCGA-LIHC, C-index mean ± sd over 5 folds")
-    results["lihc"] = {p: {"summary": r.summary, "report": r.report} for p, r in tables.items()}
-    minutes = (time.perf_counter() - t0) / 60
-    _say(f"demo finished in {minutes:.1f} min")
-    _say(f"report (a): {run_a.report}")
-    for p, r in tables.items():
-        _say(f"report (b, {p}): {r.report}")
-    results["minutes"] = minutes
-    return results
+    return rows
