@@ -3,9 +3,9 @@
 One kind of parameter never can: a bias that adds the same constant to every attention score of a query
 before a softmax -- the score layer ``w`` of gated attention pooling, and the key projection's bias of
 softmax attention (q·(k_j + b) = q·k_j + q·b for every key j). The softmax removes any constant shared by
-all scores, so the gradient of such a bias is exactly zero. In float32 round-off makes it look non-zero on some CPUs and exactly zero on
-others; the contract tests therefore run in float64 and name these biases explicitly instead of relying on
-round-off.
+all scores, so the gradient of such a bias is exactly zero. In float32 round-off makes it look non-zero on
+some CPUs and exactly zero on others; the contract tests therefore run in float64 and name these biases
+explicitly instead of relying on round-off.
 """
 
 from __future__ import annotations

@@ -126,12 +126,8 @@ def template_study(
 ) -> dict[str, Any]:
     """Run the template-diversity study (module docstring) into ``out``; ``overrides`` are run-config
     ``key=value`` settings (e.g. ``splits.folds=5``, ``train.epochs=20``) applied to every N_t's run."""
-    from survpgc.clinical.encode import encode_clinical
     from survpgc.config import load_config
     from survpgc.data.cohort import open_cohort
-    from survpgc.report import html as report_html
-    from survpgc.report.blocks import Paragraph, Section, Span, figure, frame_table
-    from survpgc.train.cv import run_cv
 
     nts = sorted({int(n) for n in n_templates})
     if not nts or nts[0] < 1:
@@ -144,64 +140,76 @@ def template_study(
         endpoint=base.cohort.endpoint,
         on_invalid_survival=base.cohort.on_invalid_survival,
     )
-    ids = list(coh.case_ids)
-    time_, event = coh.survival(ids)
+    setting = {"cohort": cohort, "encoder": encoder, "templates": templates, "seed": seed, "overrides": overrides}
     panels, rows, metric_frames = [], [], []
     for nt in nts:
-        folder = out / f"nt{nt}"
-        tokens = folder / "clinical"
-        encode_clinical(coh, tokens, encoder=encoder, n_templates=nt, seed=seed, templates=templates)
-        x = _embedding_matrix(tokens, ids)
-        sentences = pd.read_csv(tokens / "sentences.csv", dtype={"case_id": str})
-        xy = _tsne(x, seed)
-        sil = _silhouette(x, survival_groups(time_))
-        panels.append({"n_templates": nt, "xy": xy, "silhouette": sil})
-        pd.DataFrame({"case_id": ids, "tsne_1": xy[:, 0], "tsne_2": xy[:, 1], "group": survival_groups(time_),
-                      "time": time_, "event": event}).to_csv(folder / "tsne.csv", index=False)  # fmt: skip
-        cfg = load_config(
-            None,
-            [
-                f"cohort.source={cohort}",
-                *overrides,
-                f"clinical.tokens_dir={tokens}",
-                f"clinical.encoder={encoder}",
-                f"clinical.n_templates={nt}",
-                f"clinical.seed={seed}",
-                "models=[{name: mlp, params: {modality: clinical}}]",
-                f"name=templates-nt{nt}",
-            ],
-        )
-        res = run_cv(cfg, folder / "run")
-        r = res.summary.iloc[0]
-        rows.append(
-            {
-                "n_templates": nt,
-                "distinct_sentences": int(sentences["sentence"].nunique()),
-                "silhouette_survival_groups": sil,
-                "cindex_mean": float(r["cindex_mean"]),
-                "cindex_sd": float(r["cindex_sd"]),
-                "iauc_mean": float(r.get("iauc_mean", np.nan)),
-                "iauc_sd": float(r.get("iauc_sd", np.nan)),
-                "paper_lihc": PAPER_TABLE5_LIHC.get(nt, np.nan) if str(coh.name).upper() == "TCGA-LIHC" else np.nan,
-                "protocol": str(r["protocol"]),
-                "run": str(folder / "run"),
-            }
-        )
-        metric_frames.append(res.metrics.assign(model=f"mlp N_t={nt}"))
-        log.info(
-            "templates: N_t=%d, %d distinct sentences, C-index %.3f",
-            nt,
-            rows[-1]["distinct_sentences"],
-            r["cindex_mean"],
-        )
+        panel, row, metrics = _template_run(coh, nt, out / f"nt{nt}", **setting)
+        panels.append(panel)
+        rows.append(row)
+        metric_frames.append(metrics)
     table = pd.DataFrame(rows)
     atomic_write(out / "templates.csv", lambda t: table.to_csv(t, index=False))
+    time_, event = coh.survival(list(coh.case_ids))
     tsne_png = _plot_tsne(panels, time_, event, out / "tsne.png",
                           f"{coh.name}: clinical embeddings ({encoder}) by survival group")  # fmt: skip
     metrics = pd.concat(metric_frames, ignore_index=True)
-    from survpgc.eval.tables import summarize
+    report = _template_report(out, coh, base.splits.protocol, table, metrics, tsne_png, nts=nts, **setting)
+    return {"table": table, "tsne": tsne_png, "report": report, "out": out}
 
-    summary = summarize(metrics, base.splits.protocol)
+
+def _template_run(coh, nt: int, folder: Path, *, cohort, encoder, templates, seed, overrides):
+    """One N_t: clinical sentences and tokens, the t-SNE panel and silhouette, and a CV of ``mlp``."""
+    from survpgc.clinical.encode import encode_clinical
+    from survpgc.config import load_config
+    from survpgc.train.cv import run_cv
+
+    ids = list(coh.case_ids)
+    time_, event = coh.survival(ids)
+    tokens = folder / "clinical"
+    encode_clinical(coh, tokens, encoder=encoder, n_templates=nt, seed=seed, templates=templates)
+    x = _embedding_matrix(tokens, ids)
+    sentences = pd.read_csv(tokens / "sentences.csv", dtype={"case_id": str})
+    xy = _tsne(x, seed)
+    sil = _silhouette(x, survival_groups(time_))
+    pd.DataFrame({"case_id": ids, "tsne_1": xy[:, 0], "tsne_2": xy[:, 1], "group": survival_groups(time_),
+                  "time": time_, "event": event}).to_csv(folder / "tsne.csv", index=False)  # fmt: skip
+    cfg = load_config(
+        None,
+        [
+            f"cohort.source={cohort}",
+            *overrides,
+            f"clinical.tokens_dir={tokens}",
+            f"clinical.encoder={encoder}",
+            f"clinical.n_templates={nt}",
+            f"clinical.seed={seed}",
+            "models=[{name: mlp, params: {modality: clinical}}]",
+            f"name=templates-nt{nt}",
+        ],
+    )
+    res = run_cv(cfg, folder / "run")
+    r = res.summary.iloc[0]
+    row = {
+        "n_templates": nt,
+        "distinct_sentences": int(sentences["sentence"].nunique()),
+        "silhouette_survival_groups": sil,
+        "cindex_mean": float(r["cindex_mean"]),
+        "cindex_sd": float(r["cindex_sd"]),
+        "iauc_mean": float(r.get("iauc_mean", np.nan)),
+        "iauc_sd": float(r.get("iauc_sd", np.nan)),
+        "paper_lihc": PAPER_TABLE5_LIHC.get(nt, np.nan) if str(coh.name).upper() == "TCGA-LIHC" else np.nan,
+        "protocol": str(r["protocol"]),
+        "run": str(folder / "run"),
+    }
+    log.info("templates: N_t=%d, %d distinct sentences, C-index %.3f", nt, row["distinct_sentences"], r["cindex_mean"])
+    return {"n_templates": nt, "xy": xy, "silhouette": sil}, row, res.metrics.assign(model=f"mlp N_t={nt}")
+
+
+def _template_report(out: Path, coh, protocol: str, table, metrics, tsne_png, *, nts, **setting) -> Path | None:
+    """The study's report.html: the per-N_t table beside the paper's Table 5, and the t-SNE figure."""
+    from survpgc.eval.tables import summarize
+    from survpgc.report import html as report_html
+    from survpgc.report.blocks import Paragraph, Section, Span, figure, frame_table
+
     show = table[["n_templates", "distinct_sentences", "silhouette_survival_groups"]].copy()
     show["C-index"] = [report_html.mean_sd(m, s) for m, s in zip(table["cindex_mean"], table["cindex_sd"], strict=True)]
     if str(coh.name).upper() == "TCGA-LIHC":
@@ -218,20 +226,19 @@ def template_study(
         "Template diversity (paper Table 5, Fig. 5)",
         (intro, frame_table(show), figure("t-SNE of clinical embeddings", tsne_png)),
     )
-    report = report_html.write_report(
+    return report_html.write_report(
         out,
         cohort_summary=coh.summary(),
-        protocol=base.splits.protocol,
-        config={"study": "templates", "cohort": cohort, "encoder": encoder, "n_templates": nts,
-                "templates": templates, "seed": seed, "overrides": list(overrides)},
-        summary=summary,
+        protocol=protocol,
+        config={"study": "templates", "cohort": setting["cohort"], "encoder": setting["encoder"], "n_templates": nts,
+                "templates": setting["templates"], "seed": setting["seed"], "overrides": list(setting["overrides"])},
+        summary=summarize(metrics, protocol),
         metrics=metrics,
         comparisons=None,
         images={},
         extra_sections=[section],
         title="survpgc template-diversity study",
     )  # fmt: skip
-    return {"table": table, "tsne": tsne_png, "report": report, "out": out}
 
 
 # ============================================================================ clinical integration
