@@ -495,16 +495,16 @@ def test_heatmap_slide_lookup_and_features_only(slide_run, tmp_path, monkeypatch
 
 def test_integration_section_only_for_runs_with_survpc_and_a_baseline(tmp_path):
     """The Table 4 section is derived from the run's models: survpc plus a baseline; ΔC only vs survpc."""
-    from survpgc.report.interpret import integration_section
+    from survpgc.report.interpret import integration_blocks
+    from survpgc.report.templating import render_blocks
 
     def run(models, reference):
-        d = tmp_path / "_".join(models) / reference
-        d.mkdir(parents=True)
-        pd.DataFrame({"model": models, "cindex_mean": 0.6, "cindex_sd": 0.05}).to_csv(d / "summary.csv", index=False)
+        summary = pd.DataFrame({"model": models, "cindex_mean": 0.6, "cindex_sd": 0.05})
         others = [m for m in models if m != reference]
-        pd.DataFrame({"model": others, "reference": reference, "delta_cindex": 0.01, "ci_low": -0.1,
-                      "ci_high": 0.1, "p_value": 0.5}).to_csv(d / "comparisons.csv", index=False)  # fmt: skip
-        return integration_section(d)
+        comparisons = pd.DataFrame({"model": others, "reference": reference, "delta_cindex": 0.01, "ci_low": -0.1,
+                                    "ci_high": 0.1, "p_value": 0.5})  # fmt: skip
+        blocks = integration_blocks(summary, comparisons, "tcga-lihc")
+        return render_blocks(blocks) if blocks else ""
 
     assert run(["survpgc", "survpc"], "survpgc") == ""  # no integration baseline
     assert run(["late_fusion", "abmil"], "abmil") == ""  # no survpc

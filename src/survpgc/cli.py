@@ -384,6 +384,18 @@ def text_encoders_cmd(as_json: bool = typer.Option(False, "--json", help="Print 
     Console().print(t)
 
 
+def _cli_config(config: str | None, overrides: list[str] | None):
+    """The config of `run` / `config show`: a YAML file and overrides, or overrides only (when the first
+    argument is ``key=value`` and no such file exists)."""
+    from survpgc.config import load_config
+
+    overrides = list(overrides or [])
+    if config is not None and "=" in config and not Path(config).is_file():
+        overrides.insert(0, config)  # no config file: the first argument is already an override
+        config = None
+    return load_config(config, overrides)
+
+
 @app.command("run")
 def run_cmd(
     config: str | None = typer.Argument(None, help="YAML run config (defaults when omitted)."),
@@ -393,16 +405,9 @@ def run_cmd(
     model: list[str] | None = typer.Option(None, "--model", help="Only this model id (repeatable)."),
 ) -> None:
     """Cross-validate the configured models: fit, select, predict, metrics, comparisons, plots, report."""
-    from pathlib import Path
-
-    from survpgc.config import load_config
     from survpgc.train.cv import run_cv
 
-    overrides = list(overrides or [])
-    if config is not None and "=" in config and not Path(config).is_file():
-        overrides.insert(0, config)  # no config file: the first argument is already an override
-        config = None
-    cfg = load_config(config, overrides)
+    cfg = _cli_config(config, overrides)
     res = run_cv(cfg, out, only_folds=fold or None, only_models=model or None, progress=sys.stderr.isatty())
     _print_summary(res)
 
@@ -419,13 +424,7 @@ def config_show_cmd(
     """Print the resolved config (file + overrides + defaults, validated) as YAML."""
     import yaml
 
-    from survpgc.config import load_config
-
-    overrides = list(overrides or [])
-    if config is not None and "=" in config and not Path(config).is_file():
-        overrides.insert(0, config)  # no config file: the first argument is already an override
-        config = None
-    cfg = load_config(config, overrides)
+    cfg = _cli_config(config, overrides)
     typer.echo(yaml.safe_dump(cfg.to_dict(), sort_keys=False), nl=False)
 
 

@@ -105,20 +105,6 @@ def _config_text(config: Any) -> str:
         return json.dumps(plain, indent=2, ensure_ascii=False)
 
 
-def _config_text(config: Any) -> str:
-    if config is None:
-        return "(not recorded)"
-    plain = _plain(config)
-    try:
-        import yaml
-
-        return yaml.safe_dump(plain, sort_keys=False, allow_unicode=True, default_flow_style=False)
-    except Exception:  # pragma: no cover - pyyaml is a dependency; JSON is the fallback
-        import json
-
-        return json.dumps(plain, indent=2, ensure_ascii=False)
-
-
 def _protocol_label(protocol: str) -> str:
     from survpgc.data.splits import protocol_label
 

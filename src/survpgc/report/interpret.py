@@ -16,7 +16,7 @@ import pandas as pd
 
 from survpgc.report.blocks import Block, Figure, Grid, Heading, Paragraph, Section, Span, figure, frame_table, mean_sd
 
-__all__ = ["integration_blocks", "integration_section", "interpret_sections"]
+__all__ = ["integration_blocks", "interpret_sections"]
 
 log = logging.getLogger(__name__)
 
@@ -55,13 +55,16 @@ _LOCALISATION_INTRO = Paragraph(
 )
 
 
-def interpret_sections(run_dir: str | Path) -> list[Section]:
-    """The sections for the heatmaps, attributions and localisation found in ``run_dir/interpret``, and the
-    Table 4 comparison when the run holds survpc and integration baselines."""
-    root = Path(run_dir) / "interpret"
+def interpret_sections(
+    interpret_dir: Path, *, summary: pd.DataFrame, comparisons: pd.DataFrame | None, cohort: str
+) -> list[Section]:
+    """The sections for the heatmaps, attributions and localisation found in ``interpret_dir``, and the
+    Table 4 comparison when the run's ``summary`` holds survpc and integration baselines (``cohort``: the
+    config's cohort source, which picks the paper's column)."""
+    root = Path(interpret_dir)
     sections: list[Section] = []
     builders = (
-        ("Clinical integration (paper Table 4)", _integration),
+        ("Clinical integration (paper Table 4)", lambda _: integration_blocks(summary, comparisons, cohort)),
         ("Attention heatmaps", _heatmaps),
         ("Modality attribution (integrated gradients)", _ig),
         ("Localisation against known masks", _localisation),
@@ -140,20 +143,6 @@ def _ig(root: Path) -> list[Block]:
     return [_IG_INTRO, *(b for path in summaries for b in _ig_run(path))]
 
 
-def _integration(root: Path) -> list[Block]:
-    return integration_blocks(root.parent) if (root.parent / "summary.csv").is_file() else []
-
-
-def _run_cohort(run_dir: Path) -> str:
-    """The cohort source named in the run's ``config.yaml`` ("" when there is none)."""
-    cfg_path = run_dir / "config.yaml"
-    if not cfg_path.is_file():
-        return ""
-    import yaml
-
-    return str((yaml.safe_load(cfg_path.read_text()) or {}).get("cohort", {}).get("source", ""))
-
-
 def _integration_row(model: str, label: str, r: pd.Series, comp: pd.DataFrame, col: str | None) -> dict[str, str]:
     from survpgc.paper import PAPER_TABLE4
 
@@ -171,18 +160,16 @@ def _integration_row(model: str, label: str, r: pd.Series, comp: pd.DataFrame, c
     return row
 
 
-def integration_blocks(run_dir: Path) -> list[Block]:
+def integration_blocks(summary: pd.DataFrame, comparisons: pd.DataFrame | None, cohort: str = "") -> list[Block]:
     """The Table 4 section of a run holding ``survpc`` and at least one integration baseline (from its summary
-    and comparisons); empty for any other run."""
+    and comparisons tables); empty for any other run."""
     from survpgc.paper import INTEGRATION_MODELS, PAPER_TABLE4_COLUMN
 
-    summary = pd.read_csv(run_dir / "summary.csv").set_index("model")
+    summary = summary.set_index("model")
     if "survpc" not in summary.index or not any(m in summary.index for m, _ in INTEGRATION_MODELS[:-1]):
         return []
-    comp_path = run_dir / "comparisons.csv"
-    comp = pd.read_csv(comp_path) if comp_path.is_file() else pd.DataFrame(columns=["model", "reference"])
+    comp = comparisons if comparisons is not None else pd.DataFrame(columns=["model", "reference"])
     comp = comp[comp["reference"] == "survpc"].set_index("model")  # ΔC only where survpc was the reference
-    cohort = _run_cohort(run_dir)
     col = PAPER_TABLE4_COLUMN.get(cohort.upper())
     rows = [
         _integration_row(model, label, summary.loc[model], comp, col)
@@ -191,14 +178,6 @@ def integration_blocks(run_dir: Path) -> list[Block]:
     ]
     blocks: list[Block] = [_INTEGRATION_INTRO, frame_table(pd.DataFrame(rows))]
     return blocks + ([Paragraph((f"cohort: {cohort}",))] if cohort else [])
-
-
-def integration_section(run_dir: Path) -> str:
-    """:func:`integration_blocks` rendered as an HTML fragment ("" for a run without the Table 4 models)."""
-    from survpgc.report.templating import render_blocks
-
-    blocks = integration_blocks(run_dir)
-    return render_blocks(blocks) if blocks else ""
 
 
 def _localisation(root: Path) -> list[Block]:

@@ -68,7 +68,12 @@ def build_run_report(
         log.warning("forest plot failed: %s", exc)
     return report_html.write_report(
         run.path,
-        extra_sections=interpret_sections(run.path),
+        extra_sections=interpret_sections(
+            run.interpret_dir,
+            summary=summary,
+            comparisons=comparisons,
+            cohort=str((config or {}).get("cohort", {}).get("source", "")),
+        ),
         cohort_summary=cohort_summary,
         protocol=protocol,
         config=config,
