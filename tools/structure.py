@@ -29,11 +29,8 @@ def long_functions(src: Path, min_lines: int) -> list[tuple[int, str, str]]:
     return sorted(rows, reverse=True)
 
 
-def module_cycles(package: str) -> list[list[str]]:
+def module_cycles(graph) -> list[list[str]]:
     """Strongly connected components (size > 1) of the module import graph."""
-    import grimp
-
-    graph = grimp.build_graph(package, cache_dir=None)
     edges = {m: graph.find_modules_directly_imported_by(m) for m in graph.modules}
     index, low, stack, on, out, counter = {}, {}, [], set(), [], [0]
 
@@ -66,11 +63,8 @@ def module_cycles(package: str) -> list[list[str]]:
     return out
 
 
-def package_cycles(package: str, depth: int = 2) -> list[list[str]]:
-    """Cycles between the top-level packages: strongly connected components of the package graph."""
-    import grimp
-
-    graph = grimp.build_graph(package, cache_dir=None)
+def package_cycles(graph, depth: int = 2) -> list[list[str]]:
+    """Pairs of top-level packages that import each other, directly or through others."""
     top = {".".join(m.split(".")[:depth]) for m in graph.modules if m.count(".") >= depth - 1}
     out = []
     for a in sorted(top):
@@ -96,10 +90,13 @@ def main() -> None:
     lines.append(f"functions over {a.min_lines} lines (docstrings included): {len(rows)}")
     lines += [f"  {n:5d}  {name}  ({where})" for n, where, name in rows]
     sys.path.insert(0, str(a.src.resolve()))
-    cycles = module_cycles(a.package)
+    import grimp
+
+    graph = grimp.build_graph(a.package, cache_dir=None)  # function-level imports included
+    cycles = module_cycles(graph)
     lines.append(f"import cycles between modules (function-level imports included): {len(cycles)}")
     lines += ["  " + " <-> ".join(comp) for comp in cycles]
-    pairs = package_cycles(a.package)
+    pairs = package_cycles(graph)
     lines.append(f"pairs of top-level packages that import each other (directly or not): {len(pairs)}")
     lines += ["  " + " <-> ".join(p) for p in pairs]
     sys.stdout.write("\n".join(lines) + "\n")

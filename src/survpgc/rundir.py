@@ -174,9 +174,6 @@ class RunDir:
             raise ConfigError(f"{self.path}: no {path.name}; finish the run (`survpgc run`) first")
         return pd.read_csv(path, dtype={"case_id": str} if name == "predictions" else None)
 
-    def has_tables(self) -> bool:
-        return all(self.table(name).is_file() for name in TABLES)
-
     def write_notes(self, notes: list[str]) -> None:
         if notes:
             atomic_write_text(self.notes_file, "\n".join(notes) + "\n")
