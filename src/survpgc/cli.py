@@ -448,7 +448,7 @@ def _print_summary(res) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from survpgc.report.html import mean_sd
+    from survpgc.report.blocks import mean_sd
 
     con = Console()
     if res.summary.empty:
@@ -608,7 +608,7 @@ def explain_attribution_cmd(
     from rich.table import Table
 
     from survpgc.explain.attribution import explain_attribution
-    from survpgc.report.html import mean_sd
+    from survpgc.report.blocks import mean_sd
 
     res = explain_attribution(run, model_id=model, baseline=baseline, n_steps=n_steps, device=device)
     summary = res["summary"]
@@ -638,7 +638,7 @@ def explain_localisation_cmd(
 ) -> None:
     """AUROC of per-patch attention and relevance against known masks, per test case (synthetic ground truth)."""
     from survpgc.explain.attention import localisation_table
-    from survpgc.report.html import mean_sd
+    from survpgc.report.blocks import mean_sd
 
     table = localisation_table(run, masks, model_id=model, downsample=downsample)
     for key, g in table.groupby("path"):
@@ -667,7 +667,7 @@ def study_templates_cmd(
     from rich.console import Console
     from rich.table import Table
 
-    from survpgc.report.html import mean_sd
+    from survpgc.report.blocks import mean_sd
     from survpgc.studies import template_study
 
     try:

@@ -48,7 +48,7 @@ def _table(rows: list[dict[str, Any]], title: str) -> None:
 
 
 def _fmt(mean: float, sd: float) -> str:
-    from survpgc.report.html import mean_sd
+    from survpgc.report.blocks import mean_sd
 
     return mean_sd(mean, sd)
 

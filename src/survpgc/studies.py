@@ -208,10 +208,10 @@ def _template_report(out: Path, coh, protocol: str, table, metrics, tsne_png, *,
     """The study's report.html: the per-N_t table beside the paper's Table 5, and the t-SNE figure."""
     from survpgc.eval.tables import summarize
     from survpgc.report import html as report_html
-    from survpgc.report.blocks import Paragraph, Section, Span, figure, frame_table
+    from survpgc.report.blocks import Paragraph, Section, Span, figure, frame_table, mean_sd
 
     show = table[["n_templates", "distinct_sentences", "silhouette_survival_groups"]].copy()
-    show["C-index"] = [report_html.mean_sd(m, s) for m, s in zip(table["cindex_mean"], table["cindex_sd"], strict=True)]
+    show["C-index"] = [mean_sd(m, s) for m, s in zip(table["cindex_mean"], table["cindex_sd"], strict=True)]
     if str(coh.name).upper() == "TCGA-LIHC":
         show["paper Table 5 (LIHC)"] = [f"{v:.3f}" if v == v else "-" for v in table["paper_lihc"]]
     intro = Paragraph(

@@ -43,7 +43,7 @@ from survpgc.report.templating import render
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["mean_sd", "render_report", "report_metrics", "write_report"]
+__all__ = ["render_report", "report_metrics", "write_report"]
 
 log = logging.getLogger(__name__)
 
