@@ -718,15 +718,45 @@ def demo_cmd(
     run_demo(out, n_patients=n_patients, quick=quick)
 
 
+def os_error_line(exc: OSError) -> str:
+    """One line for an operating-system error: what went wrong and the path(s) it concerns."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    paths = [str(p) for p in (exc.filename, exc.filename2) if p is not None]
+    if not paths:
+        return f"{reason}"
+    return f"{reason}: {' -> '.join(paths)}"
+
+
 def main() -> None:
-    """Entry point of the ``survpgc`` console script; turns SurvpgcError into a one-line message."""
-    from survpgc.errors import SurvpgcError
+    """Entry point of the ``survpgc`` console script.
+
+    Exit codes: 0 done; 1 finished with failed items (e.g. slides that could not be read; see the manifest);
+    2 refused or failed (our own errors and operating-system errors, as one line naming the file, row, key or
+    path); 130 interrupted by Ctrl-C (what was finished is kept; rerunning the same command resumes).
+    """
+    from survpgc.errors import Interrupted, SurvpgcError
 
     try:
         app()
     except SurvpgcError as exc:
         typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
         sys.exit(2)
+    except OSError as exc:
+        typer.secho(f"error: {os_error_line(exc)}", err=True, fg=typer.colors.RED)
+        sys.exit(2)
+    except (KeyboardInterrupt, SystemExit) as exc:
+        # typer turns Ctrl-C into a silent SystemExit(130); find the interrupt behind it and say what it means
+        cause: BaseException | None = exc
+        while cause is not None and not isinstance(cause, KeyboardInterrupt):
+            cause = cause.__cause__ or cause.__context__
+        if cause is None:
+            raise
+        if isinstance(cause, Interrupted):
+            message = str(cause)
+        else:
+            message = "finished outputs are kept and nothing is half-written; rerun the same command to resume"
+        typer.secho(f"interrupted: {message}", err=True, fg=typer.colors.YELLOW)
+        sys.exit(130)
 
 
 if __name__ == "__main__":  # pragma: no cover

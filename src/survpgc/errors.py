@@ -10,10 +10,12 @@ This module imports nothing else from survpgc.
 from __future__ import annotations
 
 __all__ = [
+    "BusyError",
     "ConfigError",
     "DataError",
     "EmptyInputError",
     "InputError",
+    "Interrupted",
     "InvalidEventError",
     "InvalidRiskError",
     "InvalidTimeError",
@@ -77,6 +79,25 @@ class ConfigError(SurvpgcError, ValueError):
 
 class DataError(SurvpgcError, ValueError):
     """A data file or table is malformed (the message names file, row and column)."""
+
+
+class BusyError(SurvpgcError, RuntimeError):
+    """Another process holds the lock of an output folder (the message names its pid, host and command)."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) during a long command, with a message saying what was finished and how to resume.
+
+    It derives from :class:`KeyboardInterrupt` (not from :class:`SurvpgcError`), so ``except Exception`` never
+    swallows it; the CLI prints the message and exits with 130, the shell's code for SIGINT.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
 
 
 class UnknownNameError(ConfigError, InputError):

@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text"]
+__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "safe_name"]
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], object]) -> Path:
@@ -49,3 +49,12 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     """Write bytes atomically."""
     return atomic_write(path, lambda t: t.write_bytes(data))
+
+
+def safe_name(name: str) -> str:
+    """A model id (or any label) as a file-name part (``snn:genomic`` -> ``snn_genomic``).
+
+    The one function that turns ids into file names: the run directory names its files with it, and the config
+    refuses model ids that would collide under it.
+    """
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)

@@ -30,7 +30,7 @@ import pandas as pd
 
 from survpgc.config import RunConfig, load_config
 from survpgc.errors import ConfigError, InputError
-from survpgc.files import atomic_write, atomic_write_text
+from survpgc.files import atomic_write, atomic_write_text, safe_name
 
 __all__ = ["TABLES", "FoldFiles", "LoadedModel", "RunContext", "RunDir", "safe_name"]
 
@@ -38,11 +38,6 @@ log = logging.getLogger(__name__)
 
 #: The run-level tables, in the order they are written.
 TABLES: tuple[str, ...] = ("predictions", "metrics", "summary", "comparisons")
-
-
-def safe_name(model_id: str) -> str:
-    """A model id as a file-name part (``snn:genomic`` -> ``snn_genomic``)."""
-    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in model_id)
 
 
 @dataclass(frozen=True)
