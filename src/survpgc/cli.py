@@ -186,16 +186,18 @@ def synth(
     overwrite: bool = typer.Option(False, help="Replace a non-empty --out folder."),
 ) -> None:
     """Write a synthetic tri-modal cohort with known ground truth (slides, clinical, omics, survival)."""
+    from survpgc.locks import output_dir
     from survpgc.synth import generate_synthetic_cohort
 
-    res = generate_synthetic_cohort(
-        out,
-        n_patients=n_patients,
-        seed=seed,
-        slide_size=(width, height),
-        render_slides=not no_slides,
-        overwrite=overwrite,
-    )
+    with output_dir(out):
+        res = generate_synthetic_cohort(
+            out,
+            n_patients=n_patients,
+            seed=seed,
+            slide_size=(width, height),
+            render_slides=not no_slides,
+            overwrite=overwrite,
+        )
     typer.echo(
         f"wrote {res.n_patients} patients to {res.out_dir} in {res.seconds:.1f} s: "
         f"censoring {res.censoring_rate:.0%}, C-index of the true risk {res.cindex_true:.3f} (oracle ceiling)"
@@ -676,8 +678,11 @@ def study_templates_cmd(
         from survpgc.errors import InputError
 
         raise InputError(f"--n-templates must be comma-separated integers, got {n_templates!r}") from exc
-    res = template_study(cohort, out, n_templates=nts, encoder=encoder, templates=templates,
-                         overrides=list(overrides or []), seed=seed)  # fmt: skip
+    from survpgc.locks import output_dir
+
+    with output_dir(out):
+        res = template_study(cohort, out, n_templates=nts, encoder=encoder, templates=templates,
+                             overrides=list(overrides or []), seed=seed)  # fmt: skip
     t = Table("N_t", "distinct sentences", "silhouette", "C-index (mlp)", "paper (LIHC)", title="template diversity")
     for _, r in res["table"].iterrows():
         paper = r["paper_lihc"]
@@ -700,9 +705,11 @@ def study_integration_cmd(
     overrides: list[str] | None = typer.Argument(None, help="key=value overrides, e.g. train.epochs=2"),
 ) -> None:
     """Late / concatenation / encoded fusion (paper Table 4 a, b, c) vs survpc on the same folds."""
+    from survpgc.locks import output_dir
     from survpgc.studies import clinical_integration_study
 
-    res = clinical_integration_study(config, out, overrides=list(overrides or []), progress=sys.stderr.isatty())
+    with output_dir(out):
+        res = clinical_integration_study(config, out, overrides=list(overrides or []), progress=sys.stderr.isatty())
     _print_summary(res)
 
 
@@ -714,8 +721,10 @@ def demo_cmd(
 ) -> None:
     """The whole pipeline on shipped data: (a) synthetic tri-modal cohort with known truth, (b) TCGA-LIHC."""
     from survpgc.demo import run_demo
+    from survpgc.locks import output_dir
 
-    run_demo(out, n_patients=n_patients, quick=quick)
+    with output_dir(out):
+        run_demo(out, n_patients=n_patients, quick=quick)
 
 
 def os_error_line(exc: OSError) -> str:

@@ -185,7 +185,9 @@ def _check_out_dir(out: Path, overwrite: bool) -> None:
         if not out.is_dir():
             raise InputError(f"out_dir {out} exists and is not a directory")
         if any(out.iterdir()) and not overwrite:
-            raise InputError(f"out_dir {out} exists and is not empty; pass overwrite=True to replace it")
+            raise InputError(
+                f"out_dir {out} exists and is not empty; pass overwrite=True (`synth --overwrite`) to replace it"
+            )
 
 
 def _generate_atomically(out: Path, opts: SynthOptions) -> _Generated:
