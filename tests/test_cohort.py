@@ -116,7 +116,7 @@ def test_several_slides_per_case(tmp_path):
     [
         (GOOD + "A,A-2.svs,51,male,white,Stage I,7th,HCC,10.5,0\n", r"duplicate case id.*'A'.*line\(s\) 2, 5"),
         ("A,A.svs,50,male,white,Stage I,7th,HCC,,0\n", r"missing/non-numeric 'survival_months' at line\(s\) 2"),
-        ("A,A.svs,50,male,white,Stage I,7th,HCC,-3,0\n", r"non-positive 'survival_months' at line\(s\) 2"),
+        ("A,A.svs,50,male,white,Stage I,7th,HCC,-3,0\n", r"1 negative 'survival_months' at line 2 \(-3\)"),
         ("A,A.svs,50,male,white,Stage I,7th,HCC,3,2\n", r"'censorship' value\(s\) missing or not 0/1 at line\(s\) 2"),
         ("A,A.svs,50,male,white,Stage I,7th,HCC,3,yes\n", r"'censorship'.*line\(s\) 2"),
     ],
@@ -174,7 +174,10 @@ def test_omics_validation(tmp_path):
     c = load_cohort(p, omics=om, on_unmatched="drop")
     assert c.modality_table()["omics"].tolist() == [True, True, False]  # C kept, marked missing
     om.write_text("case_id,G1_rnaseq,G2_rnaseq\nA,nan,0.2\nB,0.3,inf\n")
-    with pytest.raises(DataError, match=r"2 NaN/inf value\(s\) in 2 column\(s\) \['G1_rnaseq', 'G2_rnaseq'\]"):
+    with pytest.raises(
+        DataError,
+        match=r"2 NaN/inf value\(s\) in 2 column\(s\): case 'A' column 'G1_rnaseq', case 'B' column 'G2_rnaseq'",
+    ):
         load_cohort(p, omics=om)
     assert load_cohort(p, omics=om, omics_nonfinite="drop_columns").omics.shape == (2, 0)
     z = load_cohort(p, omics=om, omics_nonfinite="zero").omics

@@ -59,10 +59,35 @@ cohort_app = typer.Typer(help="Inspect cohorts (built-in names such as tcga-lihc
 app.add_typer(cohort_app, name="cohort")
 
 
-def _open(source: str, endpoint: str, feature_dir: str | None, on_invalid: str):
-    from survpgc.data.cohort import open_cohort
+_TIME_UNIT_HELP = "Unit of the survival times in the table: days | weeks | months | years (converted to months)."
+_OMICS_NONFINITE_HELP = "NaN/inf omics values: error | drop_columns | zero."
 
-    return open_cohort(source, endpoint=endpoint, feature_dir=feature_dir, on_invalid_survival=on_invalid)
+
+def _open(
+    source: str,
+    endpoint: str,
+    feature_dir: str | None,
+    on_invalid: str,
+    time_unit: str = "months",
+    omics_nonfinite: str = "error",
+):
+    from survpgc.data.cohort import open_cohort
+    from survpgc.errors import InputError
+
+    for name, value, choices in (
+        ("--time-unit", time_unit, ("days", "weeks", "months", "years")),
+        ("--omics-nonfinite", omics_nonfinite, ("error", "drop_columns", "zero")),
+    ):
+        if value not in choices:
+            raise InputError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+    return open_cohort(
+        source,
+        endpoint=endpoint,
+        feature_dir=feature_dir,
+        on_invalid_survival=on_invalid,
+        time_unit=time_unit,
+        omics_nonfinite=omics_nonfinite,
+    )
 
 
 @cohort_app.command("info")
@@ -71,6 +96,8 @@ def cohort_info(
     endpoint: str = typer.Option("os", help="os | dss | pfs"),
     feature_dir: str | None = typer.Option(None, help="Folder of <slide stem>.h5 / .pt feature files."),
     on_invalid: str = typer.Option("error", help="Invalid survival rows: error | drop."),
+    time_unit: str = typer.Option("months", "--time-unit", help=_TIME_UNIT_HELP),
+    omics_nonfinite: str = typer.Option("error", "--omics-nonfinite", help=_OMICS_NONFINITE_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Cases, events, censoring, follow-up and modality coverage of a cohort."""
@@ -79,7 +106,7 @@ def cohort_info(
     from rich.console import Console
     from rich.table import Table
 
-    cohort = _open(source, endpoint, feature_dir, on_invalid)
+    cohort = _open(source, endpoint, feature_dir, on_invalid, time_unit, omics_nonfinite)
     s = cohort.summary()
     if as_json:
         typer.echo(json.dumps(s, indent=2))
@@ -121,11 +148,13 @@ def splits_make(
     seed: int = typer.Option(0, help="Random seed (same seed, same folds)."),
     endpoint: str = typer.Option("os", help="os | dss | pfs"),
     on_invalid: str = typer.Option("error", help="Invalid survival rows: error | drop."),
+    time_unit: str = typer.Option("months", "--time-unit", help=_TIME_UNIT_HELP),
+    omics_nonfinite: str = typer.Option("error", "--omics-nonfinite", help=_OMICS_NONFINITE_HELP),
 ) -> None:
     """Stratified (event × time) patient-level K-fold splits with a validation part per fold."""
     from survpgc.data.splits import make_splits
 
-    cohort = _open(source, endpoint, None, on_invalid)
+    cohort = _open(source, endpoint, None, on_invalid, time_unit, omics_nonfinite)
     s = make_splits(
         cohort.case_ids,
         cohort.time,
@@ -204,12 +233,15 @@ def synth(
     )
 
 
-def _survival_table(path: str, time_col: str, event_col: str | None, censorship_col: str | None):
-    """Read time / event (or censorship) from a table, converting at the boundary."""
-    from survpgc.data.cohort import read_table
+def _survival_table(
+    path: str, time_col: str, event_col: str | None, censorship_col: str | None, time_unit: str = "months"
+):
+    """Read time / event (or censorship) from a table, converting at the boundary (``time_unit`` to months)."""
+    from survpgc.data.cohort import months_per_unit, read_table, time_unit_warning
     from survpgc.errors import DataError
     from survpgc.survival import check_survival, event_from_censorship
 
+    factor = months_per_unit(time_unit)
     df = read_table(path)
     ev_col = event_col if event_col else censorship_col
     if ev_col is None or ev_col not in df.columns:
@@ -221,7 +253,10 @@ def _survival_table(path: str, time_col: str, event_col: str | None, censorship_
             raise DataError(f"{path}: needs columns {time_col!r} and 'event' (or 'censorship'); has {list(df.columns)}")
     event = event_from_censorship(df[ev_col], name=f"{path}:{ev_col}") if ev_col == censorship_col else df[ev_col]
     t, e = check_survival(df[time_col], event, time_name=f"{path}:{time_col}", event_name=f"{path}:{ev_col}")
-    return df, t, e
+    warning = time_unit_warning(t, time_unit, path)
+    if warning:
+        logging.getLogger("survpgc.cli").warning("%s", warning)
+    return df, t * factor, e
 
 
 @app.command()
@@ -231,7 +266,8 @@ def evaluate(
         None, help="Training-set table (time, event) for the censoring distribution (Uno C, AUC, Brier)."
     ),
     risk_col: str = typer.Option("risk", help="Risk column (higher = worse)."),
-    time_col: str = typer.Option("time", help="Time column (months)."),
+    time_col: str = typer.Option("time", help="Time column (months, or see --time-unit)."),
+    time_unit: str = typer.Option("months", "--time-unit", help=_TIME_UNIT_HELP),
     event_col: str | None = typer.Option(None, help="Event column (1 = death). Default: 'event'."),
     censorship_col: str | None = typer.Option(None, help="Censorship column (1 = censored), instead of event."),
     times: str = typer.Option("12,36,60", help="Comma-separated months for time-dependent AUC."),
@@ -247,7 +283,7 @@ def evaluate(
     from survpgc.errors import DataError, SurvpgcError
     from survpgc.survival import bootstrap_cindex, check_risk, harrell_cindex, td_auc, uno_cindex
 
-    df, t, e = _survival_table(predictions, time_col, event_col, censorship_col)
+    df, t, e = _survival_table(predictions, time_col, event_col, censorship_col, time_unit)
     if risk_col not in df.columns:
         raise DataError(f"{predictions}: risk column {risk_col!r} not found; has {list(df.columns)}")
     r = check_risk(df[risk_col], len(t), name=f"{predictions}:{risk_col}")
@@ -256,7 +292,7 @@ def evaluate(
         _est, lo, hi = bootstrap_cindex(t, e, r, n=n_bootstrap, seed=seed)
         out["harrell_cindex_95ci"] = [lo, hi]
     if train:
-        _, tt, te = _survival_table(train, time_col, event_col, censorship_col)
+        _, tt, te = _survival_table(train, time_col, event_col, censorship_col, time_unit)
         out["uno_cindex"] = uno_cindex(tt, te, t, e, r)
         grid = np.array([float(x) for x in times.split(",") if x.strip()])
         ok = grid[(grid >= t.min()) & (grid < min(t.max(), tt.max()))]
@@ -301,6 +337,8 @@ def prepare_omics_cmd(
     min_genes: int = typer.Option(1, "--min-genes", help="Drop pathways with fewer measured genes than this."),
     endpoint: str = typer.Option("os", help="os | dss | pfs"),
     on_invalid: str = typer.Option("error", help="Invalid survival rows: error | drop."),
+    time_unit: str = typer.Option("months", "--time-unit", help=_TIME_UNIT_HELP),
+    omics_nonfinite: str = typer.Option("error", "--omics-nonfinite", help=_OMICS_NONFINITE_HELP),
 ) -> None:
     """Select the signature genes of a cohort's omics table; write the matrix, groups and coverage report.
 
@@ -309,7 +347,7 @@ def prepare_omics_cmd(
     from survpgc.genomics.prepare import prepare_omics
 
     res = prepare_omics(
-        _open(cohort, endpoint, None, on_invalid),
+        _open(cohort, endpoint, None, on_invalid, time_unit, omics_nonfinite),
         signatures,
         data_types,
         out_dir=out,
@@ -339,6 +377,8 @@ def encode_clinical_cmd(
     overwrite: bool = typer.Option(False, help="Replace tokens of another configuration in --out."),
     endpoint: str = typer.Option("os", help="os | dss | pfs (used only to open the cohort)."),
     on_invalid: str = typer.Option("error", help="Invalid survival rows: error | drop."),
+    time_unit: str = typer.Option("months", "--time-unit", help=_TIME_UNIT_HELP),
+    omics_nonfinite: str = typer.Option("error", "--omics-nonfinite", help=_OMICS_NONFINITE_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Write clinical fields as sentences and encode them into per-case text tokens (n_fields x d)."""
@@ -362,6 +402,8 @@ def encode_clinical_cmd(
         overwrite=overwrite,
         endpoint=endpoint,
         on_invalid=on_invalid,
+        time_unit=time_unit,
+        omics_nonfinite=omics_nonfinite,
     )
     typer.echo(json.dumps(s.as_dict(), indent=2) if as_json else s.describe())
 

@@ -103,6 +103,9 @@ class CohortConfig(_Section):
     on_missing_features: Literal["error", "drop"] = Field(
         "error", description="slides without a feature file in pathology.feature_dir: refuse or drop the slide"
     )
+    omics_nonfinite: Literal["error", "drop_columns", "zero"] = Field(
+        "error", description="NaN/inf omics values: refuse (naming case and column), drop those columns, or set 0"
+    )
 
 
 class PathologyConfig(_Section):
@@ -165,6 +168,9 @@ class SplitConfig(_Section):
 class DataConfig(_Section):
     where: ClassVar[str] = "data"
 
+    time_unit: Literal["days", "weeks", "months", "years"] = Field(
+        "months", description="unit of the cohort's survival times, converted to months when the cohort is read"
+    )
     n_bins: int = Field(4, ge=1, description="discrete time bins (quantiles of the training part's event times)")
     n_patches: Annotated[int, Field(ge=1)] | None = Field(
         4096, description="patches sampled per bag in training; null = all"
@@ -189,7 +195,7 @@ class TrainConfig(_Section):
     batch_size: int = Field(1, ge=1, description="cases per optimisation step")
     alpha: float = Field(0.0, ge=0, le=1, description="NLL loss weight on the uncensored term")
     beta: float = Field(0.0, ge=0, le=1, description="weight of the cosine loss between SurvPGC's two paths")
-    cosine_margin: float = Field(0.2, description="margin of that cosine loss")
+    cosine_margin: float = Field(0.2, ge=-1, le=1, description="margin of that cosine loss (a cosine: in [-1, 1])")
     select_from_epoch: int = Field(
         10, ge=1, description="epoch selection window starts here (1-based) and ends at the last epoch"
     )
@@ -305,6 +311,7 @@ class RunConfig(_Section):
         dup = sorted({x for x in ids if ids.count(x) > 1})
         if dup:
             problems.append(f"models: duplicate model ids {dup}; give each entry a distinct `label`")
+        problems += _file_name_clashes(ids)
         ref = self.eval.reference
         if ref is not None and ref not in ids and ref != DEFAULT_REFERENCE:
             problems.append(
@@ -313,6 +320,25 @@ class RunConfig(_Section):
         if problems:
             raise ValueError("\n".join(problems))
         return self
+
+
+def _file_name_clashes(ids: list[str]) -> list[str]:
+    """Distinct model ids that the run directory would write to one file (:func:`survpgc.files.safe_name`,
+    compared case-insensitively, as macOS and Windows file systems do)."""
+    from survpgc.files import safe_name
+
+    first: dict[str, str] = {}
+    problems = []
+    for i in dict.fromkeys(ids):
+        key = safe_name(i).lower()
+        if key in first:
+            problems.append(
+                f"models: ids {first[key]!r} and {i!r} share the file name {safe_name(first[key])!r} in the run "
+                "directory; give one of them a distinct `label`"
+            )
+        else:
+            first[key] = i
+    return problems
 
 
 # ============================================================================ error messages

@@ -492,11 +492,19 @@ def encode_clinical_cli(
     overwrite: bool = False,
     endpoint: str = "os",
     on_invalid: str = "error",
+    time_unit: str = "months",
+    omics_nonfinite: str = "error",
 ) -> ClinicalEncodingSummary:
     """Everything ``survpgc encode-clinical`` does: open the cohort, load templates, encode, return a summary."""
     from survpgc.data.cohort import open_cohort
 
-    c = open_cohort(cohort, endpoint=endpoint, on_invalid_survival=on_invalid)
+    c = open_cohort(
+        cohort,
+        endpoint=endpoint,
+        on_invalid_survival=on_invalid,
+        time_unit=time_unit,
+        omics_nonfinite=omics_nonfinite,
+    )
     ts = load_templates(templates, missing=missing_phrases)
     return encode_clinical(
         c,

@@ -159,10 +159,9 @@ def read_template_csv(path: str | Path, *, kind: str = "templates") -> dict[str,
     p = Path(path)
     if not p.is_file():
         raise DataError(f"{p}: template file not found")
-    try:
-        df = pd.read_csv(p, dtype=str, keep_default_na=False, encoding="utf-8-sig")
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as exc:
-        raise DataError(f"{p}: cannot be read as a template CSV: {exc}") from exc
+    from survpgc.data.cohort import read_table
+
+    df = read_table(p, dtype=str, keep_default_na=False)  # encoding and separator sniffed; one-line errors
     cmap = _column_map()
     out: dict[str, list[str]] = {}
     unknown = []

@@ -19,7 +19,11 @@ TCGA directory layout: ``cohort.csv``, ``omics.csv.gz``, ``splits_survpgc/``) an
 
 from __future__ import annotations
 
+import codecs
+import csv
+import gzip
 import logging
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from importlib import resources
@@ -35,6 +39,7 @@ from survpgc.errors import DataError, InputError
 __all__ = [
     "BUILTIN_COHORTS",
     "CLINICAL_FIELDS",
+    "PLAUSIBLE_MEDIAN_MONTHS",
     "Cohort",
     "ColumnMapping",
     "builtin_path",
@@ -42,8 +47,10 @@ __all__ = [
     "load_builtin",
     "load_cohort",
     "load_tcga",
+    "months_per_unit",
     "open_cohort",
     "read_table",
+    "time_unit_warning",
 ]
 
 log = logging.getLogger(__name__)
@@ -64,29 +71,144 @@ _FEATURE_SUFFIXES = (".h5", ".pt")
 
 
 # ----------------------------------------------------------------------------------------- reading
-def read_table(path: str | Path, **kwargs: Any) -> pd.DataFrame:
-    """Read a CSV/TSV (optionally gzipped) with a clear error naming the file when it fails.
+#: Byte-order marks and the encoding each one means (UTF-32 before UTF-16: its LE mark starts with UTF-16's).
+_BOMS: tuple[tuple[bytes, str, str], ...] = (
+    (codecs.BOM_UTF32_LE, "utf-32", "utf-32-le"),
+    (codecs.BOM_UTF32_BE, "utf-32", "utf-32-be"),
+    (codecs.BOM_UTF8, "utf-8-sig", "utf-8"),
+    (codecs.BOM_UTF16_LE, "utf-16", "utf-16-le"),
+    (codecs.BOM_UTF16_BE, "utf-16", "utf-16-be"),
+)
+#: The column separators a table may use, and their names in messages.
+_DELIMITERS = {",": "comma", ";": "semicolon", "\t": "tab"}
+_SAVE_AS_UTF8 = "save it as UTF-8 (Excel: 'CSV UTF-8'; or `iconv -f <encoding> -t utf-8`)"
 
-    The separator follows the suffix: ``.tsv``/``.txt`` (and ``.gz`` variants) are tab-separated,
-    anything else comma-separated.
+
+def _head(p: Path, n: int = 1 << 16) -> bytes:
+    """The first ``n`` bytes of a file (decompressed when it ends in ``.gz``)."""
+    try:
+        if p.name.lower().endswith(".gz"):
+            with gzip.open(p, "rb") as f:
+                return f.read(n)
+        with p.open("rb") as f:
+            return f.read(n)
+    except (OSError, EOFError) as exc:
+        raise DataError(f"{p}: cannot be read: {exc}") from exc
+
+
+def _sniff_encoding(p: Path, head: bytes) -> tuple[str, str]:
+    """``(encoding for pandas, the head as text)``: a byte-order mark decides; without one, UTF-8 is required."""
+    for bom, encoding, codec in _BOMS:
+        if head.startswith(bom):
+            return encoding, head[len(bom) :].decode(codec, errors="ignore")
+    if b"\x00" in head[:4096]:
+        raise DataError(f"{p}: looks like UTF-16 or UTF-32 text without a byte-order mark (NUL bytes); {_SAVE_AS_UTF8}")
+    try:
+        return "utf-8", head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(head) - 3:  # not just a character cut by the sniffing window
+            line = head[: exc.start].count(b"\n") + 1
+            raise DataError(
+                f"{p}: not UTF-8 text (byte 0x{head[exc.start]:02x} on line {line}; "
+                f"probably Latin-1 or "
+                f"Windows-1252); {_SAVE_AS_UTF8}"
+            ) from None
+        return "utf-8", head[: exc.start].decode("utf-8")
+
+
+def _sniff_delimiter(p: Path, header: str) -> str:
+    """The separator of the header line: the most frequent of comma, semicolon and tab outside quotes; the
+    suffix decides for a one-column table (``.tsv``/``.txt``/``.tab``: tab, else comma)."""
+    bare = re.sub(r'"[^"]*"', "", header)
+    counts = {d: bare.count(d) for d in _DELIMITERS}
+    best = max(counts, key=lambda d: counts[d])
+    if counts[best]:
+        return best
+    name = p.name.lower().removesuffix(".gz")
+    return "\t" if name.endswith((".tsv", ".txt", ".tab")) else ","
+
+
+def read_table(path: str | Path, **kwargs: Any) -> pd.DataFrame:
+    """Read a user's CSV/TSV table (optionally gzipped); every failure is one :class:`DataError` naming the file.
+
+    The one reader of user tables in survpgc (cohort, omics, slide, split, template and signature tables):
+
+    * **encoding** -- a byte-order mark decides (UTF-8-BOM, UTF-16, UTF-32 are read correctly); without one
+      the file must be UTF-8 (otherwise: an error saying what was seen and how to re-save it);
+    * **separator** -- sniffed from the header line: comma, semicolon or tab, whichever occurs most (outside
+      quotes); the suffix decides only for a one-column table;
+    * **header** -- a column named twice is an error naming the column (pandas would silently rename the
+      second one to ``name.1``);
+    * **empty** -- an empty file, or one with a header but no data row (unless ``nrows`` is given), is an
+      error.
+
+    ``kwargs`` go to :func:`pandas.read_csv` (``dtype``, ``keep_default_na``, ``nrows`` ...).
     """
     p = Path(path)
     if not p.is_file():
         raise DataError(f"{p}: file not found")
-    name = p.name.lower().removesuffix(".gz")
-    sep = "\t" if name.endswith((".tsv", ".txt", ".tab")) else ","
+    encoding, text = _sniff_encoding(p, _head(p))
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    if not lines:
+        raise DataError(f"{p}: the file is empty; expected a header line, then one row per record")
+    sep = _sniff_delimiter(p, lines[0])
+    header = next(csv.reader([lines[0]], delimiter=sep), [])
+    names = [h.strip() for h in header]
+    dup = sorted({h for h in names if names.count(h) > 1})
+    if dup:
+        where = ", ".join(
+            f"{d!r} (columns {', '.join(str(i + 1) for i, h in enumerate(names) if h == d)})" for d in dup[:5]
+        )
+        raise DataError(
+            f"{p}: column name(s) {where} appear more than once in the header; name each column once "
+            "(remove or rename the duplicate)"
+        )
     try:
-        return pd.read_csv(p, sep=sep, **kwargs)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as exc:
-        raise DataError(f"{p}: cannot be read as a {'TSV' if sep == chr(9) else 'CSV'} table: {exc}") from exc
+        df = pd.read_csv(p, sep=sep, encoding=encoding, **kwargs)
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{p}: not valid {encoding} text (at byte {exc.start}); {_SAVE_AS_UTF8}") from None
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{p}: the file is empty; expected a header line, then one row per record") from None
+    except (pd.errors.ParserError, ValueError, OSError, EOFError) as exc:
+        reason = " ".join(str(exc).split())
+        raise DataError(f"{p}: cannot be read as a {_DELIMITERS[sep]}-separated table: {reason}") from None
+    if len(df) == 0 and "nrows" not in kwargs:
+        raise DataError(f"{p}: has a header line but no data rows")
+    return df
+
+
+def _lines(df: pd.DataFrame, mask: np.ndarray | pd.Series) -> list[int]:
+    """File lines (header = line 1) of the masked rows. A table read from a file keeps its row labels 0, 1, ...
+    through every filter, so a label ``i`` is line ``i + 2`` even after rows were dropped."""
+    idx = np.flatnonzero(np.asarray(mask))
+    labels = df.index[idx] if pd.api.types.is_integer_dtype(df.index) else idx
+    return [int(i) + 2 for i in labels]
 
 
 def _rows(df: pd.DataFrame, mask: np.ndarray | pd.Series, limit: int = 5) -> str:
     """Human-readable file rows (header = line 1) of the masked entries."""
-    idx = np.flatnonzero(np.asarray(mask))
-    shown = ", ".join(str(int(i) + 2) for i in idx[:limit])
-    more = f" (+{len(idx) - limit} more)" if len(idx) > limit else ""
+    lines = _lines(df, mask)
+    shown = ", ".join(str(i) for i in lines[:limit])
+    more = f" (+{len(lines) - limit} more)" if len(lines) > limit else ""
     return f"line(s) {shown}{more}"
+
+
+def _cells(df: pd.DataFrame, mask: np.ndarray | pd.Series, col: str, limit: int = 5) -> str:
+    """``line 3 (-2.5), line 9 (-1)``: file lines and values of ``col`` of the masked rows."""
+    lines, values = _lines(df, mask), df.loc[np.asarray(mask), col].tolist()
+    shown = ", ".join(f"line {i} ({v})" for i, v in zip(lines[:limit], values[:limit], strict=False))
+    return shown + (f" (+{len(lines) - limit} more)" if len(lines) > limit else "")
+
+
+def _drop_exact_duplicates(df: pd.DataFrame, src: str, notes: list[str]) -> pd.DataFrame:
+    """Exact duplicate rows (every column equal to an earlier row) are dropped with a warning naming their
+    lines: they carry no conflicting information, the first copy is kept."""
+    dup = df.duplicated(keep="first").to_numpy()
+    if dup.any():
+        notes.append(f"{src}: {int(dup.sum())} exact duplicate row(s) dropped ({_rows(df, dup)}); the first copy kept")
+        log.warning("%s", notes[-1])
+        df = df.loc[~dup]
+    return df
 
 
 def _apply_policy(policy: str, message: str, arg: str) -> None:
@@ -301,33 +423,42 @@ def _find_feature(feature_dir: Path, slide_id: str) -> Path | None:
 def _parse_survival(
     df: pd.DataFrame, m: ColumnMapping, src: str, on_invalid: Policy, min_time: float | None
 ) -> tuple[pd.DataFrame, list[str]]:
-    """Add ``time``/``event`` columns; returns the kept rows and notes."""
+    """Add ``time`` (months) / ``event`` columns; returns the kept rows and notes.
+
+    A negative time is invalid data (``on_invalid``: an error naming its line and value by default) and is
+    never floored. A time of exactly 0 is floored to ``min_time`` months with a warning when ``min_time`` is
+    given (TCGA records deaths / last contacts on the day of diagnosis as 0), else it is invalid too.
+    """
     notes: list[str] = []
     ev_col = m.event if m.event is not None else m.censorship
     for col in (m.time, ev_col):
         if col not in df.columns:
             raise DataError(f"{src}: column {col!r} not found (columns: {list(df.columns)[:12]}...)")
-    time = pd.to_numeric(df[m.time], errors="coerce") * _TIME_UNITS[m.time_unit]
+    raw_time = pd.to_numeric(df[m.time], errors="coerce")
+    time = raw_time * _TIME_UNITS[m.time_unit]
     raw_ev = pd.to_numeric(df[ev_col], errors="coerce")
-    bad_time = ~np.isfinite(time.to_numpy(dtype=float))
+    t = time.to_numpy(dtype=float)
+    bad_time = ~np.isfinite(t)
     bad_ev = ~raw_ev.isin([0, 1]).to_numpy()
-    nonpos = (~bad_time) & (time.to_numpy(dtype=float) <= 0)
-    if nonpos.any() and min_time is not None:
+    negative = (~bad_time) & (t < 0)
+    zero = (~bad_time) & (t == 0)
+    if zero.any() and min_time is not None:
         notes.append(
-            f"{int(nonpos.sum())} case(s) with survival time <= 0 set to {min_time:.4g} months "
-            f"({_rows(df, nonpos)} of {src})"
+            f"{int(zero.sum())} case(s) with survival time 0 set to {min_time:.4g} months ({_rows(df, zero)} of {src})"
         )
         log.warning("%s", notes[-1])
-        time = time.where(~nonpos, min_time)
-        nonpos = np.zeros(len(df), bool)
+        time = time.where(~zero, min_time)
+        zero = np.zeros(len(df), bool)
     problems = []
     if bad_time.any():
         problems.append(f"{int(bad_time.sum())} missing/non-numeric {m.time!r} at {_rows(df, bad_time)}")
-    if nonpos.any():
-        problems.append(f"{int(nonpos.sum())} non-positive {m.time!r} at {_rows(df, nonpos)}")
+    if negative.any():
+        problems.append(f"{int(negative.sum())} negative {m.time!r} at {_cells(df, negative, m.time)}")
+    if zero.any():
+        problems.append(f"{int(zero.sum())} zero {m.time!r} at {_rows(df, zero)}")
     if bad_ev.any():
         problems.append(f"{int(bad_ev.sum())} {ev_col!r} value(s) missing or not 0/1 at {_rows(df, bad_ev)}")
-    drop = bad_time | nonpos | bad_ev
+    drop = bad_time | negative | zero | bad_ev
     if drop.any():
         _apply_policy(on_invalid, f"{src}: invalid survival data: " + "; ".join(problems), "on_invalid_survival")
         notes.append(f"dropped {int(drop.sum())} case(s) with invalid survival data")
@@ -336,15 +467,65 @@ def _parse_survival(
     ev = raw_ev[~drop].astype(int) == 1
     out["event"] = ev if m.event is not None else ~ev
     out["event"] = out["event"].astype(bool)
+    _check_time_unit(raw_time[~drop].to_numpy(dtype=float), m, src, notes)
     return out, notes
+
+
+#: Median follow-ups outside this range (months) are implausible for a survival cohort: the unit is
+#: probably wrong (days given as months give medians in the hundreds; months given as years in the hundreds).
+PLAUSIBLE_MEDIAN_MONTHS = (1.0, 240.0)
+
+
+def months_per_unit(unit: str) -> float:
+    """Months in one ``unit`` (``days``, ``weeks``, ``months``, ``years``; a month is 365.25 / 12 days)."""
+    if unit not in _TIME_UNITS:
+        raise InputError(f"time unit must be one of {', '.join(_TIME_UNITS)}; got {unit!r}")
+    return _TIME_UNITS[unit]
+
+
+def time_unit_warning(raw: Any, unit: str, src: str) -> str | None:
+    """The warning for survival times whose median, read in ``unit``, is outside
+    :data:`PLAUSIBLE_MEDIAN_MONTHS` (naming the unit under which it would be plausible and how to set it);
+    None when the median is plausible."""
+    arr = np.asarray(raw, dtype=np.float64)
+    arr = arr[np.isfinite(arr) & (arr > 0)]
+    if not len(arr):
+        return None
+    med = float(np.median(arr))
+    months = med * months_per_unit(unit)
+    lo, hi = PLAUSIBLE_MEDIAN_MONTHS
+    if lo <= months <= hi:
+        return None
+    fits = {u: med * f for u, f in _TIME_UNITS.items() if u != unit and lo <= med * f <= hi}
+    text = (
+        f"{src}: median follow-up {med:.4g} {unit} = {months:.4g} months is implausible (expected {lo:g}-{hi:g} months)"
+    )
+    if fits:
+        best = min(fits, key=lambda u: abs(np.log(fits[u] / 24.0)))
+        text += (
+            f"; the times look like {best} (median {fits[best]:.3g} months). If so, set `data.time_unit: {best}` "
+            f"in the run config, `--time-unit {best}` on the command line, or time_unit={best!r} in Python"
+        )
+    return text
+
+
+def _check_time_unit(raw: np.ndarray, m: ColumnMapping, src: str, notes: list[str]) -> None:
+    text = time_unit_warning(raw, m.time_unit, src)
+    if text:
+        notes.append(text)
+        log.warning("%s", text)
 
 
 def _parse_omics(omics: pd.DataFrame, src: str, case_col: str, nonfinite: str) -> tuple[pd.DataFrame, list[str]]:
     notes: list[str] = []
     if case_col not in omics.columns:
         raise DataError(f"{src}: column {case_col!r} not found (first columns: {list(omics.columns)[:5]})")
+    if omics.columns.has_duplicates:
+        dup_cols = omics.columns[omics.columns.duplicated()].unique().tolist()
+        raise DataError(f"{src}: column(s) {dup_cols[:5]} appear more than once; name each column once")
     omics = omics.copy()
     omics[case_col] = omics[case_col].astype(str).str.strip()
+    omics = _drop_exact_duplicates(omics, src, notes)
     dup = omics[case_col].duplicated()
     if dup.any():
         raise DataError(
@@ -362,18 +543,23 @@ def _parse_omics(omics: pd.DataFrame, src: str, case_col: str, nonfinite: str) -
     bad = ~np.isfinite(values)
     if bad.any():
         cols = omics.columns[bad.any(axis=0)].tolist()
-        msg = (
-            f"{src}: {int(bad.sum())} NaN/inf value(s) in {len(cols)} column(s) "
-            f"{cols[:5]}{' ...' if len(cols) > 5 else ''}"
+        rows, cidx = np.nonzero(bad)
+        cells = ", ".join(
+            f"case {omics.index[r]!r} column {omics.columns[c]!r}" for r, c in zip(rows[:5], cidx[:5], strict=True)
         )
+        more = f" (+{int(bad.sum()) - 5} more)" if bad.sum() > 5 else ""
+        msg = f"{src}: {int(bad.sum())} NaN/inf value(s) in {len(cols)} column(s): {cells}{more}"
         if nonfinite == "error":
-            raise DataError(f"{msg}. Fix the file or pass omics_nonfinite='drop_columns' or 'zero'.")
+            raise DataError(
+                f"{msg}. Fix the file, or set `cohort.omics_nonfinite: drop_columns` or `zero` in the run config "
+                "(--omics-nonfinite on the command line, omics_nonfinite= in Python)"
+            )
         if nonfinite == "drop_columns":
             omics = omics.drop(columns=cols)
-            notes.append(f"{msg}; those columns were dropped")
+            notes.append(f"{msg}; those columns were dropped (cohort.omics_nonfinite=drop_columns)")
         elif nonfinite == "zero":
             omics = omics.mask(~np.isfinite(omics.to_numpy(dtype=np.float64)), 0.0)
-            notes.append(f"{msg}; set to 0 (no statistic fitted, so no leakage across folds)")
+            notes.append(f"{msg}; set to 0 (cohort.omics_nonfinite=zero; no statistic fitted, so no leakage)")
         else:
             raise InputError(f"`omics_nonfinite` must be 'error', 'drop_columns' or 'zero', got {nonfinite!r}")
         log.warning("%s", notes[-1])
@@ -395,6 +581,7 @@ def load_cohort(
     on_missing_features: Policy = "error",
     omics_nonfinite: str = "error",
     min_time: float | None = None,
+    time_unit: str | None = None,
 ) -> Cohort:
     """Load and validate a cohort from a clinical table and optional omics / slide tables.
 
@@ -402,7 +589,9 @@ def load_cohort(
     ----------
     clinical
         CSV/TSV path (or DataFrame) with one row per case -- or one row per slide, when a case has
-        several slides and all its non-slide columns agree.
+        several slides and all its non-slide columns agree. Tables are read by :func:`read_table`
+        (encoding and separator sniffed). An exact duplicate row (every column equal to an earlier row)
+        is dropped with a warning naming its line; rows of one case that disagree are an error.
     mapping
         Column names (default: the TCGA layout, ``survival_months`` + ``censorship``).
     omics
@@ -421,13 +610,24 @@ def load_cohort(
         With ``feature_dir``, slides without a feature file: ``'error'`` or ``'drop'`` the slide (the case
         stays, marked as lacking pathology).
     omics_nonfinite
-        NaN/inf in omics: ``'error'``, ``'drop_columns'`` or ``'zero'``.
+        NaN/inf in omics: ``'error'`` (naming case and column), ``'drop_columns'`` or ``'zero'`` (the run
+        config's ``cohort.omics_nonfinite``).
     min_time
-        If given, survival times <= 0 are set to this value (months) instead of being invalid.
+        If given, survival times of exactly 0 are set to this value (months) with a warning instead of being
+        invalid. Negative times are always invalid.
+    time_unit
+        Unit of the time column (``days``, ``weeks``, ``months``, ``years``), converted to months here;
+        overrides ``mapping.time_unit``. A median follow-up outside 1-240 months after conversion is warned
+        about, naming the unit the times look like.
     """
     m = mapping or ColumnMapping()
+    if time_unit is not None:
+        m = replace(m, time_unit=time_unit)
     src, df = _read_clinical(clinical, m)
+    dup_notes: list[str] = []
+    df = _drop_exact_duplicates(df, src, dup_notes)
     df, notes = _parse_survival(df, m, src, on_invalid_survival, min_time)
+    notes = dup_notes + notes
     df, slide_col, slide_rows = _split_slide_rows(df, m, src)
     cases = _case_table(df, m, slide_col, src)
     slide_rows = _slide_table(slide_rows, slides, cases.index, src, on_unmatched)
@@ -530,8 +730,8 @@ def _slide_table(
             if col not in st.columns:
                 raise DataError(f"{ssrc}: column {col!r} not found (columns: {list(st.columns)})")
         st = st[["case_id", "slide_id"]].astype(str)
-        slide_rows = pd.concat([slide_rows, st], ignore_index=True).drop_duplicates()
-    slide_rows = slide_rows.reset_index(drop=True)
+        slide_rows = pd.concat([slide_rows, st], ignore_index=True)
+    slide_rows = slide_rows.drop_duplicates().reset_index(drop=True)  # one (case, slide) pair listed twice
     unmatched = ~slide_rows["case_id"].isin(case_index)
     if unmatched.any():
         _apply_policy(
@@ -622,6 +822,7 @@ def load_tcga(
     on_missing_features: Policy = "error",
     omics_nonfinite: str = "error",
     min_time: float | None = ONE_DAY_MONTHS,
+    time_unit: str = "months",
 ) -> Cohort:
     """Load a cohort directory in the TCGA layout: ``cohort.csv``, optional ``omics.csv.gz``.
 
@@ -631,6 +832,8 @@ def load_tcga(
     Omics rows of cases absent from ``cohort.csv`` are dropped with a warning by default
     (``on_unmatched='drop'``; the LIHC omics table has 2 such rows).
     A ``slides/`` sub-folder is used as ``slide_dir`` when present and none is given.
+    ``time_unit`` is the unit of the survival columns (``months`` in TCGA tables; ``days``, ``weeks``,
+    ``years`` are converted to months). Negative times are an error (``on_invalid_survival``).
     """
     root = Path(path)
     if not root.is_dir():
@@ -639,8 +842,8 @@ def load_tcga(
     if not table.is_file():
         raise DataError(f"{root}: cohort.csv not found")
     ep = endpoint.lower()
-    mapping = ColumnMapping.tcga(ep)
-    header = pd.read_csv(table, nrows=0).columns
+    mapping = replace(ColumnMapping.tcga(ep), time_unit=time_unit)
+    header = read_table(table, nrows=0).columns
     if mapping.time not in header:
         raise DataError(f"{table}: endpoint {endpoint!r} needs column {mapping.time!r}, which is absent")
     omics_path = next((p for p in (root / "omics.csv.gz", root / "omics.csv") if p.is_file()), None)

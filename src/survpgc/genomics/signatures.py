@@ -91,8 +91,14 @@ def _from_csv_text(text: str, src: str) -> dict[str, list[str]]:
         df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise DataError(f"{src}: cannot be read as a signature CSV (one column per pathway): {exc}") from exc
-    if df.columns.has_duplicates:
-        dup = df.columns[df.columns.duplicated()].tolist()
+    return _from_frame(df, src)
+
+
+def _from_frame(df: pd.DataFrame, src: str) -> dict[str, list[str]]:
+    """Pathway -> genes of a signature table (one column per pathway, gene symbols down the column)."""
+    names = [str(c).strip() for c in df.columns]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
         raise DataError(f"{src}: duplicate pathway column(s) {dup[:5]}")
     return {str(c).strip(): _dedupe(df[c].tolist()) for c in df.columns}
 
@@ -135,8 +141,12 @@ def load_signatures(signatures: str | Path | Mapping[str, Sequence[str]] = "comb
                     "(one column per pathway, gene symbols down the column) or a .gmt file"
                 )
             src = str(p)
-            text = p.read_text(encoding="utf-8")
-            sig = _from_gmt_text(text, src) if p.suffix.lower() == ".gmt" else _from_csv_text(text, src)
+            if p.suffix.lower() == ".gmt":
+                sig = _from_gmt_text(p.read_text(encoding="utf-8"), src)
+            else:
+                from survpgc.data.cohort import read_table
+
+                sig = _from_frame(read_table(p, dtype=str, keep_default_na=False), src)
     if not sig:
         raise DataError(f"{src}: no pathways")
     empty = [k for k, v in sig.items() if not v]
