@@ -85,7 +85,7 @@ def test_summary_and_report_columns_follow_times(times: list[float]) -> None:
     summary = summarize(metrics, "nested")
     keys = [m.key for m in metrics_for(times)]
     assert list(summary.columns) == ["model", "n_folds", "protocol"] + [
-        f"{k}_{s}" for k in keys for s in ("mean", "sd")
+        f"{k}_{s}" for k in keys for s in ("mean", "sd", "n")
     ]
     assert summary.loc[0, f"{auc_key(times[0])}_mean"] == pytest.approx(
         metrics.loc[metrics["model"] == "a", auc_key(times[0])].mean()

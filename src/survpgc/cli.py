@@ -495,18 +495,33 @@ def _print_summary(res) -> None:
     from survpgc.report.blocks import mean_sd
 
     con = Console()
+    elsewhere = list(getattr(res, "elsewhere", []) or [])
+    if elsewhere:
+        con.print(f"{len(elsewhere)} pair(s) are being trained by another process ({', '.join(elsewhere[:5])}); "
+                  "it rebuilds the tables when it finishes", markup=False)  # fmt: skip
     if res.summary.empty:
         con.print(f"no finished fold x model pair yet in {res.out_dir}")
         return
     proto = str(res.summary["protocol"].iloc[0])
-    t = Table("model", "C-index", "Uno C", "iAUC", "IBS", title=f"{res.n_done}/{res.n_total} fold x model pairs")
+    t = Table("model", "folds", "test cases", "C-index", "Uno C", "iAUC", "IBS",
+              title=f"{res.n_done}/{res.n_total} fold x model pairs")  # fmt: skip
     for _, r in res.summary.iterrows():
 
         def f(m, r=r):
             return mean_sd(r.get(f"{m}_mean"), r.get(f"{m}_sd"))
 
-        t.add_row(str(r["model"]), f("cindex"), f("cindex_uno"), f("iauc"), f("ibs"))
+        n_cases = r.get("n_cases")
+        t.add_row(str(r["model"]), str(r.get("n_folds", "")), "" if n_cases is None else str(n_cases), f("cindex"),
+                  f("cindex_uno"), f("iauc"), f("ibs"))  # fmt: skip
     con.print(t)
+    untested = list(getattr(res, "untested", []) or [])
+    if untested:
+        con.print(f"{len(untested)} case(s) never tested (in no test part of the splits), counted in no metric: "
+                  f"{', '.join(untested[:10])}{' ...' if len(untested) > 10 else ''}", markup=False)  # fmt: skip
+    from survpgc.rundir import RunDir
+
+    if any(" folds; left out " in n for n in RunDir(res.out_dir).read_notes()):
+        con.print(f"some means leave folds out (a metric not computable there): see {Path(res.out_dir) / 'notes.txt'}")
     if proto == "paper":
         con.print("[bold red]protocol paper: model selection on the test fold - optimistic numbers[/bold red]")
     if res.report:
@@ -523,6 +538,9 @@ def segment_cmd(
     preset: str = typer.Option("default", help="Tissue segmentation preset: default | biopsy | lenient."),
     min_tissue: float = typer.Option(0.5, "--min-tissue", help="Keep patches with at least this tissue fraction."),
     mpp: float | None = typer.Option(None, help="Microns per pixel for slides whose metadata lacks it."),
+    mpp_override: float | None = typer.Option(
+        None, "--mpp-override", help="Microns per pixel that REPLACES every slide's metadata (logged per slide)."
+    ),
     mpp_table: str | None = typer.Option(None, "--mpp-table", help="CSV slide_id,mpp of per-slide overrides."),
 ) -> None:
     """Tissue segmentation and patch grid only (fast): QC thumbnails and masks to check before extracting."""
@@ -536,12 +554,16 @@ def segment_cmd(
         preset=preset,
         min_tissue=min_tissue,
         mpp=mpp,
+        mpp_override=mpp_override,
         mpp_table=mpp_table,
     )
     for r in rows:
         typer.echo(
             f"{r['slide_id']}: {r['status']} ({r['n_patches']} patches){'  ' + r['error'] if r['error'] else ''}"
         )
+    claimed = [r["slide_id"] for r in rows if r["status"] == "claimed"]
+    if claimed:
+        typer.echo(f"{len(claimed)} slide(s) claimed by another process on {out} and left to it")
     typer.echo(f"wrote {Path(out) / 'segment.csv'} and QC images in {Path(out) / 'qc'}")
     if any(r["status"] == "failed" for r in rows):
         raise typer.Exit(1)
@@ -561,6 +583,9 @@ def extract_cmd(
     precision: str = typer.Option("auto", help="auto | fp32 | bf16 | fp16."),
     shard: str | None = typer.Option(None, help="i/n: this process's share of the slides (default: torchrun)."),
     mpp: float | None = typer.Option(None, help="Microns per pixel for slides whose metadata lacks it."),
+    mpp_override: float | None = typer.Option(
+        None, "--mpp-override", help="Microns per pixel that REPLACES every slide's metadata (logged per slide)."
+    ),
     mpp_table: str | None = typer.Option(None, "--mpp-table", help="CSV slide_id,mpp of per-slide overrides."),
     preset: str = typer.Option("default", help="Tissue segmentation preset: default | biopsy | lenient."),
     min_tissue: float = typer.Option(0.5, "--min-tissue", help="Keep patches with at least this tissue fraction."),
@@ -582,6 +607,7 @@ def extract_cmd(
         precision=precision,
         shard=shard,
         mpp=mpp,
+        mpp_override=mpp_override,
         mpp_table=mpp_table,
         preset=preset,
         min_tissue=min_tissue,

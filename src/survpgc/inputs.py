@@ -8,10 +8,17 @@ bins, the same model shapes), so a fold model can be rebuilt and its checkpoint 
 * :func:`fold_setup` -- the untrained model of one model entry for one fold and its dataset factory;
 * :func:`model_modalities` -- which inputs a configured model reads, and whether it is a neural network;
 * :func:`make_loader` -- the ``DataLoader`` every stage uses (sharded under ``torch.distributed``).
+
+:meth:`RunInputs.check` looks at every input a run will read before its first fold trains: each feature file's
+header and shape, and that all feature files were made with the same settings (encoder, dim, patch size,
+magnification), so a bad or odd file is named at once rather than after hours of training.
 """
 
 from __future__ import annotations
 
+import logging
+import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,9 +27,23 @@ import numpy as np
 
 from survpgc.config import ModelEntry, RunConfig
 from survpgc.devices import barrier, is_distributed, is_main_process
-from survpgc.errors import ConfigError
+from survpgc.errors import ConfigError, DataError
 
-__all__ = ["FoldSetup", "RunInputs", "fold_setup", "make_loader", "model_modalities"]
+__all__ = ["FEATURE_SETTINGS", "FoldSetup", "RunInputs", "fold_setup", "make_loader", "model_modalities"]
+
+log = logging.getLogger(__name__)
+
+#: Feature-file attributes that must agree across the files of one run (besides the feature dim, from the shape).
+FEATURE_SETTINGS: tuple[str, ...] = (
+    "encoder",
+    "encoder_dim",
+    "patch_size",
+    "target_magnification",
+    "input_size",
+    "mean",
+    "std",
+    "interpolation",
+)
 
 
 class RunInputs:
@@ -30,9 +51,11 @@ class RunInputs:
 
     ``splits_dir``: where the splits are written on first use (and kept; a resumed run reads the same cases).
     ``clinical_dir``: where clinical tokens are encoded when the config gives no ``clinical.tokens_dir``.
+    ``write_splits``: False to write nothing yet (the runner checks the inputs first, then calls
+    :meth:`save_splits`).
     """
 
-    def __init__(self, cfg: RunConfig, *, splits_dir: Path, clinical_dir: Path) -> None:
+    def __init__(self, cfg: RunConfig, *, splits_dir: Path, clinical_dir: Path, write_splits: bool = True) -> None:
         from survpgc.data.cohort import open_cohort
 
         self.cfg = cfg
@@ -43,12 +66,24 @@ class RunInputs:
             on_invalid_survival=cfg.cohort.on_invalid_survival,
             on_missing_features=cfg.cohort.on_missing_features,
         )
-        self.splits = self._splits(Path(splits_dir))
+        self.splits_dir = Path(splits_dir)
+        self.splits = self._splits()
         self.clinical_dir = Path(clinical_dir)
         self._clinical = None
         self._genomic: dict[tuple[str, ...], Any] = {}
+        if write_splits:
+            self.save_splits()
+            barrier()
 
-    def _splits(self, splits_dir: Path):
+    def save_splits(self) -> None:
+        """Write the splits to ``splits_dir`` unless they are there (process 0 only; no barrier)."""
+        if is_main_process() and not (self.splits_dir / "splits.json").is_file():
+            self.splits.to_dir(self.splits_dir)
+            # Splits.to_dir renames a tempfile.mkdtemp folder into place, and mkdtemp makes it 0700: give the
+            # folder the permissions an ordinary mkdir would (0777 minus the umask)
+            os.chmod(self.splits_dir, 0o777 & ~_umask())
+
+    def _splits(self):
         from survpgc.data.splits import load_splits, make_splits
 
         sc = self.cfg.splits
@@ -69,9 +104,6 @@ class RunInputs:
                 protocol=sc.protocol,
                 seed=sc.seed,
             )
-        if is_main_process() and not (splits_dir / "splits.json").is_file():
-            splits.to_dir(splits_dir)
-        barrier()
         return splits
 
     def clinical(self):
@@ -140,6 +172,70 @@ class RunInputs:
             if "clinical" in mods and not mt["clinical"].any():
                 raise ConfigError(f"{where} needs clinical fields, but the cohort has none")
 
+    def modalities(self, *, neural: bool = False) -> set[str]:
+        """Every modality some configured model reads (``neural``: only the neural networks, which read token
+        sources and feature files; the Cox baseline reads the cohort table)."""
+        out: set[str] = set()
+        for entry in self.cfg.models:
+            mods, is_neural = model_modalities(entry)
+            if is_neural or not neural:
+                out |= set(mods)
+        return out
+
+    def check(self) -> None:
+        """Before any training: the models' modalities exist (:meth:`check_models`), every feature file of the
+        cohort can be opened (header and shape) and all of them were made with the same settings.
+
+        Raises :class:`DataError` naming the bad file, or two files that disagree and the setting.
+        """
+        self.check_models()
+        if "pathology" in self.modalities():
+            check_feature_files([Path(p) for p in self.cohort.slides["feature_path"].dropna()])
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, int | float) and isinstance(b, int | float) and not isinstance(a, bool | str):
+        return math.isclose(float(a), float(b), rel_tol=1e-6, abs_tol=1e-9)
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return a == b
+
+
+def check_feature_files(paths: list[Path]) -> None:
+    """Open every feature file (header and shape only for HDF5) and check that all agree on the feature dim and
+    on each setting of :data:`FEATURE_SETTINGS` that both files record.
+
+    Raises :class:`DataError` naming the unreadable file, or two files that disagree and the setting.
+    """
+    from survpgc.data.features import feature_file_shape, read_feature_attrs
+
+    first: dict[str, tuple[Any, Path]] = {}
+    for path in paths:
+        try:
+            _, dim = feature_file_shape(path)
+            attrs = read_feature_attrs(path)
+        except DataError as exc:
+            raise DataError(f"{exc} (found before training; fix or re-extract this file, then rerun)") from exc
+        values = {"dim": dim, **{k: attrs[k] for k in FEATURE_SETTINGS if k in attrs}}
+        for key, value in values.items():
+            if key not in first:
+                first[key] = (value, path)
+                continue
+            seen, where = first[key]
+            if not _same(seen, value):
+                raise DataError(
+                    f"feature files disagree on {key}: {where} has {seen!r}, {path} has {value!r}; all slides of "
+                    "a run must be extracted with the same settings (re-extract the odd files, or point "
+                    "pathology.feature_dir at one extraction)"
+                )
+    log.info("checked %d feature file(s): they agree on %s", len(paths), ", ".join(sorted(first)) or "nothing")
+
 
 def model_modalities(entry: ModelEntry) -> tuple[tuple[str, ...], bool]:
     """``(modalities the configured model reads, whether it is a neural network)``."""
@@ -153,7 +249,13 @@ def model_modalities(entry: ModelEntry) -> tuple[tuple[str, ...], bool]:
 
 
 def make_loader(ds, batch_size: int, shuffle: bool, workers: int, seed: int):
-    """A ``DataLoader`` with survpgc's collate; shuffled training loaders shard the cases under DDP."""
+    """A ``DataLoader`` with survpgc's collate; shuffled training loaders shard the cases under DDP.
+
+    The order of the cases is drawn from a generator of its own, seeded with ``seed``, so it does not depend on
+    ``workers``: a ``DataLoader`` also draws a base seed from its ``generator`` each time an iterator is created
+    (every epoch without persistent workers, once with them), which would shift a shared generator from the
+    second epoch on. Patch sampling is seeded per (seed, epoch, case) in the dataset.
+    """
     import torch
 
     from survpgc.data.dataset import collate_survival
@@ -163,11 +265,12 @@ def make_loader(ds, batch_size: int, shuffle: bool, workers: int, seed: int):
     if shuffle and is_distributed():
         # each process trains on its own shard of the cases; the shards change every epoch (set_epoch)
         sampler = torch.utils.data.DistributedSampler(ds, shuffle=True, seed=seed)
-        shuffle = False
+    elif shuffle:
+        sampler = torch.utils.data.RandomSampler(ds, generator=torch.Generator().manual_seed(seed))
     return torch.utils.data.DataLoader(
         ds,
         batch_size=batch_size,
-        shuffle=shuffle,
+        shuffle=False if sampler is not None else shuffle,
         sampler=sampler,
         collate_fn=collate_survival,
         num_workers=workers,

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,9 @@ import pandas as pd
 
 from survpgc.config import RunConfig, load_config
 from survpgc.errors import ConfigError, InputError
+from survpgc.faults import fault_point
 from survpgc.files import atomic_write, atomic_write_text, safe_name
+from survpgc.locks import sweep_temporaries
 
 __all__ = ["TABLES", "FoldFiles", "LoadedModel", "RunContext", "RunDir", "safe_name"]
 
@@ -118,8 +121,14 @@ class RunDir:
             raise InputError(f"{self.path}: not a run directory (no config.yaml); pass the --out of `survpgc run`")
         return load_config(self.config_file)
 
+    def pair_name(self, model_id: str, fold: int) -> str:
+        """The name of the claim (:func:`survpgc.locks.claim`) of one fold × model pair."""
+        return f"{model_id}-fold{fold}"
+
     def claim(self, cfg: RunConfig) -> None:
-        """Write the resolved config, or check that an existing run has the same one (resume, never mix)."""
+        """Write the resolved config, or check that an existing run has the same one (resume, never mix).
+
+        Call it while holding the folder lock (:func:`survpgc.locks.folder_lock`) of the run directory."""
         import yaml
 
         new = cfg.to_dict()
@@ -139,7 +148,35 @@ class RunDir:
         """Predictions first, the record last: a record on disk means the pair finished."""
         files = self.fold_files(model_id, fold)
         write_csv(predictions, files.predictions)
+        fault_point("fold-record")
         atomic_write_text(files.record, json.dumps(record, indent=1, default=float))
+
+    # ------------------------------------------------------------------ temporaries of killed processes
+    def sweep_run_temporaries(self) -> list[Path]:
+        """Remove what a killed process left of the run-level files (tables, plots, report, config, splits).
+
+        Call it while holding the folder lock; the temporaries of fold × model pairs are swept per pair
+        (:meth:`sweep_pair_temporaries`), under the pair's claim, since another process may be writing them."""
+        removed = sweep_temporaries(self.path)
+        for p in self.path.glob(f".{self.splits_dir.name}.*"):  # Splits.to_dir's temporary folder
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+                removed.append(p)
+        if removed:
+            log.info("removed %d temporary file(s) left by an interrupted run: %s", len(removed),
+                     ", ".join(p.name for p in removed[:5]))  # fmt: skip
+        return removed
+
+    def sweep_pair_temporaries(self, model_id: str, fold: int) -> list[Path]:
+        """Remove the temporaries of one pair's files (call it while holding the pair's claim)."""
+        files = self.fold_files(model_id, fold)
+        removed = []
+        for path in (files.record, files.predictions, files.checkpoint):
+            removed += sweep_temporaries(path.parent, [path.name])
+        if removed:
+            log.info("removed %d temporary file(s) of %s fold %d left by an interrupted run", len(removed),
+                     model_id, fold)  # fmt: skip
+        return removed
 
     def read_record(self, model_id: str, fold: int) -> dict[str, Any]:
         files = self.fold_files(model_id, fold)

@@ -82,9 +82,13 @@ def fold_metrics(
 def summarize(metrics: pd.DataFrame, protocol: str, *, names: Sequence[Metric] | None = None) -> pd.DataFrame:
     """Mean ± sd over folds per model (sd with ddof=1, as papers report), plus the protocol.
 
-    ``names`` are the metrics to summarise (columns ``<key>_mean``, ``<key>_sd``); default: the metric
-    columns of ``metrics`` (:func:`survpgc.eval.registry.metrics_in`), so a table written at any evaluation
-    times is summarised whole. A metric of ``names`` missing from ``metrics`` is an error.
+    ``names`` are the metrics to summarise (columns ``<key>_mean``, ``<key>_sd`` and ``<key>_n``, the number
+    of folds averaged: a fold where the metric could not be computed -- NaN, e.g. no event in its test part --
+    is left out); default: the metric columns of ``metrics`` (:func:`survpgc.eval.registry.metrics_in`), so a
+    table written at any evaluation times is summarised whole. A metric of ``names`` missing from ``metrics``
+    is an error. ``n_folds`` is the number of folds averaged for the C-index (the headline; every fold of the
+    model when the table has no C-index); ``n_cases`` the number of test cases counted, when ``metrics`` has
+    ``n_test`` (test cases per fold).
     """
     names = metrics_in(metrics.columns) if names is None else tuple(names)
     absent = [m.key for m in names if m.key not in metrics.columns]
@@ -92,11 +96,16 @@ def summarize(metrics: pd.DataFrame, protocol: str, *, names: Sequence[Metric] |
         raise InputError(f"summarize: metrics table has no column(s) {absent}; columns: {list(metrics.columns)}")
     rows = []
     for model, g in metrics.groupby("model", sort=False):
-        row: dict[str, Any] = {"model": model, "n_folds": int(g["fold"].nunique()), "protocol": protocol}
+        headline = g.loc[g["cindex"].notna()] if "cindex" in g.columns else g
+        row: dict[str, Any] = {"model": model, "n_folds": int(headline["fold"].nunique())}
+        if "n_test" in g.columns:
+            row["n_cases"] = int(headline["n_test"].sum())
+        row["protocol"] = protocol
         for m in names:
             vals = g[m.key].astype(float).dropna()
             row[f"{m.key}_mean"] = float(vals.mean()) if len(vals) else float("nan")
             row[f"{m.key}_sd"] = float(vals.std(ddof=1)) if len(vals) > 1 else float("nan")
+            row[f"{m.key}_n"] = len(vals)
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -110,7 +119,8 @@ def compare_models(
     same indices for both models); the statistic is the mean over folds of C(model) - C(reference), the
     quantity a CV table reports. ``delta_cindex`` is its value on the data, the CI is the percentile
     interval, ``p_value`` the two-sided bootstrap p (never 0). Models must share the test cases of every
-    fold (they do within a run).
+    fold (they do within a run); only the folds both a model and the reference have are compared (a run still
+    in progress), and a model sharing none with the reference gets no row.
     """
     from survpgc.survival.stats import bootstrap_indices, cindex_on_resamples
 
@@ -119,10 +129,14 @@ def compare_models(
     if reference not in set(test["model"]) or not models or n <= 0:
         return pd.DataFrame(columns=["model", "reference", "delta_cindex", "ci_low", "ci_high", "p_value"])
     rows = []
-    folds = sorted(test["fold"].unique())
     ref = test[test["model"] == reference].set_index(["fold", "case_id"])
     for model in models:
         cur = test[test["model"] == model].set_index(["fold", "case_id"])
+        # only the folds both models finished (a run still in progress, or --fold / --model jobs)
+        folds = sorted(set(cur.index.get_level_values(0)) & set(ref.index.get_level_values(0)))
+        if not folds:
+            log.info("compare_models: %s shares no finished fold with %s yet; not compared", model, reference)
+            continue
         deltas_point, deltas_boot = [], []
         for k, f in enumerate(folds):
             a = cur.loc[f]
@@ -147,4 +161,4 @@ def compare_models(
             {"model": model, "reference": reference, "delta_cindex": point, "ci_low": float(lo), "ci_high": float(hi),
              "p_value": float(p)}
         )  # fmt: skip
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=["model", "reference", "delta_cindex", "ci_low", "ci_high", "p_value"])

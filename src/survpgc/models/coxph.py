@@ -79,6 +79,14 @@ class ClinicalDesign:
         self.levels_: dict[str, tuple[str, list[str]]] = {}
         self.columns_: list[str] = []
         self._fitted = False
+        self._warned: set[str] = set()
+
+    def _warn(self, message: str, *args: object) -> None:
+        """Log a warning once per fitted design (risk and survival predictions encode the same cases twice)."""
+        text = message % args
+        if text not in self._warned:
+            self._warned.add(text)
+            log.warning("%s", text)
 
     # -------------------------------------------------------------------- helpers
     def _categories(self, col: str, values: pd.Series, warn: bool = False) -> pd.Series:
@@ -86,7 +94,7 @@ class ClinicalDesign:
             mapped = values.map(main_stage)
             unparsed = values.notna() & mapped.isna()
             if warn and unparsed.any():
-                log.warning(
+                self._warn(
                     "%s: %d value(s) not recognised as a stage (%s); treated as missing",
                     col,
                     int(unparsed.sum()),
@@ -104,7 +112,7 @@ class ClinicalDesign:
             cats = self._categories(col, cases[col], warn)
             unseen = ~cats.isin([reference, *levels])
             if warn and unseen.any():
-                log.warning(
+                self._warn(
                     "%s: %d case(s) with level(s) not seen in training %s; encoded as the reference level %r",
                     col,
                     int(unseen.sum()),
@@ -121,6 +129,7 @@ class ClinicalDesign:
         if not isinstance(cases, pd.DataFrame) or cases.empty:
             raise InputError("ClinicalDesign.fit needs a non-empty DataFrame of training cases")
         self.numeric_, self.levels_ = {}, {}
+        self._warned = set()
         for col in self.columns:
             if col not in cases.columns:
                 log.warning("clinical column %r not in the cases; skipped", col)

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from survpgc.eval.registry import Metric, metric, metrics_in
-from survpgc.files import atomic_write_bytes
+from survpgc.faults import fault_point
+from survpgc.files import atomic_write
 from survpgc.report.blocks import (
     Block,
     Cell,
@@ -226,6 +227,7 @@ def _metrics_table(summary: pd.DataFrame, names: Sequence[Metric]) -> list[Block
     header = [Cell("Model")]
     header += [Cell("Protocol")] if "protocol" in cols else []
     header += [Cell("Folds", numeric=True)] if "n_folds" in cols else []
+    header += [Cell("Test cases", numeric=True)] if "n_cases" in cols else []
     header += [Cell(m.label + ("" if m.higher_is_better else " ↓"), numeric=True) for m in names]
     rows = []
     for _, r in summary.iterrows():
@@ -234,9 +236,14 @@ def _metrics_table(summary: pd.DataFrame, names: Sequence[Metric]) -> list[Block
             paper = str(r["protocol"]) == "paper"
             row.append(Cell("paper · optimistic", badge=True) if paper else Cell(str(r["protocol"])))
         row += [Cell(num(r["n_folds"]), numeric=True)] if "n_folds" in cols else []
+        row += [Cell(num(r["n_cases"]), numeric=True)] if "n_cases" in cols else []
         rows.append(tuple(row + [_metric_cell(r, m, best) for m in names]))
     note = Paragraph(
-        ("Mean ± sample sd over folds; bold = best per column (↓: lower is better). C-index 0.5 = random ranking.",),
+        (
+            "Mean ± sample sd over folds (Folds: those whose C-index entered the mean; a fold where a metric cannot be "
+            "computed, e.g. no event among its test cases, is left out, see the notes); bold = best per column "
+            "(↓: lower is better). C-index 0.5 = random ranking.",
+        ),
         "meta",
     )
     return [table([h.text for h in header], rows, numeric=[h.numeric for h in header], css_class="metrics"), note]
@@ -440,6 +447,12 @@ def write_report(
         created=created,
     )
     path = Path(run_dir) / filename
-    atomic_write_bytes(path, page.encode("utf-8"))
+    data = page.encode("utf-8")
+
+    def write(tmp: Path) -> None:
+        tmp.write_bytes(data)
+        fault_point("report")  # written to the temporary file, not yet renamed
+
+    atomic_write(path, write)
     log.info("wrote %s (%d kB)", path, len(page) // 1024)
     return path

@@ -5,11 +5,24 @@ train / val / test. Everything fitted to data (time bins, omics scalers, the Cox
 on the fold's training part only. Each finished fold × model writes its predictions, checkpoint and a
 ``.json`` record (last, atomically); rerunning the same command skips finished pairs. The files and their
 names belong to :class:`survpgc.rundir.RunDir`; the inputs of a fold to :mod:`survpgc.inputs`.
+
+Integrity:
+
+* every input is checked before fold 0 (:meth:`survpgc.inputs.RunInputs.check`), and nothing is written to the
+  run directory before that, so a run that fails at once leaves no ``--out`` behind
+  (:func:`survpgc.locks.output_dir`, which also checks up front that ``--out`` can be written);
+* several processes may share one run directory (two ``survpgc run``, or jobs started with ``--fold`` /
+  ``--model``): each fold × model pair is claimed (:func:`survpgc.locks.claim`) by the process that trains it,
+  the others take the pairs not yet claimed; the config check and the run-level tables and report are built
+  under the folder lock (:func:`survpgc.locks.folder_lock`) from whatever is finished;
+* temporaries a killed process left are swept when the run (or the pair) is next claimed;
+* Ctrl-C raises :class:`survpgc.errors.Interrupted` saying how many pairs are finished (a rerun resumes).
 """
 
 from __future__ import annotations
 
 import logging
+import logging.handlers
 import os
 import time
 from dataclasses import dataclass, field
@@ -21,14 +34,20 @@ import pandas as pd
 
 from survpgc.config import RunConfig
 from survpgc.devices import barrier, is_distributed, is_main_process
-from survpgc.errors import ConfigError
+from survpgc.errors import ConfigError, Interrupted, SurvpgcError
+from survpgc.faults import fault_point
 from survpgc.files import atomic_write
 from survpgc.inputs import RunInputs, fold_setup, make_loader, model_modalities
+from survpgc.locks import claim, folder_lock, output_dir
 from survpgc.rundir import RunDir
 
-__all__ = ["RunResult", "run_cv"]
+__all__ = ["LOCK_WAIT", "RunResult", "run_cv"]
 
 log = logging.getLogger(__name__)
+
+#: Seconds a process waits for the run directory's lock while another one checks its config or builds the
+#: run's tables and report (then :class:`~survpgc.errors.BusyError` names the holder).
+LOCK_WAIT = 600.0
 
 
 @dataclass
@@ -41,6 +60,10 @@ class RunResult:
     n_total: int
     trained: list[str] = field(default_factory=list)
     report: Path | None = None
+    #: cases in no fold's test part (imported splits): no metric counts them
+    untested: list[str] = field(default_factory=list)
+    #: pairs left to another process that had claimed them (``<model>_fold<k>``)
+    elsewhere: list[str] = field(default_factory=list)
 
 
 def _init_distributed() -> bool:
@@ -100,7 +123,12 @@ def _run_neural(entry, data: RunInputs, fold, binner, mods, cfg: RunConfig, ck_p
         bar.update(task, status=f"selected epoch {res.best_epoch}")
     if is_main_process():
         tensors = {k: v.contiguous() for k, v in res.state_dict.items()}
-        atomic_write(ck_path, lambda t: save_file(tensors, str(t), metadata={"model": entry.name}))
+
+        def write_checkpoint(tmp: Path) -> None:
+            save_file(tensors, str(tmp), metadata={"model": entry.name})
+            fault_point("checkpoint")  # written to the temporary file, not yet renamed
+
+        atomic_write(ck_path, write_checkpoint)
     frames = []
     device = next(model.parameters()).device  # where fit() left the model
     for split, ids in (("train", fold.train), ("val", fold.val), ("test", fold.test)):
@@ -181,7 +209,6 @@ def run_cv(
     fold's training cases with averaged gradients, and process 0 alone writes files.
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     created_group = _init_distributed()
     if progress and is_main_process():
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -194,8 +221,16 @@ def run_cv(
             TimeElapsedColumn(),
         )
         _PROGRESS["bar"].start()
+    state: dict[str, Any] = {}
     try:
-        return _run_cv(cfg, out, only_folds, only_models)
+        if not is_main_process():  # process 0 creates the folder; the others write only their own log there
+            return _run_cv(cfg, out, only_folds, only_models, state)
+        with output_dir(out):
+            return _run_cv(cfg, out, only_folds, only_models, state)
+    except Interrupted:
+        raise
+    except KeyboardInterrupt:
+        raise Interrupted(_interrupted_message(RunDir(out), state)) from None
     finally:
         bar = _PROGRESS.pop("bar", None)
         if bar is not None:
@@ -206,24 +241,110 @@ def run_cv(
             dist.destroy_process_group()
 
 
-def _run_cv(cfg: RunConfig, out: Path, only_folds, only_models) -> RunResult:
+def _interrupted_message(run: RunDir, state: dict[str, Any]) -> str:
+    """What Ctrl-C leaves: how many pairs are finished, and that the same command resumes."""
+    pairs = state.get("pairs")
+    if not pairs:
+        return f"no fold x model pair was finished in {run.path}; rerun the same command to start again"
+    done = sum(run.fold_files(m, k).finished for m, k in pairs)
+    return (
+        f"{done} of {len(pairs)} fold x model pairs are finished in {run.path}; rerun the same command to resume "
+        "(finished pairs are kept)"
+    )
+
+
+def _run_cv(cfg: RunConfig, out: Path, only_folds, only_models, state: dict[str, Any]) -> RunResult:
     run = RunDir(out)
+    survpgc_log = logging.getLogger("survpgc")
+    # nothing is written before the inputs are checked: log lines wait in memory until run.log can be opened
+    buffer = logging.handlers.MemoryHandler(capacity=1_000_000, flushLevel=logging.CRITICAL + 1)
+    survpgc_log.addHandler(buffer)
+    handler = None
+    try:
+        data = _prepare(cfg, run, only_folds, only_models, state)
+        rank = None if is_main_process() else os.environ.get("RANK", "?")
+        handler = logging.FileHandler(run.log_file(rank))
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        buffer.setTarget(handler)
+        buffer.flush()
+        survpgc_log.removeHandler(buffer)
+        survpgc_log.addHandler(handler)
+        if is_distributed():
+            import torch.distributed as dist
+
+            log.info("distributed training: rank %d of %d", dist.get_rank(), dist.get_world_size())
+        _token_sources(run, data)
+        return _run(cfg, run, data, only_folds, only_models)
+    finally:
+        survpgc_log.removeHandler(buffer)
+        buffer.close()
+        if handler is not None:
+            survpgc_log.removeHandler(handler)
+            handler.close()
+
+
+def _on_main(fn) -> None:
+    """Run ``fn`` on process 0 alone; under torch.distributed every process raises what it raised."""
+    error: BaseException | None = None
     if is_main_process():
-        run.claim(cfg)  # write config.yaml, or refuse a run directory holding another config
-    barrier()
-    rank = None if is_main_process() else os.environ.get("RANK", "?")
-    handler = logging.FileHandler(run.log_file(rank))
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.getLogger("survpgc").addHandler(handler)
+        try:
+            fn()
+        except (SurvpgcError, OSError) as exc:
+            error = exc
     if is_distributed():
         import torch.distributed as dist
 
-        log.info("distributed training: rank %d of %d", dist.get_rank(), dist.get_world_size())
-    try:
-        return _run(cfg, run, only_folds, only_models)
-    finally:
-        logging.getLogger("survpgc").removeHandler(handler)
-        handler.close()
+        box = [None if error is None else str(error)]
+        dist.broadcast_object_list(box, src=0)
+        if box[0] is not None and error is None:
+            raise ConfigError(f"process 0 stopped: {box[0]}")
+    if error is not None:
+        raise error
+
+
+def _agree(value: Any) -> Any:
+    """Process 0's ``value`` on every process (itself outside torch.distributed)."""
+    if not is_distributed():
+        return value
+    import torch.distributed as dist
+
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _prepare(cfg: RunConfig, run: RunDir, only_folds, only_models, state: dict[str, Any]) -> RunInputs:
+    """Check every input, then (process 0, under the folder lock) check or write config.yaml, sweep what a
+    killed process left, and write the splits."""
+    data = RunInputs(cfg, splits_dir=run.splits_dir, clinical_dir=run.clinical_dir, write_splits=False)
+    _check_selection(cfg, len(data.splits), only_folds, only_models)
+    state["pairs"] = [(m.id, f.index) for f in data.splits for m in cfg.models]
+    data.check()  # models' modalities, every feature file (header, shape, settings)
+
+    def claim_run() -> None:
+        with folder_lock(run.path, wait=LOCK_WAIT, what="run directory"):
+            run.claim(cfg)  # write config.yaml, or refuse a run directory holding another config
+            run.sweep_run_temporaries()
+            data.save_splits()
+
+    _on_main(claim_run)
+    barrier()
+    return data
+
+
+def _token_sources(run: RunDir, data: RunInputs) -> None:
+    """Build every token source before fold 0 (a bad clinical or omics input is found now, not after training);
+    clinical tokens are encoded into the run directory under its lock, once."""
+    mods = data.modalities(neural=True)
+    if "clinical" in mods:
+        if is_main_process():
+            with folder_lock(run.path, wait=LOCK_WAIT, what="run directory"):
+                data.clinical()
+        else:
+            data.clinical()
+    if "genomic" in mods:
+        for fold in data.splits:
+            data.genomic(list(fold.train))
 
 
 #: The rich progress display of the current run (set by ``run_cv(progress=True)``), or nothing.
@@ -242,14 +363,29 @@ def _check_selection(cfg: RunConfig, n_folds: int, only_folds, only_models) -> N
             raise ConfigError(f"--fold {bad} out of range 0..{n_folds - 1}")
 
 
-def _run(cfg: RunConfig, run: RunDir, only_folds, only_models) -> RunResult:
+def _take_pair(run: RunDir, model_id: str, fold: int):
+    """``("done" | "elsewhere" | "train", claim)`` for one pair, decided by process 0 and agreed by all."""
+    held, decision = None, "done"
+    if is_main_process() and run.fold_files(model_id, fold).finished:
+        run.sweep_pair_temporaries(model_id, fold)  # nobody writes a finished pair's files any more
+    elif is_main_process():
+        held = claim(run.path, run.pair_name(model_id, fold))
+        if held is None:
+            decision = "elsewhere"
+        elif run.fold_files(model_id, fold).finished:  # finished by another process since we looked
+            held.release()
+            held = None
+        else:
+            run.sweep_pair_temporaries(model_id, fold)
+            decision = "train"
+    return _agree(decision), held
+
+
+def _run(cfg: RunConfig, run: RunDir, data: RunInputs, only_folds, only_models) -> RunResult:
     from survpgc.survival.binning import TimeBinner
 
-    data = RunInputs(cfg, splits_dir=run.splits_dir, clinical_dir=run.clinical_dir)
     cohort = data.cohort
-    _check_selection(cfg, len(data.splits), only_folds, only_models)
-    data.check_models()
-    trained = []
+    trained, elsewhere = [], []
     for fold in data.splits:
         if only_folds and fold.index not in only_folds:
             continue
@@ -259,26 +395,46 @@ def _run(cfg: RunConfig, run: RunDir, only_folds, only_models) -> RunResult:
             if only_models and entry.id not in only_models:
                 continue
             files = run.fold_files(entry.id, fold.index)
-            if files.finished:
+            decision, held = _take_pair(run, entry.id, fold.index)
+            if decision == "done":
                 log.info("fold %d %s: already done, skipped", fold.index, entry.id)
                 continue
-            mods, neural = model_modalities(entry)
-            log.info("fold %d %s: training on %d cases (%s)", fold.index, entry.id, len(fold.train), "+".join(mods))
-            if neural:
-                preds, record = _run_neural(entry, data, fold, binner, mods, cfg, files.checkpoint)
-            else:
-                preds, record = _run_coxph(entry, data, fold, binner)
-            preds.insert(1, "model", entry.id)
-            preds.insert(2, "fold", fold.index)
-            if is_main_process():
-                record.update({"model": entry.id, "fold": fold.index, "binner": binner.to_dict()})
-                run.write_fold(entry.id, fold.index, preds, record)
+            if decision == "elsewhere":
+                log.info("fold %d %s: being trained by another process; left to it", fold.index, entry.id)
+                elsewhere.append(files.record.stem)
+                continue
+            try:
+                mods, neural = model_modalities(entry)
+                log.info("fold %d %s: training on %d cases (%s)", fold.index, entry.id, len(fold.train), "+".join(mods))
+                if neural:
+                    preds, record = _run_neural(entry, data, fold, binner, mods, cfg, files.checkpoint)
+                else:
+                    preds, record = _run_coxph(entry, data, fold, binner)
+                preds.insert(1, "model", entry.id)
+                preds.insert(2, "fold", fold.index)
+                if is_main_process():
+                    record.update({"model": entry.id, "fold": fold.index, "binner": binner.to_dict()})
+                    run.write_fold(entry.id, fold.index, preds, record)
+            finally:
+                if held is not None:
+                    held.release()
             barrier()
             trained.append(files.record.stem)
+    n_total = len(data.splits) * len(cfg.models)
+    untested = list(data.splits.meta.get("untested") or [])
     if not is_main_process():
         empty = pd.DataFrame()
-        return RunResult(run.path, empty, empty, empty, 0, len(data.splits) * len(cfg.models), trained)
-    return _aggregate(cfg, run, data, trained)
+        return RunResult(run.path, empty, empty, empty, 0, n_total, trained, untested=untested)
+    if elsewhere:
+        log.info(
+            "%d pair(s) are being trained by another process (%s); it rebuilds the tables when it finishes",
+            len(elsewhere),
+            ", ".join(elsewhere[:5]),
+        )
+    with folder_lock(run.path, wait=LOCK_WAIT, what="run directory"):
+        result = _aggregate(cfg, run, data, trained)
+    result.untested, result.elsewhere = untested, elsewhere
+    return result
 
 
 def _test_metrics(cfg: RunConfig, run: RunDir, data: RunInputs, preds: pd.DataFrame, pairs) -> tuple:
@@ -287,6 +443,7 @@ def _test_metrics(cfg: RunConfig, run: RunDir, data: RunInputs, preds: pd.DataFr
     from survpgc.survival.binning import TimeBinner
 
     rows, notes = [], []
+    reasons: dict[tuple[str, int], list[str]] = {}
     for model_id, k in pairs:
         rec = run.read_record(model_id, k)
         train_t, train_e = data.cohort.survival(data.splits[k].train)
@@ -305,9 +462,36 @@ def _test_metrics(cfg: RunConfig, run: RunDir, data: RunInputs, preds: pd.DataFr
             times=cfg.eval.times,
             surv_at=surv_at,
         )
-        rows.append({"model": model_id, "fold": k, **m, "best_epoch": rec.get("best_epoch"), "seconds": rec["seconds"]})
+        rows.append({"model": model_id, "fold": k, **m, "n_test": int(test["case_id"].nunique()),
+                     "best_epoch": rec.get("best_epoch"), "seconds": rec["seconds"]})  # fmt: skip
         notes += [f"{model_id} fold {k}: {x}" for x in n]
-    return pd.DataFrame(rows).sort_values(["model", "fold"]).reset_index(drop=True), notes
+        reasons[(model_id, k)] = n
+    table = pd.DataFrame(rows).sort_values(["model", "fold"]).reset_index(drop=True)
+    return table, notes + _left_out_notes(table, reasons)
+
+
+def _left_out_notes(metrics: pd.DataFrame, reasons: dict[tuple[str, int], list[str]]) -> list[str]:
+    """One note per model and metric whose mean leaves folds out (its value is NaN there), with the reason."""
+    from survpgc.eval.registry import metrics_in
+
+    notes = []
+    for model_id, g in metrics.groupby("model", sort=False):
+        for m in metrics_in(metrics.columns):
+            missing = g.loc[g[m.key].isna(), "fold"].astype(int).tolist()
+            if not missing:
+                continue
+            sources = {m.key, "td_auc", "AUC times"} if m.key.startswith("auc_") or m.key == "iauc" else {m.key}
+            if m.key == "ibs":
+                sources |= {"AUC times"}  # the IBS needs two evaluation times inside the follow-up
+            why = []
+            for k in missing:
+                found = [r for r in reasons.get((model_id, k), []) if any(r.startswith(x) for x in sources)]
+                why.append(f"fold {k} ({found[0] if found else 'not computable'})")
+            notes.append(
+                f"{model_id}: {m.label} is the mean of {len(g) - len(missing)} of {len(g)} folds; left out "
+                + "; ".join(why)
+            )
+    return notes
 
 
 def _aggregate(cfg: RunConfig, run: RunDir, data: RunInputs, trained: list[str]) -> RunResult:
@@ -330,9 +514,19 @@ def _aggregate(cfg: RunConfig, run: RunDir, data: RunInputs, trained: list[str])
     ref = cfg.eval.reference if cfg.eval.reference in order else cfg.models[0].id
     comparisons = compare_models(preds, ref, n=cfg.eval.bootstrap, seed=cfg.seed)
     run.write_table("comparisons", comparisons)
+    untested = list(data.splits.meta.get("untested") or [])
+    cohort_summary = data.cohort.summary()
+    if untested:
+        notes.insert(
+            0,
+            f"{len(untested)} case(s) never tested (in no test part of the splits), counted in no metric: "
+            + ", ".join(untested),
+        )
+        cohort_summary["n_cases_tested"] = cohort_summary["n_cases"] - len(untested)
+        cohort_summary["never_tested"] = ", ".join(untested)
     run.write_notes(notes)
-    result = RunResult(run.path, summary, metrics, comparisons, len(pairs), n_total, trained)
+    result = RunResult(run.path, summary, metrics, comparisons, len(pairs), n_total, trained, untested=untested)
     result.report = build_run_report(
-        run, config=cfg.to_dict(), cohort_summary=data.cohort.summary(), protocol=data.splits.protocol
+        run, config=cfg.to_dict(), cohort_summary=cohort_summary, protocol=data.splits.protocol
     )
     return result
