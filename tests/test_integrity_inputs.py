@@ -69,6 +69,7 @@ def test_negative_time_via_cli_is_one_line(tmp_path, monkeypatch, capsys):
     root = _tcga(tmp_path, ["A,10,0,50", "B,-3,1,60", "C,30,0,70"])
     line = _cli_error(["cohort", "info", str(root)], monkeypatch, capsys)
     assert "negative 'survival_months' at line 3 (-3" in line and "cohort.csv" in line
+    assert "`--on-invalid drop` in the CLI" in line  # the advice names the option of the command
 
 
 # ----------------------------------------------------------------------------------------- 7. reading tables

@@ -211,9 +211,18 @@ def _drop_exact_duplicates(df: pd.DataFrame, src: str, notes: list[str]) -> pd.D
     return df
 
 
+#: Where a policy argument of the loaders is set outside Python (run config key, command-line option).
+_POLICY_KEYS = {
+    "on_invalid_survival": " (`cohort.on_invalid_survival: drop` in a run config, `--on-invalid drop` in the CLI)",
+    "on_missing_features": " (`cohort.on_missing_features: drop` in a run config)",
+}
+
+
 def _apply_policy(policy: str, message: str, arg: str) -> None:
     if policy == "error":
-        raise DataError(f"{message}. Fix the file or pass {arg}='drop' to drop them with a warning.")
+        raise DataError(
+            f"{message}. Fix the file or pass {arg}='drop'{_POLICY_KEYS.get(arg, '')} to drop them with a warning."
+        )
     if policy == "drop":
         log.warning("%s; dropped (%s='drop').", message, arg)
         return
