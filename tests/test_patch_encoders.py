@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import pickle
+import re
 import socket
 import sys
 import types
@@ -575,3 +576,77 @@ def test_conch_package_missing_gives_install_message(monkeypatch):
     monkeypatch.setattr(sys, "path", [p for p in sys.path if not Path(p, "conch").exists()])
     with pytest.raises(ConfigError, match=r"pip install git\+https://github\.com/mahmoodlab/CONCH"):
         create_patch_encoder("conch")
+
+
+# ----------------------------------------------------------------------------- junk weights (issue 13)
+def _junk_weight_files(folder: Path) -> dict[str, Path]:
+    """A text file, random bytes, a truncated checkpoint, a pickle of plain objects, a state dict of another
+    architecture (resnet18)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {name: folder / f"{name}.bin" for name in ("text", "random", "truncated", "pickle", "other-arch")}
+    files["text"].write_text("these are not weights\n")  # torch's legacy reader: KeyError: 174812789 and the like
+    files["random"].write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    torch.save({"w": torch.zeros(64, 64)}, folder / "whole.pt")
+    data = (folder / "whole.pt").read_bytes()
+    files["truncated"].write_bytes(data[: len(data) // 2])
+    with open(files["pickle"], "wb") as fh:
+        pickle.dump({"epoch": 3, "note": "hello"}, fh)
+    torch.save(timm.create_model("resnet18", pretrained=False, num_classes=0).state_dict(), files["other-arch"])
+    return files
+
+
+@pytest.mark.parametrize(
+    ("name", "arch"),
+    [
+        ("efficientnet_lite0", "efficientnet_lite0"),
+        ("timm:resnet34", "timm resnet34"),
+        ("uni", r"UNI \(timm vit_large_patch16_224\)"),
+    ],
+)
+def test_junk_weights_say_not_a_checkpoint_of_the_architecture(tmp_path_factory, name, arch):
+    files = _junk_weight_files(tmp_path_factory.mktemp("junk"))
+    for kind, path in files.items():
+        with pytest.raises(ConfigError) as ei:
+            create_patch_encoder(name, weights=path, precision="fp32")
+        msg = str(ei.value)
+        assert re.search(rf"{re.escape(str(path))}'? is not a checkpoint of {arch}", msg), (kind, msg)
+        assert "\n" not in msg, (kind, msg)
+
+
+def test_junk_conch_checkpoint_says_not_a_checkpoint_of_conch(fake_conch, tmp_path):
+    import survpgc.encoders.conch as conch_mod
+
+    def refuse(model_cfg, checkpoint_path=None, device="cpu", **kw):
+        raise KeyError(174812789)  # what torch's reader raises on a text file
+
+    sys.modules["conch.open_clip_custom"].create_model_from_pretrained = refuse
+    ckpt = tmp_path / "pytorch_model.bin"
+    ckpt.write_text("not weights")
+    with pytest.raises(ConfigError, match=r"pytorch_model\.bin' is not a checkpoint of CONCH conch_ViT-B-16"):
+        create_patch_encoder("conch", weights=ckpt)
+    assert conch_mod  # the module under test
+
+
+@pytest.mark.parametrize("backend", ["sentence-transformers", "transformers"])
+def test_junk_text_encoder_weights_say_not_a_checkpoint(tmp_path, backend):
+    import shutil
+
+    from safetensors.torch import save_file
+
+    from survpgc.encoders.transformers_text import TransformersTextEncoder, minilm_model_dir
+
+    pytest.importorskip("sentence_transformers" if backend == "sentence-transformers" else "transformers")
+    src = minilm_model_dir()
+    for kind in ("text", "truncated", "other-arch"):
+        d = tmp_path / f"{backend}-{kind}"
+        shutil.copytree(src, d)
+        w = d / "model.safetensors"
+        if kind == "text":
+            w.write_text("not weights\n")
+        elif kind == "truncated":
+            w.write_bytes(w.read_bytes()[:100_000])
+        else:
+            save_file({"foo.weight": torch.zeros(3, 3)}, str(w))
+        with pytest.raises(ConfigError, match=r"its weights are not a checkpoint of a bert model") as ei:
+            TransformersTextEncoder(str(d), backend=backend).load()
+        assert str(d) in str(ei.value)

@@ -187,12 +187,31 @@ def test_missing_mpp_is_a_clear_error_and_overrides_fix_it(tmp_path: Path) -> No
     table.write_text("slide_id,mpp\nnompp.tiff,0.25\nother,0.5\n", encoding="utf-8")
     overrides = load_mpp_overrides(table)
     assert overrides == {"nompp": 0.25, "other": 0.5}
-    with open_slide(path, mpp_override=overrides) as s:
-        assert s.mpp == 0.25 and s.mpp_source == "override"
+    with open_slide(path, mpp_override=overrides) as s:  # a per-slide table: the source says so
+        assert s.mpp == 0.25 and s.mpp_source == "table"
         grid = make_patch_grid(s, patch_size=64)
         assert grid.mpp == 0.25 and grid.patch_size_level0 == 128
     with open_slide(CMU, mpp_override=overrides) as s:  # not in the table: metadata kept
         assert s.mpp == pytest.approx(0.499) and s.mpp_source == "openslide metadata"
+
+
+def test_mpp_fallback_is_used_only_when_the_metadata_lacks_it(tmp_path: Path) -> None:
+    path = write_pyramid(tmp_path / "nompp.tiff", render_scene(1024, 768, seed=3), mpp=None, downsamples=(1, 4))
+    with open_slide(path, mpp_fallback=0.5) as s:
+        assert (s.mpp, s.mpp_source, s.mpp_metadata) == (0.5, "fallback", None)
+        assert pickle.loads(pickle.dumps(s)).mpp_source == "fallback"
+    with open_slide(CMU, mpp_fallback=0.25) as s:  # valid metadata wins over the fallback
+        assert s.mpp == pytest.approx(0.499) and s.mpp_source == "openslide metadata"
+        assert s.mpp_metadata == pytest.approx(0.499)
+    with open_slide(CMU, mpp_override=0.25, mpp_fallback=0.3) as s:  # an override replaces it
+        assert (s.mpp, s.mpp_source) == (0.25, "override") and s.mpp_metadata == pytest.approx(0.499)
+    with open_slide(SLIDES / "boxes.tiff", mpp_fallback=0.5) as s:  # implausible 352.8 um/px tags: fallback
+        assert (s.mpp, s.mpp_source) == (0.5, "fallback")
+    with open_slide(CMU, mpp_override={"cmu_small_region": 0.25}) as s:
+        assert pickle.loads(pickle.dumps(s)).mpp_source == "table"
+    with pytest.raises(InputError, match="fallback MPP 500"):
+        open_slide(CMU, mpp_fallback=500)
+    assert tile_slide(CMU, mpp_fallback=0.25).grid.n_patches == 27  # the 0.499 um/px of the metadata
 
 
 def test_implausible_resolution_tags_count_as_missing_mpp() -> None:

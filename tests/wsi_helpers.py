@@ -109,3 +109,29 @@ def write_pyramid(
                 kw["resolutionunit"] = "NONE"
             tif.write(level, **kw)
     return path
+
+
+def small_slide_set(
+    folder: Path, n: int = 3, *, size: tuple[int, int] = (2048, 1536), mpp: float | None = 0.5
+) -> list[Path]:
+    """``n`` small synthetic SVS slides ``s0.svs`` ... in ``folder`` (different scenes; about 24 patches of
+    128 px at 20x each -- use ``patch_size=128``). Fast to write and to tile."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return [
+        write_pyramid(folder / f"s{i}.svs", render_scene(*size, seed=i), mpp=mpp, downsamples=(1, 4)) for i in range(n)
+    ]
+
+
+def tiny_encoder(name: str = "tiny", dim: int = 8):
+    """A patch encoder that is fast on CPU (mean colour of a 16-px patch, through a fixed linear map)."""
+    import torch
+    from torch import nn
+
+    from survpgc.encoders.patch_base import PatchEncoder
+    from survpgc.encoders.transforms import PatchTransform
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, dim))
+    return PatchEncoder(
+        model, name=name, dim=dim, transform=PatchTransform(16), precision="fp32", weights="tiny:0", channels_last=False
+    )

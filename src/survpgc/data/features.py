@@ -32,6 +32,7 @@ import torch
 
 from survpgc.data.slides import MAG_TIMES_MPP
 from survpgc.errors import DataError, InputError
+from survpgc.faults import fault_point
 from survpgc.files import atomic_write
 
 __all__ = [
@@ -307,6 +308,8 @@ def write_feature_file(path: str | Path, features: Any, coords: Any | None = Non
 
             with h5py.File(tmp, "w") as f:
                 fds = f.create_dataset("features", data=feats)
+                f.flush()  # some data in the temporary file: a kill here must leave nothing under the final name
+                fault_point("h5-write")
                 if crd is not None:
                     geometry = trident_coords_attrs(attrs, p)
                     f.create_dataset("coords", data=crd).attrs.update(geometry)

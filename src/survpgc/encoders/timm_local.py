@@ -49,7 +49,9 @@ def _load_headless(timm: Any, model_name: str, path: Path, *, what: str, model_k
             log.info("%s: ignoring %d classifier tensor(s) of the checkpoint (%s ...)", what, len(head), head[0])
         return {k: v for k, v in sd.items() if k not in head}
 
-    return load_into(builder, read_state_dict(path, what=what), what=what, source=str(path), prepare=prepare)
+    arch = f"timm {model_name}"
+    sd = read_state_dict(path, what=what, arch=arch)
+    return load_into(builder, sd, what=what, source=str(path), prepare=prepare, arch=arch)
 
 
 def _timm_transform(

@@ -154,16 +154,55 @@ class TransformersTextEncoder(TextEncoder):
             if bar:
                 hf_logging.enable_progress_bar()
 
+    def _arch(self) -> str:
+        """The architecture the folder's config names (for messages)."""
+        try:
+            kind = json.loads((self.model_dir / "config.json").read_text()).get("model_type")
+        except (OSError, ValueError, AttributeError):
+            kind = None
+        return f"a {kind} model ({self.backend})" if kind else f"a {self.backend} model"
+
+    def _cannot_load(self, path: str, exc: Exception) -> ConfigError:
+        reason = " ".join(str(exc).split())[:300]
+        if isinstance(exc, OSError | ValueError) and not type(exc).__module__.startswith("safetensors"):
+            return ConfigError(f"cannot load {self.backend} model from {path}: {reason}. {_NO_DOWNLOAD}")
+        # junk, truncated or foreign weights: SafetensorError, KeyError, RuntimeError, ...
+        return ConfigError(
+            f"{path}: its weights are not a checkpoint of {self._arch()} ({type(exc).__name__}: {reason}); "
+            "replace them with the model's own weight file"
+        )
+
+    def _check_st_weights(self, path: str, model: Any) -> None:
+        """Refuse a sentence-transformers folder whose weight file holds (mostly) other tensors than its model:
+        sentence-transformers fills the missing ones with random numbers and only warns."""
+        weights = self.model_dir / "model.safetensors"
+        inner = getattr(model[0], "auto_model", None) if len(model) else None
+        if inner is None or not weights.is_file():
+            return
+        from safetensors import safe_open
+
+        with safe_open(str(weights), framework="pt") as f:
+            have = set(f.keys())
+        prefix = getattr(inner, "base_model_prefix", "") or ""
+        have |= {k[len(prefix) + 1 :] for k in have if prefix and k.startswith(prefix + ".")}
+        expected = list(inner.state_dict())
+        missing = [k for k in expected if k not in have]
+        if expected and len(missing) > len(expected) / 2:
+            raise ConfigError(
+                f"{path}: its weights are not a checkpoint of {self._arch()} ({len(missing)} of {len(expected)} "
+                f"tensors of the model missing from {weights.name}, e.g. {', '.join(missing[:3])}); replace them "
+                "with the model's own weight file"
+            )
+
     def _load_model(self, path: str) -> None:
         if self.backend == "sentence-transformers":
             from sentence_transformers import SentenceTransformer
 
             try:
                 model = SentenceTransformer(path, device=str(self.device), local_files_only=True)
-            except (OSError, ValueError) as exc:
-                raise ConfigError(
-                    f"cannot load sentence-transformers model from {path}: {exc}. {_NO_DOWNLOAD}"
-                ) from exc
+            except Exception as exc:
+                raise self._cannot_load(path, exc) from exc
+            self._check_st_weights(path, model)
             model.eval()
             getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
             dim = getter()
@@ -174,9 +213,15 @@ class TransformersTextEncoder(TextEncoder):
 
         try:
             self._tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-            model = AutoModel.from_pretrained(path, local_files_only=True)
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"cannot load transformers model from {path}: {exc}. {_NO_DOWNLOAD}") from exc
+            model, info = AutoModel.from_pretrained(path, local_files_only=True, output_loading_info=True)
+        except Exception as exc:
+            raise self._cannot_load(path, exc) from exc
+        missing = list(info.get("missing_keys") or [])
+        if missing:  # transformers would fill them with random numbers and only warn
+            raise ConfigError(
+                f"{path}: its weights are not a checkpoint of {self._arch()} ({len(missing)} tensor(s) of the model "
+                f"missing from them, e.g. {', '.join(missing[:3])}); replace them with the model's own weight file"
+            )
         self._model = model.to(self.device).eval()
         hidden = getattr(model.config, "hidden_size", None)
         if hidden is None:

@@ -53,12 +53,14 @@ def make_uni(
     """The UNI encoder from local weights (see :func:`uni_weights_path`), checked strictly against ViT-L/16."""
     path = uni_weights_path(weights)
     timm = require_timm("uni")
-    sd = read_state_dict(path, what="uni")
+    arch = "UNI (timm vit_large_patch16_224)"
+    sd = read_state_dict(path, what="uni", arch=arch)
     model = load_into(
         lambda: timm.create_model("vit_large_patch16_224", pretrained=False, **UNI_MODEL_KWARGS),
         sd,
         what="uni",
         source=str(path),
+        arch=arch,
         hint=(
             "UNI expects the state dict of timm vit_large_patch16_224(init_values=1e-5, num_classes=0, "
             "dynamic_img_size=True), i.e. MahmoodLab/UNI pytorch_model.bin"

@@ -1,4 +1,4 @@
-"""Feature extraction: slides in, one CLAM/TRIDENT ``.h5`` per slide out -- resumable, atomic, shardable.
+"""Feature extraction: slides in, one CLAM/TRIDENT ``.h5`` per slide out -- resumable, atomic, shareable.
 
 Per slide: tissue segmentation and patch grid (:func:`survpgc.wsi.grid.tile_slide`), patches read by
 DataLoader workers (:class:`~survpgc.wsi.grid.SlidePatchDataset`, with the encoder's transform), batched
@@ -7,14 +7,26 @@ fp16/bf16 on GPUs), and an atomic write of ``<out>/<slide stem>.h5`` with datase
 ``coords`` and the geometry and encoder attributes (:func:`survpgc.data.features.write_feature_file`).
 A QC thumbnail goes to ``<out>/qc/<slide stem>.png``.
 
+* One folder, one set of settings: ``<out>/extraction.json`` records the encoder (and its weight
+  fingerprint), feature dim, patch size, magnification, segmentation preset, min tissue and float16; it is
+  written with the first slide and every later run is checked against it before its encoder loads -- other
+  settings are refused (see :mod:`survpgc.wsi.outputs`).
 * Resumable: a finished ``.h5`` (written under a temporary name, renamed when complete) is skipped on rerun;
-  partial outputs never exist under the final name, so they are redone.
+  partial outputs never exist under the final name, so they are redone, and the temporaries a killed run
+  left are swept when the slide is next claimed. Ctrl-C raises :class:`~survpgc.errors.Interrupted` saying
+  how many slides were finished and that rerunning the same command resumes.
 * One bad slide never stops the batch: its error is recorded in the manifest and the others go on; the
   summary says how many failed (the CLI exits non-zero then).
 * ``manifest.csv`` records per slide: status (done / skipped / no_tissue / failed), n_patches, seconds,
-  error. Sharded runs write ``manifest.shard<i>-of-<n>.csv`` each.
+  error, encoder, the MPP used and where it came from (metadata / fallback / override / table). It merges
+  runs (a slide's latest row replaces its older one, no row is ever dropped) under the folder lock.
+* Sharing a folder: each slide is claimed (:func:`survpgc.locks.claim`) while it is processed, so two
+  processes on one folder -- two ``extract`` commands, or the ranks of a ``torchrun`` / ``--shard`` run --
+  take the slides the other has not claimed and never repeat each other's work; a slide held by another
+  process is counted as ``claimed`` (not failed) and left out of this process's manifest rows.
 * Sharding: ``shard=(i, n)`` processes the slides whose index in the sorted list is ``i mod n``; under
-  ``torchrun`` it is taken from RANK / WORLD_SIZE, and LOCAL_RANK picks the GPU.
+  ``torchrun`` it is taken from RANK / WORLD_SIZE, and LOCAL_RANK picks the GPU. All shards merge into the
+  one ``manifest.csv``.
 """
 
 from __future__ import annotations
@@ -33,14 +45,30 @@ import pandas as pd
 from survpgc.data.cohort import read_table
 from survpgc.data.slides import SLIDE_SUFFIXES, slide_stem
 from survpgc.devices import resolve_device
-from survpgc.errors import ConfigError, DataError, SurvpgcError
-from survpgc.files import atomic_write
+from survpgc.errors import ConfigError, DataError, InputError, Interrupted, SurvpgcError
+from survpgc.faults import fault_point
+from survpgc.locks import claim, output_dir, sweep_temporaries
+from survpgc.wsi.outputs import (
+    EXTRACTION_RECORD,
+    SEGMENTATION_RECORD,
+    check_settings,
+    merge_manifest,
+    record_settings,
+)
 
-__all__ = ["ExtractSummary", "extract_features", "list_slides", "read_manifests", "resolve_shard", "segment_slides"]
+__all__ = [
+    "MANIFEST_COLUMNS",
+    "ExtractSummary",
+    "extract_features",
+    "list_slides",
+    "read_manifests",
+    "resolve_shard",
+    "segment_slides",
+]
 
 log = logging.getLogger(__name__)
 
-MANIFEST_COLUMNS = ["slide_id", "path", "status", "n_patches", "seconds", "error", "encoder"]
+MANIFEST_COLUMNS = ["slide_id", "path", "status", "n_patches", "seconds", "error", "encoder", "mpp", "mpp_source"]
 
 
 @dataclass
@@ -51,6 +79,7 @@ class ExtractSummary:
     skipped: int = 0
     no_tissue: int = 0
     failed: int = 0
+    claimed: int = 0  #: slides another process held (left to it; not failed)
     n_patches: int = 0
     seconds: float = 0.0
     manifest: Path | None = None
@@ -62,9 +91,10 @@ class ExtractSummary:
 
     def describe(self) -> str:
         rate = self.n_patches / self.seconds if self.seconds > 0 else float("nan")
+        other = f", {self.claimed} claimed by another process" if self.claimed else ""
         return (
             f"{self.n_slides} slide(s): {self.done} extracted, {self.skipped} already done, "
-            f"{self.no_tissue} without tissue, {self.failed} failed; {self.n_patches} patches in "
+            f"{self.no_tissue} without tissue, {self.failed} failed{other}; {self.n_patches} patches in "
             f"{self.seconds:.1f} s ({rate:.1f} patches/s) -> {self.out_dir}"
         )
 
@@ -109,20 +139,102 @@ def resolve_shard(shard: str | tuple[int, int] | None) -> tuple[int, int]:
     return i, n
 
 
-def _manifest_path(out: Path, shard: tuple[int, int]) -> Path:
-    return out / ("manifest.csv" if shard[1] == 1 else f"manifest.shard{shard[0]}-of-{shard[1]}.csv")
+def _existing_ok(h5: Path, encoder_name: str, patch_size: int, magnification: float) -> tuple[bool, Any]:
+    """Whether the finished ``h5`` was made with these settings: ``(True, {n, mpp, mpp_source})`` or
+    ``(False, why)``."""
+    import h5py
+
+    try:
+        with h5py.File(h5, "r") as f:
+            a = dict(f.attrs)
+            n = int(f["features"].shape[0])
+    except (OSError, KeyError) as exc:
+        return False, f"existing {h5.name} is unreadable ({exc}); delete it to redo the slide"
+
+    def text(v: Any) -> Any:
+        return v.decode() if isinstance(v, bytes) else v
+
+    enc = text(a.get("encoder"))
+    same = enc == encoder_name and int(a.get("patch_size", -1)) == patch_size
+    same = same and abs(float(a.get("target_magnification", -1)) - magnification) < 1e-6
+    if not same:
+        return False, (
+            f"{h5.name} exists with other settings (encoder {enc}, patch_size {a.get('patch_size')}, "
+            f"magnification {a.get('target_magnification')}); use another --out folder"
+        )
+    mpp = a.get("mpp")
+    return True, {
+        "n": n,
+        "mpp": round(float(mpp), 6) if mpp is not None else "",
+        "mpp_source": text(a.get("mpp_source", "")) or "",
+    }
 
 
-def _write_manifest(path: Path, rows: list[dict[str, Any]], columns: Sequence[str] = MANIFEST_COLUMNS) -> None:
-    table = pd.DataFrame(rows, columns=list(columns))
-    atomic_write(path, lambda t: table.to_csv(t, index=False))
+def _manifest_path(out: Path) -> Path:
+    return out / "manifest.csv"
 
 
-def _mpp_overrides(mpp: float | None, mpp_table: str | Path | None) -> Any:
-    """One MPP for every slide, or a per-slide table (which wins)."""
+def _mpp_overrides(mpp_override: float | None, mpp_table: str | Path | None) -> Any:
+    """One MPP that replaces every slide's metadata, or a per-slide table (which wins)."""
     from survpgc.wsi.reader import load_mpp_overrides
 
-    return load_mpp_overrides(mpp_table) if mpp_table is not None else mpp
+    return load_mpp_overrides(mpp_table) if mpp_table is not None else mpp_override
+
+
+def _mpp_columns(grid: Any) -> dict[str, Any]:
+    """The manifest's mpp columns of one slide's grid, and a per-slide log line when an override replaced the
+    metadata's value."""
+    source = grid.extra.get("mpp_source")
+    category = source if source in ("override", "table", "fallback") else ("metadata" if source else "")
+    if category in ("override", "table"):
+        meta = grid.extra.get("mpp_metadata")
+        flag = "--mpp-override" if category == "override" else "--mpp-table"
+        log.warning(
+            "%s: MPP %.4g um/px from %s replaces %s",
+            grid.slide_id,
+            grid.mpp,
+            flag,
+            f"{meta:.4g} um/px from the slide's metadata" if meta is not None else "the (missing) metadata value",
+        )
+    return {"mpp": round(float(grid.mpp), 6), "mpp_source": category}
+
+
+def _mpp_settings(mpp: float | None, mpp_override: float | None, mpp_table: str | Path | None) -> None:
+    """Check the MPP options up front (before any folder is made or slide is read)."""
+    import math
+
+    from survpgc.wsi.reader import MPP_RANGE
+
+    if mpp_override is not None and mpp_table is not None:
+        raise ConfigError("--mpp-override (one MPP for every slide) and --mpp-table (per slide) exclude each other")
+    for option, value in (("--mpp", mpp), ("--mpp-override", mpp_override)):
+        if value is None:
+            continue
+        ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+        if not (ok and MPP_RANGE[0] <= value <= MPP_RANGE[1]):
+            raise InputError(
+                f"{option} {value!r} is not a plausible resolution in um/px (expected {MPP_RANGE[0]}..{MPP_RANGE[1]}, "
+                "e.g. 0.25 for 40x, 0.5 for 20x)"
+            )
+
+
+def _slide_temporaries(out: Path, stem: str, *, qc: bool, masks: bool = False) -> None:
+    """Sweep the stale temporaries of one slide's files (call while holding its claim)."""
+    sweep_temporaries(out, [f"{stem}.h5"])
+    if qc:
+        sweep_temporaries(out / "qc", [f"{stem}.png"])
+    if masks:
+        sweep_temporaries(out / "masks", [f"{stem}.png"])
+
+
+def _interrupted(what: str, out: Path, finished: int, total: int, detail: str) -> Interrupted:
+    return Interrupted(
+        f"{what} stopped by Ctrl-C: {finished} of {total} slide(s) finished in {out} ({detail}); finished files "
+        "and their manifest rows are kept and nothing is half-written; rerun the same command to resume"
+    )
+
+
+SEGMENT_COLUMNS = ["slide_id", "status", "n_patches", "error", "mpp", "mpp_source"]
 
 
 def segment_slides(
@@ -134,56 +246,123 @@ def segment_slides(
     preset: str = "default",
     min_tissue: float = 0.5,
     mpp: float | None = None,
+    mpp_override: float | None = None,
     mpp_table: str | Path | None = None,
 ) -> list[dict[str, Any]]:
     """Segmentation and patch grid only (no encoder): ``qc/<slide>.png``, ``masks/<slide>.png`` and
-    ``segment.csv`` (slide_id, status, n_patches, error), to check a batch before a long extraction.
-    One bad slide never stops the batch."""
+    ``segment.csv`` (slide_id, status, n_patches, error, mpp, mpp_source), to check a batch before a long
+    extraction. One bad slide never stops the batch.
+
+    Like :func:`extract_features`: the folder's settings are recorded in ``segmentation.json`` and a rerun
+    with other settings is refused; ``segment.csv`` merges runs; slides are claimed one by one, so two
+    processes on one folder share the work (a slide another process holds is left to it, with status
+    ``claimed``, and not written to the manifest). ``mpp`` is used only for slides whose metadata lacks it;
+    ``mpp_override`` / ``mpp_table`` replace the metadata.
+    """
     from survpgc.wsi.grid import tile_slide
 
-    out = Path(out_dir)
-    overrides = _mpp_overrides(mpp, mpp_table)
-    rows = []
-    for path in list_slides(slides):
-        stem = slide_stem(path.name)
+    _mpp_settings(mpp, mpp_override, mpp_table)
+    slide_paths = list_slides(slides)
+    settings = {
+        "kind": "survpgc segment",
+        "patch_size": int(patch_size),
+        "magnification": float(magnification),
+        "target_mpp": 10.0 / float(magnification) if magnification else None,
+        "preset": str(preset),
+        "min_tissue": float(min_tissue),
+        "survpgc_version": _version(),
+    }
+    with output_dir(out_dir) as out:
+        check_settings(out, SEGMENTATION_RECORD, settings)
+        overrides = _mpp_overrides(mpp_override, mpp_table)
+        rows: list[dict[str, Any]] = []
+        recorded = False
         try:
-            grid = tile_slide(
-                path,
-                patch_size=patch_size,
-                target_magnification=magnification,
-                min_tissue_fraction=min_tissue,
-                segment_config=preset,
-                mpp_override=overrides,
-                qc_path=out / "qc" / f"{stem}.png",
-                mask_path=out / "masks" / f"{stem}.png",
-            ).grid
-            rows.append({"slide_id": stem, "status": grid.status, "n_patches": grid.n_patches, "error": ""})
-        except SurvpgcError as exc:
-            rows.append({"slide_id": stem, "status": "failed", "n_patches": 0, "error": str(exc)})
-            log.error("%s: %s", stem, exc)
-    _write_manifest(out / "segment.csv", rows, ["slide_id", "status", "n_patches", "error"])
+            for path in slide_paths:
+                stem = slide_stem(path.name)
+                held = claim(out, stem)
+                if held is None:
+                    log.info("%s: claimed by another process on %s; left to it", stem, out)
+                    rows.append({"slide_id": stem, "status": "claimed", "n_patches": 0, "error": ""})
+                    continue
+                with held:
+                    if not recorded:
+                        record_settings(out, SEGMENTATION_RECORD, settings)
+                        recorded = True
+                    _slide_temporaries(out, stem, qc=True, masks=True)
+                    row: dict[str, Any] = {"slide_id": stem, "status": "", "n_patches": 0, "error": ""}
+                    try:
+                        grid = tile_slide(
+                            path,
+                            patch_size=patch_size,
+                            target_magnification=magnification,
+                            min_tissue_fraction=min_tissue,
+                            segment_config=preset,
+                            mpp_override=overrides,
+                            mpp_fallback=mpp,
+                            qc_path=out / "qc" / f"{stem}.png",
+                            mask_path=out / "masks" / f"{stem}.png",
+                        ).grid
+                        row.update(status=grid.status, n_patches=grid.n_patches, **_mpp_columns(grid))
+                    except SurvpgcError as exc:
+                        row.update(status="failed", error=str(exc))
+                        log.error("%s: %s", stem, exc)
+                    merge_manifest(out / "segment.csv", [row], SEGMENT_COLUMNS)
+                rows.append(row)
+        except KeyboardInterrupt as exc:
+            if isinstance(exc, Interrupted):
+                raise
+            finished = sum(r["status"] != "claimed" for r in rows)
+            raise _interrupted("segment", out, finished, len(slide_paths), "QC images and segment.csv") from exc
     return rows
 
 
-def _existing_ok(h5: Path, encoder_name: str, patch_size: int, magnification: float) -> tuple[bool, str]:
-    import h5py
+def _version() -> str:
+    from survpgc import __version__
 
-    try:
-        with h5py.File(h5, "r") as f:
-            a = dict(f.attrs)
-            n = int(f["features"].shape[0])
-    except (OSError, KeyError) as exc:
-        return False, f"existing {h5.name} is unreadable ({exc}); delete it to redo the slide"
-    enc = a.get("encoder")
-    enc = enc.decode() if isinstance(enc, bytes) else enc
-    same = enc == encoder_name and int(a.get("patch_size", -1)) == patch_size
-    same = same and abs(float(a.get("target_magnification", -1)) - magnification) < 1e-6
-    if not same:
-        return False, (
-            f"{h5.name} exists with other settings (encoder {enc}, patch_size {a.get('patch_size')}, "
-            f"magnification {a.get('target_magnification')}); use another --out folder"
-        )
-    return True, str(n)
+    return __version__
+
+
+def _encoder_identity(encoder: Any, weights: str | None) -> tuple[str, str | None, int | None]:
+    """Name, weight fingerprint and feature dim of the encoder asked for, as far as they are known before it
+    loads (a built encoder: all three)."""
+    if not isinstance(encoder, str):
+        return str(encoder.name), getattr(encoder, "weights", None), int(encoder.dim)
+    from survpgc.encoders.patch import get_patch_encoder_spec
+    from survpgc.encoders.timm_local import TIMM_PREFIX
+    from survpgc.encoders.weights import describe_file
+
+    key = encoder.strip()
+    if key.lower().startswith(TIMM_PREFIX):
+        name, dim = TIMM_PREFIX + key[len(TIMM_PREFIX) :].strip(), None
+    else:
+        spec = get_patch_encoder_spec(key)  # an unknown name fails here, before anything is written
+        name, dim = spec.name, spec.dim
+    fingerprint = None
+    if weights is not None and Path(weights).expanduser().is_file():
+        fingerprint = describe_file(Path(weights).expanduser())
+    return name, fingerprint, dim
+
+
+def _legacy_settings(out: Path) -> dict[str, Any] | None:
+    """Settings of a feature folder written before settings records existed, read from one of its files."""
+    from survpgc.data.features import read_feature_attrs
+
+    for h5 in sorted(out.glob("*.h5")):
+        try:
+            a = read_feature_attrs(h5)
+        except (SurvpgcError, OSError):
+            continue
+        if a.get("encoder") is None:
+            continue
+        return {
+            "source": h5.name,
+            "encoder": a.get("encoder"),
+            "feature_dim": a.get("encoder_dim"),
+            "patch_size": a.get("patch_size"),
+            "magnification": a.get("target_magnification"),
+        }
+    return None
 
 
 def extract_features(
@@ -200,6 +379,7 @@ def extract_features(
     precision: str = "auto",
     shard: str | tuple[int, int] | None = None,
     mpp: float | None = None,
+    mpp_override: float | None = None,
     mpp_table: str | Path | None = None,
     preset: str = "default",
     min_tissue: float = 0.5,
@@ -207,43 +387,98 @@ def extract_features(
     qc: bool = True,
     progress: bool = False,
 ) -> ExtractSummary:
-    """Extract patch features of every slide (see module docstring). Returns an :class:`ExtractSummary`."""
+    """Extract patch features of every slide (see module docstring). Returns an :class:`ExtractSummary`.
 
+    ``mpp`` is the MPP of slides whose metadata lacks it (never replaces a valid value); ``mpp_override``
+    replaces every slide's metadata and ``mpp_table`` (CSV ``slide_id,mpp``) the listed slides'.
+    """
     from survpgc.encoders.patch import create_patch_encoder
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    _mpp_settings(mpp, mpp_override, mpp_table)
     shard_i, shard_n = resolve_shard(shard)
     all_slides = list_slides(slides)
     mine = [p for k, p in enumerate(all_slides) if k % shard_n == shard_i]
-    device = resolve_device(device)
-    enc = (
-        encoder
-        if not isinstance(encoder, str)
-        else create_patch_encoder(encoder, weights, device=device, precision=precision)
-    )
-    job = _ExtractJob(
-        out, enc, patch_size, magnification, min_tissue, preset, _mpp_overrides(mpp, mpp_table), batch_size, workers,
-        float16, qc,
-    )  # fmt: skip
-    summary = ExtractSummary(out, len(mine))
-    manifest = _manifest_path(out, (shard_i, shard_n))
-    summary.manifest = manifest
-    rows: list[dict[str, Any]] = []
+    name, fingerprint, dim = _encoder_identity(encoder, weights)
+    settings: dict[str, Any] = {
+        "kind": "survpgc extract",
+        "encoder": name,
+        "weights": fingerprint,
+        "feature_dim": dim,
+        "patch_size": int(patch_size),
+        "magnification": float(magnification),
+        "target_mpp": 10.0 / float(magnification) if magnification else None,
+        "preset": str(preset),
+        "min_tissue": float(min_tissue),
+        "float16": bool(float16),
+        "survpgc_version": _version(),
+    }
+    with output_dir(out_dir) as out:
+        legacy = _legacy_settings(out)
+        check_settings(out, EXTRACTION_RECORD, settings, legacy=legacy)  # before the encoder loads
+        overrides = _mpp_overrides(mpp_override, mpp_table)
+        device = resolve_device(device)
+        enc = (
+            encoder
+            if not isinstance(encoder, str)
+            else create_patch_encoder(encoder, weights, device=device, precision=precision)
+        )
+        settings.update(
+            encoder=enc.name, weights=getattr(enc, "weights", None) or fingerprint, feature_dim=int(enc.dim)
+        )
+        job = _ExtractJob(
+            out, enc, patch_size, magnification, min_tissue, preset, overrides, mpp, batch_size, workers, float16, qc,
+        )  # fmt: skip
+        summary = ExtractSummary(out, len(mine))
+        summary.manifest = _manifest_path(out)
+        try:
+            _extract_all(mine, job, summary, settings, legacy, progress)
+        except KeyboardInterrupt as exc:
+            if isinstance(exc, Interrupted):
+                raise
+            finished = summary.done + summary.skipped + summary.no_tissue + summary.failed
+            detail = f"{summary.done} extracted, {summary.skipped} already done"
+            raise _interrupted("extract", out, finished, len(mine), detail) from exc
+    return summary
+
+
+def _extract_all(
+    mine: list[Path],
+    job: _ExtractJob,
+    summary: ExtractSummary,
+    settings: dict[str, Any],
+    legacy: dict[str, Any] | None,
+    progress: bool,
+) -> None:
+    """Every slide of this process's share: claimed one at a time (a slide another process holds is left to
+    it), tiled, encoded and written, its manifest row merged at once."""
     t_all = time.perf_counter()
     bar = _progress(progress, len(mine))
-    for path in mine:
-        row = _extract_slide(path, job, summary, bar)
-        rows.append(row)
-        _write_manifest(manifest, rows)
+    recorded = False
+    try:
+        for path in mine:
+            stem = slide_stem(path.name)
+            held = claim(job.out, stem)
+            if held is None:
+                summary.claimed += 1
+                summary.rows.append({"slide_id": stem, "path": str(path), "status": "claimed", "n_patches": 0,
+                                     "seconds": 0.0, "error": "", "encoder": job.enc.name})  # fmt: skip
+                log.info("%s: claimed by another process on %s; left to it", stem, job.out)
+                continue
+            with held:
+                if not recorded:  # the record is written with the first slide this process holds
+                    record_settings(job.out, EXTRACTION_RECORD, settings, legacy=legacy)
+                    recorded = True
+                _slide_temporaries(job.out, stem, qc=job.qc)
+                row = _extract_slide(path, job, summary, bar)
+                merge_manifest(_manifest_path(job.out), [row], MANIFEST_COLUMNS)
+            summary.rows.append(row)
+            if bar is not None:
+                bar[0].advance(bar[1])
+            log.info("%s: %s (%d patches, %.1f s)", row["slide_id"], row["status"], row["n_patches"], row["seconds"])
+    finally:
         if bar is not None:
-            bar[0].advance(bar[1])
-        log.info("%s: %s (%d patches, %.1f s)", row["slide_id"], row["status"], row["n_patches"], row["seconds"])
-    if bar is not None:
-        bar[0].stop()
-    summary.seconds = time.perf_counter() - t_all
-    summary.rows = rows
-    return summary
+            bar[0].stop()
+        summary.seconds = time.perf_counter() - t_all
 
 
 @dataclass(frozen=True)
@@ -257,6 +492,7 @@ class _ExtractJob:
     min_tissue: float
     preset: str
     mpp_overrides: Any
+    mpp_fallback: float | None
     batch_size: int
     workers: int
     float16: bool
@@ -269,14 +505,14 @@ def _extract_slide(path: Path, job: _ExtractJob, summary: ExtractSummary, bar: A
     stem = slide_stem(path.name)
     h5 = job.out / f"{stem}.h5"
     row: dict[str, Any] = {"slide_id": stem, "path": str(path), "status": "", "n_patches": 0, "seconds": 0.0,
-                           "error": "", "encoder": job.enc.name}  # fmt: skip
+                           "error": "", "encoder": job.enc.name, "mpp": "", "mpp_source": ""}  # fmt: skip
     t0 = time.perf_counter()
     try:
         if h5.is_file():
             ok, info = _existing_ok(h5, job.enc.name, job.patch_size, job.magnification)
             if not ok:
                 raise ConfigError(info)
-            row.update(status="skipped", n_patches=int(info))
+            row.update(status="skipped", n_patches=int(info["n"]), mpp=info["mpp"], mpp_source=info["mpp_source"])
             summary.skipped += 1
         else:
             _tile_encode_write(path, stem, h5, job, summary, row, bar)
@@ -301,8 +537,10 @@ def _tile_encode_write(
         min_tissue_fraction=job.min_tissue,
         segment_config=job.preset,
         mpp_override=job.mpp_overrides,
+        mpp_fallback=job.mpp_fallback,
         qc_path=(job.out / "qc" / f"{stem}.png") if job.qc else None,
     ).grid
+    row.update(_mpp_columns(grid))
     if grid.is_empty:
         row.update(status=grid.status if grid.status != "ok" else "no_tissue")
         summary.no_tissue += 1
@@ -310,7 +548,7 @@ def _tile_encode_write(
         return
     dataset = SlidePatchDataset(path, grid, transform=job.enc.transform)
     feats = _encode_grid(job.enc, dataset, job.batch_size, job.workers, bar=bar, label=stem)
-    _write(h5, feats, grid, job.enc, job.float16)
+    _write(h5, feats, grid, job.enc, job.float16, row["mpp_source"])
     row.update(status="done", n_patches=int(grid.n_patches))
     summary.done += 1
     summary.n_patches += int(grid.n_patches)
@@ -341,6 +579,7 @@ def _encode_grid(enc, dataset, batch_size: int, workers: int, *, bar=None, label
     with torch.inference_mode():
         for x in loader:
             parts.append(enc.encode_tensor(x).float().cpu().numpy())
+            fault_point("encoder")
             if task is not None:
                 bar[0].advance(task, len(x))
     if task is not None:
@@ -348,19 +587,22 @@ def _encode_grid(enc, dataset, batch_size: int, workers: int, *, bar=None, label
     return np.concatenate(parts, axis=0)
 
 
-def _write(h5: Path, feats: np.ndarray, grid, enc, float16: bool) -> None:
+def _write(h5: Path, feats: np.ndarray, grid, enc, float16: bool, mpp_source: str = "") -> None:
     from survpgc.data.features import write_feature_file
 
     attrs = {**grid.attrs(), **{k: v for k, v in enc.metadata().items() if k not in grid.attrs()}}
     attrs["encoder"] = enc.name
     attrs["encoder_dim"] = int(enc.dim)
+    attrs["mpp_source"] = mpp_source or None
     write_feature_file(h5, feats.astype(np.float16 if float16 else np.float32), grid.coords, **attrs)
 
 
 def read_manifests(out_dir: str | Path) -> pd.DataFrame:
-    """All manifest rows of an output folder (sharded or not)."""
+    """All manifest rows of an output folder, one per slide (``manifest.csv``, and the per-shard manifests
+    older versions wrote; the newest row of a slide wins)."""
     out = Path(out_dir)
-    files = sorted(out.glob("manifest*.csv"))
+    files = sorted(out.glob("manifest.shard*.csv")) + [p for p in [out / "manifest.csv"] if p.is_file()]
     if not files:
         return pd.DataFrame(columns=MANIFEST_COLUMNS)
-    return pd.concat([pd.read_csv(f) for f in files], ignore_index=True)
+    table = pd.concat([pd.read_csv(f) for f in files], ignore_index=True)
+    return table.drop_duplicates("slide_id", keep="last").reset_index(drop=True)

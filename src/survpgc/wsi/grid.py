@@ -5,7 +5,8 @@ Public API::
     make_patch_grid(slide, tissue=None, *, patch_size=256, target_magnification=20.0,
                     min_tissue_fraction=0.5, segment_config=None) -> PatchGrid
     tile_slide(slide_or_path, *, patch_size=256, target_magnification=20.0, min_tissue_fraction=0.5,
-               segment_config=None, mpp_override=None, backend="auto", qc_path=None, mask_path=None)
+               segment_config=None, mpp_override=None, mpp_fallback=None, backend="auto", qc_path=None,
+               mask_path=None)
         -> SlideTiling(grid, tissue)                     # open + segment + grid (+ QC PNGs) for one slide
     read_patches(slide, coords, grid) -> uint8 (n, patch_size, patch_size, 3)
     SlidePatchDataset(slide_path, grid, transform=None, *, return_coords=False, backend="auto")
@@ -186,6 +187,7 @@ def make_patch_grid(
         min_tissue_fraction=float(min_tissue_fraction),
         n_candidates=int(n_cand),
         status=status,
+        extra={"mpp_source": slide.mpp_source, "mpp_metadata": slide.mpp_metadata},
     )
     log.info(
         "%s: %d of %d grid patches kept (%s; %d px at %gx = %d px at level 0, read at level %d)",
@@ -255,14 +257,16 @@ def tile_slide(
     segment_config: SegmentConfig | str | None = None,
     mpp_override: float | Mapping[str, float] | None = None,
     backend: str = "auto",
+    mpp_fallback: float | None = None,
     qc_path: str | os.PathLike[str] | None = None,
     mask_path: str | os.PathLike[str] | None = None,
     qc_max_size: int = 1024,
 ) -> SlideTiling:
     """Segment one slide and lay out its patch grid; optionally write the QC thumbnail and mask PNGs.
 
-    ``slide`` is an open :class:`Slide` (left open) or a path (opened with ``mpp_override``/``backend`` and
-    closed again).  The QC thumbnail shows tissue contours (green), holes (blue) and kept patches (orange).
+    ``slide`` is an open :class:`Slide` (left open) or a path (opened with ``mpp_override``/``mpp_fallback``/
+    ``backend`` and closed again; see :func:`~survpgc.wsi.reader.open_slide`).  The QC thumbnail shows tissue
+    contours (green), holes (blue) and kept patches (orange).
     Per-slide problems raise :class:`DataError` (unopenable file, unreadable tiles, missing MPP); a
     slide without tissue returns an empty grid with ``status == "no_tissue"``.
     """
@@ -277,7 +281,7 @@ def tile_slide(
             mask_path,
             qc_max_size,
         )
-    with open_slide(slide, mpp_override=mpp_override, backend=backend) as s:
+    with open_slide(slide, mpp_override=mpp_override, mpp_fallback=mpp_fallback, backend=backend) as s:
         return _tile(
             s, patch_size, target_magnification, min_tissue_fraction, segment_config, qc_path, mask_path, qc_max_size
         )

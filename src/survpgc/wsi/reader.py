@@ -2,7 +2,7 @@
 
 Public API::
 
-    open_slide(path, *, mpp_override=None, backend="auto") -> Slide
+    open_slide(path, *, mpp_override=None, mpp_fallback=None, backend="auto") -> Slide
     load_mpp_overrides(csv_path) -> dict[str, float]       # table with columns slide_id, mpp
     mpp_to_magnification(mpp) / magnification_to_mpp(mag)  # 20x <-> 0.5 um/px (10 / mpp)
     BACKENDS, MPP_RANGE
@@ -27,12 +27,16 @@ Backends, tried in this order by ``backend="auto"``:
   single-level slide (MPP from the file's DPI when present).
 
 MPP (microns per pixel at level 0) comes from, in order: ``mpp_override`` (a number, or a mapping such as
-the one :func:`load_mpp_overrides` returns, keyed by slide id or file name), the backend's vendor metadata
-(``openslide.mpp-x`` / ``tiffslide.mpp-x``), the TIFF resolution tags of the first page (unit inch or
-centimetre).  Values outside :data:`MPP_RANGE` (e.g. the 352.8 um/px of a 72-dpi default resolution) are
-ignored with a warning.  ``Slide.mpp`` is then ``None`` and :meth:`Slide.require_mpp` -- called by everything
-that needs a physical scale (segmentation areas, the patch grid) -- raises a :class:`DataError` saying how to
-provide it (an override table ``slide_id,mpp`` or one value for all slides with ``--mpp``).
+the one :func:`load_mpp_overrides` returns, keyed by slide id or file name; it replaces the metadata), the
+backend's vendor metadata (``openslide.mpp-x`` / ``tiffslide.mpp-x``), the TIFF resolution tags of the first
+page (unit inch or centimetre), and last ``mpp_fallback`` (used only when the metadata gives none).  Values
+outside :data:`MPP_RANGE` (e.g. the 352.8 um/px of a 72-dpi default resolution) are ignored with a warning.
+``Slide.mpp_source`` says where the MPP came from (``"<backend> metadata"``, ``"TIFF resolution tags"``,
+``"override"``, ``"table"`` for a per-slide mapping, ``"fallback"``); ``Slide.mpp_metadata`` is the metadata's
+own plausible value (or None), whichever was used.  Without any of them ``Slide.mpp`` is ``None`` and
+:meth:`Slide.require_mpp` -- called by everything that needs a physical scale (segmentation areas, the patch
+grid) -- raises a :class:`DataError` saying how to provide it (an override table ``slide_id,mpp``, or one value
+for the slides whose metadata lacks it with ``--mpp``).
 
 Errors are per slide: a file that cannot be opened raises :class:`DataError` from :func:`open_slide`; a
 slide whose tiles cannot be decoded opens fine and raises :class:`DataError` from ``read_region``.  Both
@@ -133,7 +137,8 @@ def load_mpp_overrides(path: str | os.PathLike[str]) -> dict[str, float]:
 def _mpp_help(slide_id: str) -> str:
     return (
         f"provide it with an MPP override table (a CSV with columns slide_id,mpp, e.g. '{slide_id},0.25' for a "
-        "40x scan; load_mpp_overrides() / --mpp-table) or one value for all slides (mpp_override= / --mpp)"
+        "40x scan; load_mpp_overrides() / --mpp-table) or one value for the slides whose metadata lacks it "
+        "(mpp_fallback= / --mpp)"
     )
 
 
@@ -364,12 +369,17 @@ class Slide:
         *,
         mpp_override: float | None = None,
         requested_backend: str = "auto",
+        mpp_fallback: float | None = None,
+        override_source: str = "override",
     ) -> None:
         self.path = path
         self.slide_id = slide_stem(path)
         self._b: _Backend | None = backend
         self._requested_backend = requested_backend
         self._override = mpp_override
+        self._fallback = mpp_fallback
+        self._override_source = override_source
+        self.mpp_metadata: float | None = None
         self.backend: str = backend.name
         self.level_dimensions: tuple[tuple[int, int], ...] = backend.level_dimensions
         self.level_downsamples: tuple[float, ...] = backend.level_downsamples
@@ -387,24 +397,29 @@ class Slide:
         if found is None and backend.name != "image":
             found = _tiff_resolution_mpp(self.path)
             source = "TIFF resolution tags"
+        if found is not None and _plausible(found):
+            self.mpp_metadata = float(found)
         if self._override is not None:
             if found is not None and _plausible(found) and not math.isclose(found, self._override, rel_tol=0.02):
                 log.info(
                     "%s: MPP override %.4g um/px replaces %.4g from %s", self.slide_id, self._override, found, source
                 )
-            return float(self._override), "override"
-        if found is None:
-            return None, None
-        if not _plausible(found):
+            return float(self._override), self._override_source
+        if found is not None and not _plausible(found):
             log.warning(
                 "%s: ignoring implausible MPP %.4g um/px from %s (expected %g..%g); %s",
                 self.slide_id,
                 found,
                 source,
                 *MPP_RANGE,
-                _mpp_help(self.slide_id),
+                "using the fallback MPP" if self._fallback is not None else _mpp_help(self.slide_id),
             )
             self.properties["survpgc.ignored-mpp"] = f"{found:.4g}"
+            found = None
+        if found is None:
+            if self._fallback is not None:
+                log.info("%s: no MPP in the metadata; using the fallback %.4g um/px", self.slide_id, self._fallback)
+                return float(self._fallback), "fallback"
             return None, None
         return float(found), source
 
@@ -533,7 +548,10 @@ class Slide:
 
     def __reduce__(self) -> tuple[Any, ...]:
         # pickles as "re-open the file": open handles never cross process boundaries
-        return (_reopen, (str(self.path), self._override, self._requested_backend))
+        return (
+            _reopen,
+            (str(self.path), self._override, self._requested_backend, self._fallback, self._override_source),
+        )
 
     def __repr__(self) -> str:
         mpp = "unknown" if self.mpp is None else f"{self.mpp:.4g}"
@@ -543,8 +561,17 @@ class Slide:
         )
 
 
-def _reopen(path: str, mpp_override: float | None, backend: str) -> Slide:
-    return open_slide(path, mpp_override=mpp_override, backend=backend)
+def _reopen(
+    path: str,
+    mpp_override: float | None,
+    backend: str,
+    mpp_fallback: float | None = None,
+    override_source: str = "override",
+) -> Slide:
+    override: float | Mapping[str, float] | None = mpp_override
+    if mpp_override is not None and override_source == "table":
+        override = {slide_stem(Path(path)): mpp_override}
+    return open_slide(path, mpp_override=override, mpp_fallback=mpp_fallback, backend=backend)
 
 
 def open_slide(
@@ -552,6 +579,7 @@ def open_slide(
     *,
     mpp_override: float | Mapping[str, float] | None = None,
     backend: str = "auto",
+    mpp_fallback: float | None = None,
 ) -> Slide:
     """Open a whole-slide image (or a plain PNG/JPEG) as a :class:`Slide`.
 
@@ -559,7 +587,10 @@ def open_slide(
         path: the slide file.
         mpp_override: level-0 um/px that replaces the metadata: one number, or a mapping slide id -> mpp
             (:func:`load_mpp_overrides`; looked up by the file's stem, then its full name; a slide not in the
-            mapping keeps its metadata MPP).
+            mapping keeps its metadata MPP). ``Slide.mpp_source`` is then ``"override"`` (a number) or
+            ``"table"`` (a mapping).
+        mpp_fallback: level-0 um/px used only when the metadata gives no plausible MPP (and no override
+            applies); ``Slide.mpp_source`` is then ``"fallback"``.
         backend: ``"auto"`` (openslide, then tiffslide; plain images in memory) or one of :data:`BACKENDS`.
 
     Raises:
@@ -574,9 +605,11 @@ def open_slide(
     if not p.is_file():
         raise DataError(f"slide {p} does not exist (or is not a file)")
     override: float | None
+    source = "override"
     if isinstance(mpp_override, Mapping):
         value = mpp_override.get(slide_stem(p), mpp_override.get(p.name))
         override = None if value is None else float(value)
+        source = "table"
     else:
         override = None if mpp_override is None else _as_float(mpp_override)
         if mpp_override is not None and override is None:
@@ -586,9 +619,17 @@ def open_slide(
             f"mpp_override {override!r} for slide {p.name} is not a plausible resolution in um/px "
             f"(expected {MPP_RANGE[0]}..{MPP_RANGE[1]}, e.g. 0.25 for 40x, 0.5 for 20x)"
         )
+    fallback = None if mpp_fallback is None else _as_float(mpp_fallback)
+    if mpp_fallback is not None and not _plausible(fallback):
+        raise InputError(
+            f"fallback MPP {mpp_fallback!r} (--mpp) is not a plausible resolution in um/px "
+            f"(expected {MPP_RANGE[0]}..{MPP_RANGE[1]}, e.g. 0.25 for 40x, 0.5 for 20x)"
+        )
     b = _open_backend(p, backend)
     try:
-        return Slide(p, b, mpp_override=override, requested_backend=backend)
+        return Slide(
+            p, b, mpp_override=override, requested_backend=backend, mpp_fallback=fallback, override_source=source
+        )
     except BaseException:
         b.close()
         raise

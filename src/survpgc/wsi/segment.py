@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from survpgc.errors import ConfigError, DataError, InputError
+from survpgc.files import atomic_write_bytes
 from survpgc.wsi.reader import Slide, magnification_to_mpp
 
 __all__ = [
@@ -305,9 +306,8 @@ def _write_png(path: Path, img: np.ndarray) -> Path:
     ok, buf = cv2.imencode(".png", arr)
     if not ok:  # pragma: no cover - cv2 failure
         raise DataError(f"{path}: PNG encoding failed")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(buf.tobytes())
-    return path
+    # atomically: a crash or a full disk never leaves a truncated PNG under its final name
+    return atomic_write_bytes(path, buf.tobytes())
 
 
 def _seg_downsample(slide: Slide, cfg: SegmentConfig, patch_level0: int) -> float:
