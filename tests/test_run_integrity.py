@@ -306,3 +306,15 @@ def test_comparisons_of_a_partly_finished_run_use_the_shared_folds(cohort, tmp_p
     res = run_cv(_cfg(syn, feat, models, "eval.reference=coxph"), out, only_models=["coxph"], only_folds=[0])
     assert res.n_done == 3
     assert res.comparisons["model"].tolist() == ["cox2"]
+
+
+@pytest.mark.slow
+def test_predictions_do_not_depend_on_the_worker_count(cohort, tmp_path):
+    syn, feat = cohort
+    extra = ("models=[abmil]", "train.epochs=3", "data.n_patches=6", "splits.folds=2")
+    preds = []
+    for workers in (0, 2):
+        res = run_cv(_cfg(syn, feat, *extra, f"data.num_workers={workers}"), tmp_path / f"w{workers}")
+        assert res.n_done == 2
+        preds.append(pd.read_csv(tmp_path / f"w{workers}" / "predictions.csv"))
+    pd.testing.assert_frame_equal(preds[0], preds[1])

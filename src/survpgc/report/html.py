@@ -52,6 +52,8 @@ _COHORT_FIELDS = {
     "name": "Name",
     "endpoint": "Endpoint",
     "n_cases": "Cases (patients)",
+    "n_cases_tested": "Cases tested (in a test fold)",
+    "never_tested": "Cases never tested",
     "n_events": "Events (deaths)",
     "censoring_rate": "Censoring rate",
     "time_median_months": "Median time (months)",
