@@ -198,8 +198,10 @@ _WORKER = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("shards", [(None, None), ("0/1", "0/1")], ids=["plain", "same-shard"])
-def test_two_processes_on_one_folder_share_the_slides(tmp_path, shards):
+def test_two_processes_on_one_folder_share_the_slides(tmp_path):
+    """Two real processes (one of them with an explicit --shard 0/1, as a torchrun rank would have) on one folder:
+    every slide is extracted exactly once, nothing fails, one manifest holds every slide."""
+    shards = (None, "0/1")
     slides = tmp_path / "slides"
     small_slide_set(slides, 4)
     out = tmp_path / "F"
