@@ -572,7 +572,9 @@ def segment_cmd(
 @app.command("extract")
 def extract_cmd(
     slides: str = typer.Option(..., "--slides", help="Folder of slides, or a CSV with a 'path' column."),
-    out: str = typer.Option(..., "--out", help="Output folder: <slide>.h5, qc/<slide>.png, manifest.csv."),
+    out: str = typer.Option(
+        ..., "--out", help="Output folder: <slide>.h5, qc/<slide>.png, manifest.csv, extraction.json (its settings)."
+    ),
     encoder: str = typer.Option("efficientnet_lite0", help="efficientnet_lite0 | uni | conch | timm:<name>."),
     weights: str | None = typer.Option(None, help="Local weights file (UNI / timm / CONCH)."),
     magnification: float = typer.Option(20.0, help="Target magnification (20x = 0.5 um/px)."),
