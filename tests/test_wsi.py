@@ -468,3 +468,17 @@ def test_grid_argument_errors(tmp_path: Path) -> None:
     other = shutil.copy(SLIDES / "he_tile_1000.png", tmp_path / "tile.png")
     with open_slide(other, mpp_override=0.5) as s2, pytest.raises(InputError, match="tissue mask is for"):
         make_patch_grid(s2, tissue)
+
+
+def test_mpp_table_is_read_like_every_user_table(tmp_path: Path) -> None:
+    """UTF-16 (Excel "Unicode text") and semicolon-separated MPP tables are read; an empty one is one error."""
+    utf16 = tmp_path / "utf16.csv"
+    utf16.write_text("slide_id,mpp\nA.svs,0.25\nB,0.5\n", encoding="utf-16")
+    assert load_mpp_overrides(utf16) == {"A": 0.25, "B": 0.5}
+    semi = tmp_path / "semi.csv"
+    semi.write_text("slide_id;mpp\nA;0.25\n", encoding="utf-8")
+    assert load_mpp_overrides(semi) == {"A": 0.25}
+    empty = tmp_path / "empty.csv"
+    empty.write_text("", encoding="utf-8")
+    with pytest.raises(DataError, match="empty.csv: the file is empty"):
+        load_mpp_overrides(empty)

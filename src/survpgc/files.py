@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "safe_name"]
+__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "safe_name", "umask"]
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], object]) -> Path:
@@ -26,14 +26,14 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], object]) 
     try:
         write(tmp)
         # mkstemp creates 0600; give the file the permissions an ordinary open() would (0666 minus umask)
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, 0o666 & ~umask())
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
     return dest
 
 
-def _umask() -> int:
+def umask() -> int:
     """The process umask (read by setting and restoring it; the two calls are adjacent, so the window in
     which another thread could create a file under the temporary value is a few instructions)."""
     mask = os.umask(0o022)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,9 +80,6 @@ class RunInputs:
         """Write the splits to ``splits_dir`` unless they are there (process 0 only; no barrier)."""
         if is_main_process() and not (self.splits_dir / "splits.json").is_file():
             self.splits.to_dir(self.splits_dir)
-            # Splits.to_dir renames a tempfile.mkdtemp folder into place, and mkdtemp makes it 0700: give the
-            # folder the permissions an ordinary mkdir would (0777 minus the umask)
-            os.chmod(self.splits_dir, 0o777 & ~_umask())
 
     def _splits(self):
         from survpgc.data.splits import load_splits, make_splits
@@ -193,12 +189,6 @@ class RunInputs:
         self.check_models()
         if "pathology" in self.modalities():
             check_feature_files([Path(p) for p in self.cohort.slides["feature_path"].dropna()])
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def _same(a: Any, b: Any) -> bool:

@@ -181,7 +181,7 @@ def output_dir(path: str | os.PathLike[str], *, option: str = "--out") -> Iterat
         root.mkdir(parents=True, exist_ok=True)
         probe = root / f".survpgc-write-test.{os.getpid()}.tmp"
         probe.write_bytes(b"")
-        probe.unlink()
+        probe.unlink(missing_ok=True)
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
         raise InputError(f"cannot write to {option} {root}: {reason}") from None

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from survpgc.errors import DataError, InputError
+from survpgc.files import umask
 
 __all__ = [
     "PROTOCOLS",
@@ -195,6 +196,8 @@ class Splits:
                 **self.meta,
             }
             (tmp / "splits.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
+            # mkdtemp makes the folder 0700: give it the permissions an ordinary mkdir would (0777 minus umask)
+            os.chmod(tmp, 0o777 & ~umask())
             if out.exists():
                 shutil.rmtree(out)
             os.replace(tmp, out)

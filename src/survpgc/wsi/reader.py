@@ -45,7 +45,6 @@ name the file, so a batch can log the slide as failed and go on with the next on
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 import os
@@ -103,34 +102,33 @@ def load_mpp_overrides(path: str | os.PathLike[str]) -> dict[str, float]:
     p = Path(path)
     if not p.is_file():
         raise DataError(f"MPP override table {p} does not exist")
+    from survpgc.data.cohort import read_table  # the one reader of user tables (encoding, separator, header)
+
     out: dict[str, float] = {}
-    with p.open(newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        cols = [c.strip() for c in (reader.fieldnames or [])]
-        if "slide_id" not in cols or "mpp" not in cols:
-            raise DataError(f"MPP override table {p} needs the columns slide_id,mpp; found {cols}")
-        for row_no, raw in enumerate(reader, start=2):
-            row = {(k or "").strip(): (v or "").strip() for k, v in raw.items() if k is not None}
-            sid, value = row.get("slide_id", ""), row.get("mpp", "")
-            if not sid and not value:
-                continue
-            if not sid:
-                raise DataError(f"MPP override table {p}, row {row_no}: empty slide_id")
-            try:
-                mpp = float(value)
-            except ValueError:
-                raise DataError(
-                    f"MPP override table {p}, row {row_no} ({sid}): mpp {value!r} is not a number"
-                ) from None
-            if not (math.isfinite(mpp) and MPP_RANGE[0] <= mpp <= MPP_RANGE[1]):
-                raise DataError(
-                    f"MPP override table {p}, row {row_no} ({sid}): mpp {value!r} is not a plausible resolution "
-                    f"in um/px (expected {MPP_RANGE[0]}..{MPP_RANGE[1]}, e.g. 0.25 for 40x, 0.5 for 20x)"
-                )
-            key = slide_stem(sid)
-            if key in out and not math.isclose(out[key], mpp, rel_tol=1e-9):
-                raise DataError(f"MPP override table {p}, row {row_no}: slide {sid} listed twice with different mpp")
-            out[key] = mpp
+    table = read_table(p, dtype=str, keep_default_na=False)
+    table.columns = [str(c).strip() for c in table.columns]
+    cols = list(table.columns)
+    if "slide_id" not in cols or "mpp" not in cols:
+        raise DataError(f"MPP override table {p} needs the columns slide_id,mpp; found {cols}")
+    for row_no, sid, value in zip(range(2, len(table) + 2), table["slide_id"], table["mpp"], strict=True):
+        sid, value = str(sid).strip(), str(value).strip()
+        if not sid and not value:
+            continue
+        if not sid:
+            raise DataError(f"MPP override table {p}, row {row_no}: empty slide_id")
+        try:
+            mpp = float(value)
+        except ValueError:
+            raise DataError(f"MPP override table {p}, row {row_no} ({sid}): mpp {value!r} is not a number") from None
+        if not (math.isfinite(mpp) and MPP_RANGE[0] <= mpp <= MPP_RANGE[1]):
+            raise DataError(
+                f"MPP override table {p}, row {row_no} ({sid}): mpp {value!r} is not a plausible resolution "
+                f"in um/px (expected {MPP_RANGE[0]}..{MPP_RANGE[1]}, e.g. 0.25 for 40x, 0.5 for 20x)"
+            )
+        key = slide_stem(sid)
+        if key in out and not math.isclose(out[key], mpp, rel_tol=1e-9):
+            raise DataError(f"MPP override table {p}, row {row_no}: slide {sid} listed twice with different mpp")
+        out[key] = mpp
     return out
 
 
