@@ -480,5 +480,5 @@ def test_mpp_table_is_read_like_every_user_table(tmp_path: Path) -> None:
     assert load_mpp_overrides(semi) == {"A": 0.25}
     empty = tmp_path / "empty.csv"
     empty.write_text("", encoding="utf-8")
-    with pytest.raises(DataError, match="empty.csv: the file is empty"):
+    with pytest.raises(DataError, match=r"empty\.csv: the file is empty"):
         load_mpp_overrides(empty)
