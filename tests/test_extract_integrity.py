@@ -112,6 +112,7 @@ def test_cli_refuses_other_settings_with_one_line_and_exit_2(tmp_path, slides, e
     import survpgc.encoders.patch as patch
 
     monkeypatch.setattr(patch, "get_patch_encoder_spec", lambda name: type("S", (), {"name": name, "dim": 8}))
+    capsys.readouterr()  # the first extraction's log lines (a CLI test run before may have routed them to stderr)
     with pytest.raises(SystemExit) as ei:
         main()
     assert ei.value.code == 2
