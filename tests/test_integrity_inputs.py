@@ -197,7 +197,7 @@ def test_time_in_days_read_as_months_warns_with_the_unit_it_looks_like(tmp_path,
     with caplog.at_level(logging.WARNING):
         load_tcga(root)
     assert "median follow-up 494 months = 494 months is implausible (expected 1-240 months)" in caplog.text
-    assert "the times look like days" in caplog.text and "data.time_unit: days" in caplog.text
+    assert "the times look like days" in caplog.text and "cohort.time_unit: days" in caplog.text
     assert "--time-unit days" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.WARNING):
@@ -233,10 +233,10 @@ def test_time_unit_option_on_the_cli(tmp_path):
 def test_time_unit_in_the_config():
     from survpgc.config import load_config
 
-    assert load_config(None, []).data.time_unit == "months"
-    assert load_config(None, ["data.time_unit=days"]).data.time_unit == "days"
-    with pytest.raises(ConfigError, match=r"^data\.time_unit: must be 'days', 'weeks', 'months' or 'years', got 'day'"):
-        load_config(None, ["data.time_unit=day"])
+    assert load_config(None, []).cohort.time_unit == "months"
+    assert load_config(None, ["cohort.time_unit=days"]).cohort.time_unit == "days"
+    with pytest.raises(ConfigError, match=r"^cohort\.time_unit: must be 'days', 'weeks', 'months' or 'years', got 'day'"):
+        load_config(None, ["cohort.time_unit=day"])
 
 
 def test_evaluate_time_unit(tmp_path):
@@ -292,13 +292,13 @@ def test_nonfinite_omics_name_case_and_column_and_the_advice_works(tmp_path, mon
 
 
 def test_config_cohort_options_reach_the_run_inputs(tmp_path):
-    """``cohort.omics_nonfinite`` and ``data.time_unit`` of a run config reach the cohort a run trains on."""
+    """``cohort.omics_nonfinite`` and ``cohort.time_unit`` of a run config reach the cohort a run trains on."""
     from survpgc.config import load_config
     from survpgc.inputs import RunInputs
 
     root = _tcga(tmp_path, ["A,588,0,50", "B,400,1,60", "C,900,0,70", "D,150,1,55"],
                  omics="case_id,G1_rnaseq,G2_rnaseq\nA,1,2\nB,,5\nC,3,inf\n")  # fmt: skip
-    cfg = load_config(None, [f"cohort.source={root}", "cohort.omics_nonfinite=zero", "data.time_unit=days",
+    cfg = load_config(None, [f"cohort.source={root}", "cohort.omics_nonfinite=zero", "cohort.time_unit=days",
                              "splits.folds=2"])  # fmt: skip
     inputs = RunInputs(cfg, splits_dir=tmp_path / "s", clinical_dir=tmp_path / "c")
     assert inputs.cohort.omics.loc["B", "G1_rnaseq"] == 0

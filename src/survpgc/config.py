@@ -106,6 +106,9 @@ class CohortConfig(_Section):
     omics_nonfinite: Literal["error", "drop_columns", "zero"] = Field(
         "error", description="NaN/inf omics values: refuse (naming case and column), drop those columns, or set 0"
     )
+    time_unit: Literal["days", "weeks", "months", "years"] = Field(
+        "months", description="unit of the cohort's survival times, converted to months when the cohort is read"
+    )
 
 
 class PathologyConfig(_Section):
@@ -168,9 +171,6 @@ class SplitConfig(_Section):
 class DataConfig(_Section):
     where: ClassVar[str] = "data"
 
-    time_unit: Literal["days", "weeks", "months", "years"] = Field(
-        "months", description="unit of the cohort's survival times, converted to months when the cohort is read"
-    )
     n_bins: int = Field(4, ge=1, description="discrete time bins (quantiles of the training part's event times)")
     n_patches: Annotated[int, Field(ge=1)] | None = Field(
         4096, description="patches sampled per bag in training; null = all"

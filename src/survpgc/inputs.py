@@ -65,7 +65,7 @@ class RunInputs:
             on_invalid_survival=cfg.cohort.on_invalid_survival,
             on_missing_features=cfg.cohort.on_missing_features,
             omics_nonfinite=cfg.cohort.omics_nonfinite,
-            time_unit=cfg.data.time_unit,
+            time_unit=cfg.cohort.time_unit,
         )
         self.splits_dir = Path(splits_dir)
         self.splits = self._splits()

@@ -140,7 +140,7 @@ def template_study(
         endpoint=base.cohort.endpoint,
         on_invalid_survival=base.cohort.on_invalid_survival,
         omics_nonfinite=base.cohort.omics_nonfinite,
-        time_unit=base.data.time_unit,
+        time_unit=base.cohort.time_unit,
     )
     setting = {"cohort": cohort, "encoder": encoder, "templates": templates, "seed": seed, "overrides": overrides}
     panels, rows, metric_frames = [], [], []

@@ -512,7 +512,7 @@ def time_unit_warning(raw: Any, unit: str, src: str) -> str | None:
     if fits:
         best = min(fits, key=lambda u: abs(np.log(fits[u] / 24.0)))
         text += (
-            f"; the times look like {best} (median {fits[best]:.3g} months). If so, set `data.time_unit: {best}` "
+            f"; the times look like {best} (median {fits[best]:.3g} months). If so, set `cohort.time_unit: {best}` "
             f"in the run config, `--time-unit {best}` on the command line, or time_unit={best!r} in Python"
         )
     return text
