@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 from typer.testing import CliRunner
 
 from survpgc.cli import app
@@ -143,3 +144,21 @@ def test_encode_clinical_synthetic_then_cached(tmp_path, monkeypatch):
     r = runner.invoke(app, args)
     assert json.loads(r.stdout)["n_encoded"] == 0  # cache hit: nothing new to encode
     assert (tmp_path / "clin" / "sentences.csv").is_file()
+
+
+def test_evaluate_bad_times_and_events_name_file_lines(tmp_path, monkeypatch, capsys):
+    from survpgc.cli import main
+
+    bad_time = tmp_path / "t.csv"
+    bad_time.write_text("time,event,risk\n1,1,0.3\n2,0,0.1\n-2,1,0.5\n3,1,0.2\n")
+    bad_event = tmp_path / "e.csv"
+    bad_event.write_text("time,event,risk\n1,1,0.3\n2,2,0.1\n3,1,0.2\n")
+    for path, expected in (
+        (bad_time, f"error: {bad_time}: column 'time' must hold times > 0; bad value(s) at line 4 (-2"),
+        (bad_event, f"error: {bad_event}: column 'event' must hold 0/1; bad value(s) at line 3 (2"),
+    ):
+        monkeypatch.setattr(sys, "argv", ["survpgc", "evaluate", str(path)])
+        with pytest.raises(SystemExit) as exc:
+            main()
+        assert exc.value.code == 2
+        assert capsys.readouterr().err.strip().startswith(expected)

@@ -251,12 +251,35 @@ def _survival_table(
     for col in (time_col, ev_col):
         if col is None or col not in df.columns:
             raise DataError(f"{path}: needs columns {time_col!r} and 'event' (or 'censorship'); has {list(df.columns)}")
+    _bad_lines(path, df, time_col, ev_col)
     event = event_from_censorship(df[ev_col], name=f"{path}:{ev_col}") if ev_col == censorship_col else df[ev_col]
     t, e = check_survival(df[time_col], event, time_name=f"{path}:{time_col}", event_name=f"{path}:{ev_col}")
     warning = time_unit_warning(t, time_unit, path)
     if warning:
         logging.getLogger("survpgc.cli").warning("%s", warning)
     return df, t * factor, e
+
+
+def _bad_lines(path: str, df, time_col: str, ev_col: str) -> None:
+    """Refuse invalid times or event flags naming the file's lines (line 1 is the header)."""
+    import numpy as np
+    import pandas as pd
+
+    from survpgc.errors import DataError
+
+    def lines(mask, col: str) -> str:
+        idx = np.flatnonzero(np.asarray(mask))
+        shown = ", ".join(f"{i + 2} ({df[col].iloc[i]})" for i in idx[:5])
+        return shown + (f" and {len(idx) - 5} more" if len(idx) > 5 else "")
+
+    t = pd.to_numeric(df[time_col], errors="coerce").to_numpy(dtype=float)
+    bad = ~np.isfinite(t) | (t <= 0)
+    if bad.any():
+        raise DataError(f"{path}: column {time_col!r} must hold times > 0; bad value(s) at line {lines(bad, time_col)}")
+    ev = pd.to_numeric(df[ev_col].replace({True: 1, False: 0}), errors="coerce").to_numpy(dtype=float)
+    bad = ~np.isin(ev, [0.0, 1.0])
+    if bad.any():
+        raise DataError(f"{path}: column {ev_col!r} must hold 0/1; bad value(s) at line {lines(bad, ev_col)}")
 
 
 @app.command()
