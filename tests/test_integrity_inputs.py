@@ -235,7 +235,8 @@ def test_time_unit_in_the_config():
 
     assert load_config(None, []).cohort.time_unit == "months"
     assert load_config(None, ["cohort.time_unit=days"]).cohort.time_unit == "days"
-    with pytest.raises(ConfigError, match=r"^cohort\.time_unit: must be 'days', 'weeks', 'months' or 'years', got 'day'"):
+    expected = r"^cohort\.time_unit: must be 'days', 'weeks', 'months' or 'years', got 'day'"
+    with pytest.raises(ConfigError, match=expected):
         load_config(None, ["cohort.time_unit=day"])
 
 
