@@ -285,6 +285,8 @@ class Cohort:
     )
     endpoint: str = "os"
     meta: dict[str, Any] = field(default_factory=dict)
+    #: False for a prediction-only cohort (no survival columns: ``time`` NaN, ``event`` False for every case)
+    has_survival: bool = True
 
     def __post_init__(self) -> None:
         c = self.cases
@@ -301,7 +303,7 @@ class Cohort:
         if c["event"].dtype != bool:
             raise InputError("Cohort.cases['event'] must be bool (True = death observed)")
         t = c["time"].to_numpy(dtype=np.float64)
-        if not np.all(np.isfinite(t) & (t > 0)):
+        if self.has_survival and not np.all(np.isfinite(t) & (t > 0)):
             raise DataError(f"cohort {self.name!r}: survival times must be finite and > 0 months")
         if self.omics is not None:
             extra = self.omics.index.difference(c.index)
@@ -391,14 +393,15 @@ class Cohort:
         t, e = self.time, self.event
         mt = self.modality_table()
         missing = {f: int(self.cases[f].isna().sum()) for f in self.clinical_fields}
+        known = self.has_survival  # a prediction-only cohort has no times and events to summarise
         return {
             "name": self.name,
             "endpoint": self.endpoint,
             "n_cases": len(self),
-            "n_events": int(e.sum()),
-            "censoring_rate": float(1.0 - e.mean()),
-            "time_median_months": float(np.median(t)),
-            "time_range_months": [float(t.min()), float(t.max())],
+            "n_events": int(e.sum()) if known else None,
+            "censoring_rate": float(1.0 - e.mean()) if known else None,
+            "time_median_months": float(np.median(t)) if known else None,
+            "time_range_months": [float(t.min()), float(t.max())] if known else None,
             "n_slides": len(self.slides),
             "n_omics_features": 0 if self.omics is None else int(self.omics.shape[1]),
             "coverage": {c: int(mt[c].sum()) for c in mt.columns},
@@ -591,6 +594,7 @@ def load_cohort(
     omics_nonfinite: str = "error",
     min_time: float | None = None,
     time_unit: str | None = None,
+    survival: Literal["required", "optional"] = "required",
 ) -> Cohort:
     """Load and validate a cohort from a clinical table and optional omics / slide tables.
 
@@ -628,14 +632,26 @@ def load_cohort(
         Unit of the time column (``days``, ``weeks``, ``months``, ``years``), converted to months here;
         overrides ``mapping.time_unit``. A median follow-up outside 1-240 months after conversion is warned
         about, naming the unit the times look like.
+    survival
+        ``"optional"``: a table without the time column (or with it empty in every row) loads as a
+        prediction-only cohort (``has_survival`` False: ``time`` NaN, ``event`` False); a table with
+        survival data is validated as usual. ``"required"`` (default): survival columns must be there.
     """
+    if survival not in ("required", "optional"):
+        raise InputError(f"`survival` must be 'required' or 'optional', got {survival!r}")
     m = mapping or ColumnMapping()
     if time_unit is not None:
         m = replace(m, time_unit=time_unit)
     src, df = _read_clinical(clinical, m)
     dup_notes: list[str] = []
     df = _drop_exact_duplicates(df, src, dup_notes)
-    df, notes = _parse_survival(df, m, src, on_invalid_survival, min_time)
+    has_survival = survival == "required" or (m.time in df.columns and df[m.time].notna().any())
+    if has_survival:
+        df, notes = _parse_survival(df, m, src, on_invalid_survival, min_time)
+    else:
+        notes = [f"{src}: no survival data (column {m.time!r} absent or empty): a prediction-only cohort"]
+        log.info("%s", notes[0])
+        df = df.assign(time=np.nan, event=False)
     notes = dup_notes + notes
     df, slide_col, slide_rows = _split_slide_rows(df, m, src)
     cases = _case_table(df, m, slide_col, src)
@@ -657,6 +673,7 @@ def load_cohort(
         slides=slide_rows[["case_id", "slide_id", "slide_path", "feature_path"]],
         endpoint=endpoint,
         meta={"source": src, "notes": notes},
+        has_survival=has_survival,
     )
 
 
@@ -832,6 +849,7 @@ def load_tcga(
     omics_nonfinite: str = "error",
     min_time: float | None = ONE_DAY_MONTHS,
     time_unit: str = "months",
+    survival: Literal["required", "optional"] = "required",
 ) -> Cohort:
     """Load a cohort directory in the TCGA layout: ``cohort.csv``, optional ``omics.csv.gz``.
 
@@ -843,6 +861,8 @@ def load_tcga(
     A ``slides/`` sub-folder is used as ``slide_dir`` when present and none is given.
     ``time_unit`` is the unit of the survival columns (``months`` in TCGA tables; ``days``, ``weeks``,
     ``years`` are converted to months). Negative times are an error (``on_invalid_survival``).
+    ``survival="optional"``: a ``cohort.csv`` without survival columns loads as a prediction-only cohort
+    (see :func:`load_cohort`).
     """
     root = Path(path)
     if not root.is_dir():
@@ -853,7 +873,7 @@ def load_tcga(
     ep = endpoint.lower()
     mapping = replace(ColumnMapping.tcga(ep), time_unit=time_unit)
     header = read_table(table, nrows=0).columns
-    if mapping.time not in header:
+    if mapping.time not in header and survival != "optional":
         raise DataError(f"{table}: endpoint {endpoint!r} needs column {mapping.time!r}, which is absent")
     omics_path = next((p for p in (root / "omics.csv.gz", root / "omics.csv") if p.is_file()), None)
     if slide_dir is None and (root / "slides").is_dir():
@@ -871,6 +891,7 @@ def load_tcga(
         on_missing_features=on_missing_features,
         omics_nonfinite=omics_nonfinite,
         min_time=min_time,
+        survival=survival,
     )
     # drop the other endpoints' columns: they are outcomes, never features
     outcome_cols = [c for c in cohort.cases.columns if c.startswith(("survival_months", "censorship"))]

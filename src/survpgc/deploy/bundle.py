@@ -1,0 +1,398 @@
+"""The model bundle: a folder that holds one trained model and everything needed to use it safely.
+
+Layout (written by :func:`write_bundle`, atomically: built in a temporary folder, then renamed)::
+
+    model.safetensors   all weights; member ``i`` of the bundle under the prefix ``m<i>.`` (a refit has one
+                        member, an ensemble of a CV run's fold models one per fold)
+    bundle.json         the manifest (strict JSON; see below)
+    model_card.md       intended use, training cohort, inputs, CV metrics, known limits
+
+The manifest holds ``format`` / ``format_version`` (a bundle of another format version is refused), the
+survpgc version, the model (registry name, params, modalities, the input dims it was built with), the
+kind (``refit`` / ``ensemble``) and how the epochs were chosen, the time bins (edges in months; the last bin
+is open, written as ``null``), the risk cutoff (median training risk), the training cohort summary, the CV
+metrics of the run it came from, and the input spec of every modality the model reads:
+
+* ``pathology`` -- patch encoder name and weight fingerprint, feature dim, patch size, magnification and the
+  other extraction settings recorded in the feature files;
+* ``clinical`` -- text encoder name and identity (weight fingerprint), template set name, hash and content,
+  n_templates, seed, missing-value policy, fields, token dim;
+* ``genomic`` -- tokenizer kind, the gene (omics column) list in order, gene groups, and per member the omics
+  scaler's values (training patient ids are not stored).
+
+:func:`load_bundle` checks the format and the weights; :func:`check_pathology`, :func:`check_genes` and
+:func:`check_clinical` compare the bundle with the inputs of a cohort and raise :class:`InputMismatchError`, one
+line naming both sides, on: another patch encoder, weights, feature dim, patch size or magnification; more
+than :data:`MISSING_GENES_TOLERANCE` of the genes missing (fewer are filled with the training mean, i.e. 0
+after z-scoring, with a warning); another text encoder or template set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import secrets
+import shutil
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from survpgc.errors import DataError, InputError
+
+__all__ = [
+    "CARD_NAME",
+    "FORMAT",
+    "FORMAT_VERSION",
+    "MANIFEST_NAME",
+    "MISSING_GENES_TOLERANCE",
+    "PATHOLOGY_KEYS",
+    "WEIGHTS_NAME",
+    "Bundle",
+    "InputMismatchError",
+    "Member",
+    "binner_from_json",
+    "binner_to_json",
+    "check_clinical",
+    "check_genes",
+    "check_pathology",
+    "load_bundle",
+    "member_prefix",
+    "pathology_spec",
+    "write_bundle",
+]
+
+log = logging.getLogger(__name__)
+
+FORMAT = "survpgc-model-bundle"
+#: Bumped when a bundle written by this version cannot be read by an older one (and vice versa).
+FORMAT_VERSION = 1
+WEIGHTS_NAME = "model.safetensors"
+MANIFEST_NAME = "bundle.json"
+CARD_NAME = "model_card.md"
+
+#: Share of the bundle's genes (omics columns) a cohort may lack: more is refused; fewer are filled with the
+#: training mean (0 after z-scoring, the mid-range for min-max) and warned about.
+MISSING_GENES_TOLERANCE = 0.05
+
+#: Feature-file settings recorded in a bundle and compared with a cohort's feature files (``dim`` = feature dim).
+PATHOLOGY_KEYS: tuple[str, ...] = (
+    "encoder",
+    "weights",
+    "dim",
+    "patch_size",
+    "target_magnification",
+    "input_size",
+    "mean",
+    "std",
+    "interpolation",
+)
+
+
+class InputMismatchError(DataError):
+    """The inputs of a cohort do not match what a bundle's model was trained on (one line naming both)."""
+
+
+def member_prefix(i: int) -> str:
+    """The weight-name prefix of bundle member ``i`` in ``model.safetensors``."""
+    return f"m{i}."
+
+
+def binner_to_json(binner: Any) -> dict[str, Any]:
+    """A fitted :class:`~survpgc.survival.binning.TimeBinner` as strict JSON (the open last edge as null)."""
+    d = binner.to_dict()
+    d["edges"] = [None if math.isinf(x) else float(x) for x in d["edges"]]
+    return d
+
+
+def binner_from_json(d: Mapping[str, Any]) -> Any:
+    """Inverse of :func:`binner_to_json`."""
+    from survpgc.survival.binning import TimeBinner
+
+    state = dict(d)
+    state["edges"] = [math.inf if x is None else float(x) for x in state["edges"]]
+    return TimeBinner.from_dict(state)
+
+
+@dataclass
+class Member:
+    """One model of a bundle: its weight prefix, the CV fold it came from (None for a refit), its own time
+    bins and omics scaler (an ensemble's members were fitted on different training parts)."""
+
+    prefix: str
+    fold: int | None
+    binner: Any
+    scaler: Any = None
+
+
+@dataclass
+class Bundle:
+    """A loaded bundle (see the module docstring). ``manifest`` is ``bundle.json`` as read."""
+
+    path: Path
+    manifest: dict[str, Any]
+    card: str
+
+    @property
+    def model_id(self) -> str:
+        return str(self.manifest["model"]["id"])
+
+    @property
+    def model_name(self) -> str:
+        return str(self.manifest["model"]["name"])
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return tuple(self.manifest["model"]["modalities"])
+
+    @property
+    def kind(self) -> str:
+        return str(self.manifest["kind"])
+
+    @property
+    def binner(self) -> Any:
+        """The bundle's time bins (:class:`~survpgc.survival.binning.TimeBinner`): the columns ``surv_<k>``."""
+        return binner_from_json(self.manifest["time_bins"])
+
+    @property
+    def time_edges(self) -> np.ndarray:
+        """Bin edges in months, ``[0, e_1, ..., inf]`` (n_bins + 1): ``surv_<k>`` is the survival at
+        ``time_edges[k + 1]``, the end of bin ``k`` (the last bin is open: its column is the survival at the
+        end of follow-up the model can speak for)."""
+        return np.asarray(self.binner.edges_, dtype=np.float64)
+
+    @property
+    def risk_cutoff(self) -> float:
+        """Median risk of the training cases: risk above it is the ``high`` group."""
+        return float(self.manifest["risk_cutoff"])
+
+    @property
+    def inputs(self) -> dict[str, Any]:
+        return dict(self.manifest["inputs"])
+
+    @property
+    def members(self) -> list[Member]:
+        from survpgc.genomics.normalize import OmicsScaler
+
+        out = []
+        for m in self.manifest["members"]:
+            scaler = OmicsScaler.from_dict(m["genomic_scaler"]) if m.get("genomic_scaler") else None
+            out.append(Member(m["prefix"], m.get("fold"), binner_from_json(m["time_bins"]), scaler))
+        return out
+
+    @property
+    def weights_file(self) -> Path:
+        return self.path / WEIGHTS_NAME
+
+    def __repr__(self) -> str:
+        return (
+            f"Bundle({str(self.path)!r}, model={self.model_id!r}, kind={self.kind}, "
+            f"members={len(self.manifest['members'])}, modalities={'+'.join(self.modalities)})"
+        )
+
+
+# ------------------------------------------------------------------------------------------------ writing
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_bundle(
+    out: str | os.PathLike[str],
+    manifest: dict[str, Any],
+    tensors: Mapping[str, Any],
+    card: Callable[[dict[str, Any]], str],
+) -> Path:
+    """Write a bundle folder at ``out``: built under a temporary name next to it, then renamed.
+
+    ``out`` must not exist or be an empty folder (as :func:`survpgc.locks.output_dir` leaves it). ``tensors``
+    are all weights, already prefixed per member; ``card(manifest)`` renders the model card. The manifest gets
+    ``format``, ``format_version``, ``survpgc_version`` and the weights' SHA-256.
+    """
+    from safetensors.torch import save_file
+
+    from survpgc import __version__
+
+    dest = Path(out)
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise InputError(f"--out {dest} is not empty; a bundle is written into a new (or empty) folder")
+    stage = dest.parent / f".{dest.name}.{secrets.token_hex(4)}.tmp"
+    stage.mkdir(parents=True)
+    try:
+        weights = stage / WEIGHTS_NAME
+        meta = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "model": str(manifest["model"]["name"])}
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(weights), metadata=meta)
+        full = {"format": FORMAT, "format_version": FORMAT_VERSION, "survpgc_version": __version__, **manifest}
+        full["weights_sha256"] = _sha256(weights)
+        text = json.dumps(full, indent=1, allow_nan=False, ensure_ascii=False)
+        (stage / MANIFEST_NAME).write_text(text + "\n", encoding="utf-8")
+        (stage / CARD_NAME).write_text(card(full), encoding="utf-8")
+        if dest.is_dir():
+            dest.rmdir()  # empty (checked above); rename cannot replace a non-empty folder
+        os.replace(stage, dest)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    log.info("bundle written: %s", dest)
+    return dest
+
+
+# ------------------------------------------------------------------------------------------------ loading
+def load_bundle(path: str | os.PathLike[str]) -> Bundle:
+    """Open a bundle folder: the manifest (format and version checked), the card, the weights' checksum."""
+    root = Path(path)
+    man_file = root / MANIFEST_NAME
+    if not root.is_dir() or not man_file.is_file():
+        raise InputError(f"{root}: not a survpgc model bundle (no {MANIFEST_NAME}); pass the --out of `survpgc train`")
+    try:
+        manifest = json.loads(man_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{man_file}: unreadable bundle manifest: {exc}") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        got = manifest.get("format") if isinstance(manifest, dict) else None
+        raise DataError(f"{man_file}: not a survpgc model bundle (format {got!r}, expected {FORMAT!r})")
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        from survpgc import __version__
+
+        raise InputMismatchError(
+            f"{root}: bundle format version {version!r} (written by survpgc {manifest.get('survpgc_version')}) "
+            f"cannot be read by survpgc {__version__}, which reads format version {FORMAT_VERSION}; use a matching "
+            "survpgc or retrain the bundle"
+        )
+    weights = root / WEIGHTS_NAME
+    if not weights.is_file():
+        raise DataError(f"{root}: {WEIGHTS_NAME} is missing; the bundle is incomplete")
+    expected = manifest.get("weights_sha256")
+    if expected and _sha256(weights) != expected:
+        raise DataError(f"{weights}: checksum differs from {MANIFEST_NAME} (the file was changed or damaged)")
+    card_file = root / CARD_NAME
+    card = card_file.read_text(encoding="utf-8") if card_file.is_file() else ""
+    return Bundle(root, manifest, card)
+
+
+# ------------------------------------------------------------------------------------------------ checks
+def _same(a: Any, b: Any) -> bool:
+    if (
+        isinstance(a, int | float)
+        and isinstance(b, int | float)
+        and not isinstance(a, bool)
+        and not isinstance(b, bool)
+    ):
+        return math.isclose(float(a), float(b), rel_tol=1e-6, abs_tol=1e-9)
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return a == b
+
+
+def pathology_spec(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The :data:`PATHOLOGY_KEYS` a feature file records (``dim`` from its shape)."""
+    from survpgc.data.features import feature_file_shape, read_feature_attrs
+
+    _, dim = feature_file_shape(path)
+    attrs = read_feature_attrs(path)
+    spec = {k: attrs[k] for k in PATHOLOGY_KEYS if k in attrs and k != "dim"}
+    spec["dim"] = int(dim)
+    return {k: spec[k] for k in PATHOLOGY_KEYS if k in spec}
+
+
+def check_pathology(bundle: Bundle, cohort: Any) -> None:
+    """Refuse a cohort whose feature files disagree with the bundle's pathology spec (one line, both sides).
+
+    Every feature file of the cohort must agree with the others (:func:`survpgc.inputs.check_feature_files`),
+    then the first one is compared with the bundle on each key both record; a key the bundle records and the
+    files do not is warned about (older extractions may lack it)."""
+    from survpgc.inputs import check_feature_files
+
+    want = bundle.inputs.get("pathology")
+    if want is None:
+        return
+    files = [Path(p) for p in cohort.slides["feature_path"].dropna()]
+    if not files:
+        log.warning("cohort %r has no feature files: every case is predicted without pathology", cohort.name)
+        return
+    check_feature_files(files)
+    got = pathology_spec(files[0])
+    labels = {"dim": "feature dim", "encoder": "patch encoder", "weights": "patch-encoder weights",
+              "target_magnification": "magnification", "patch_size": "patch size"}  # fmt: skip
+    for key in PATHOLOGY_KEYS:
+        if key not in want:
+            continue
+        if key not in got:
+            log.warning("%s records no %s; the bundle expects %r (not checked)", files[0], key, want[key])
+            continue
+        if not _same(want[key], got[key]):
+            raise InputMismatchError(
+                f"{labels.get(key, key)} mismatch: bundle {bundle.path} expects {want[key]!r}, the feature files of "
+                f"cohort {cohort.name!r} have {got[key]!r} (e.g. {files[0]}); extract features with the bundle's "
+                "settings"
+            )
+
+
+def check_genes(bundle: Bundle, omics: Any, cohort_name: str) -> list[str]:
+    """The bundle's genes the cohort's omics table lacks (warned when within :data:`MISSING_GENES_TOLERANCE`);
+    more are refused in one line naming both sides. ``omics`` None: no check (genomic input missing for all)."""
+    spec = bundle.inputs.get("genomic")
+    if spec is None or omics is None:
+        return []
+    columns = list(spec["columns"])
+    have = {str(c) for c in omics.columns}
+    missing = [c for c in columns if c not in have]
+    frac = len(missing) / max(1, len(columns))
+    if frac > MISSING_GENES_TOLERANCE:
+        raise InputMismatchError(
+            f"genes mismatch: bundle {bundle.path} expects {len(columns)} omics columns (e.g. {columns[:3]}), the "
+            f"omics table of cohort {cohort_name!r} lacks {len(missing)} of them ({100 * frac:.1f} %, e.g. "
+            f"{missing[:3]}; it has {len(have)} columns, e.g. {sorted(have)[:3]}), more than the "
+            f"{100 * MISSING_GENES_TOLERANCE:g} % tolerated; use omics with the bundle's genes"
+        )
+    if missing:
+        log.warning(
+            "cohort %r lacks %d of the bundle's %d genes (%.1f %%, e.g. %s): filled with the training mean (0 after "
+            "scaling)",
+            cohort_name,
+            len(missing),
+            len(columns),
+            100 * frac,
+            missing[:3],
+        )
+    return missing
+
+
+#: Clinical-token settings that must equal the bundle's, and how a message names them.
+_CLINICAL_KEYS = {
+    "encoder_identity": "text encoder",
+    "template_hash": "template set",
+    "n_templates": "n_templates",
+    "seed": "template seed",
+    "missing": "missing-value policy",
+    "fields": "clinical fields",
+}
+
+
+def check_clinical(bundle: Bundle, tokens_manifest: Mapping[str, Any], where: str) -> None:
+    """Refuse clinical tokens (their ``manifest.json``, or the settings of an encoder about to be used) made
+    with another text encoder, template set, n_templates, seed, missing policy or fields than the bundle's."""
+    want = bundle.inputs.get("clinical")
+    if want is None:
+        return
+    for key, label in _CLINICAL_KEYS.items():
+        a, b = want.get(key), tokens_manifest.get(key)
+        if a != b:
+            if key == "encoder_identity":
+                a, b = f"{want.get('encoder')} ({a})", f"{tokens_manifest.get('encoder')} ({b})"
+            elif key == "template_hash":
+                a = f"{want.get('template_set')} (sha256 {str(a)[:12]})"
+                b = f"{tokens_manifest.get('template_set')} (sha256 {str(b)[:12]})"
+            raise InputMismatchError(
+                f"{label} mismatch: bundle {bundle.path} expects {a!r}, {where} has {b!r}; encode the clinical "
+                "fields with the bundle's settings"
+            )

@@ -1,0 +1,326 @@
+"""Predict with a bundle: risk, survival curve, S(1 / 3 / 5 y), risk group and the modalities present per patient.
+
+:func:`predict_cohort` is the library entry point (also used by ``survpgc validate``); :func:`predict_to_dir`
+is ``survpgc predict``: it opens the cohort (survival columns optional), predicts, and writes
+``predictions.csv`` and ``predict.html`` atomically.
+
+How the outputs are defined:
+
+* ``risk`` -- the model's risk (higher = worse): ``-sum_k S_k`` of the discrete survival curve, as in
+  cross-validation. An ensemble's risk is the mean of its members' risks.
+* ``surv_<k>`` -- survival at the end of bin ``k`` (``bundle.time_edges[k + 1]`` months; the last bin is open,
+  so its column is the survival at the end of the follow-up the model can speak for). An ensemble averages
+  its members' survival functions at the bundle's edges (each member evaluated as a step function on its own
+  bins, which differ between folds); averaging hazards is not defined across different bins.
+* ``S_12``, ``S_36``, ``S_60`` -- the survival curve read as a right-continuous step function (the bundle's
+  :meth:`~survpgc.survival.binning.TimeBinner.survival_at`): ``S(t)`` is the survival at the end of the last bin
+  that ends at or before ``t`` (1 inside the first bin). No interpolation between edges: a death in a bin
+  is only known to have happened by the end of that bin, and it is the convention of the CV metrics.
+* ``risk_group`` -- ``high`` when the risk is above the bundle's cutoff (the median training risk), else ``low``.
+* ``modalities`` -- the model's modalities present for the case (``pathology+genomic``, ``none``). A missing
+  modality is an empty, masked bag, exactly as in training; the model's registry description says how it
+  treats that (modality-specific paths are skipped or fall back to the others).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from survpgc.deploy.bundle import (
+    Bundle,
+    InputMismatchError,
+    check_clinical,
+    check_genes,
+    check_pathology,
+    load_bundle,
+)
+from survpgc.errors import DataError, InputError
+
+__all__ = ["SURVIVAL_TIMES", "PredictResult", "predict_cohort", "predict_to_dir", "survival_columns"]
+
+log = logging.getLogger(__name__)
+
+#: Months of the ``S_<t>`` columns (1, 3 and 5 years).
+SURVIVAL_TIMES: tuple[float, ...] = (12.0, 36.0, 60.0)
+
+
+def survival_columns(n_bins: int) -> list[str]:
+    """``surv_0 .. surv_<n_bins - 1>``."""
+    return [f"surv_{k}" for k in range(n_bins)]
+
+
+# ------------------------------------------------------------------------------------------------ sources
+def _clinical_source(bundle: Bundle, cohort: Any, clinical_tokens: str | os.PathLike[str] | None, workdir: Path):
+    """Clinical tokens of the cohort: read from ``clinical_tokens`` (checked against the bundle) or encoded
+    into ``workdir`` with the bundle's encoder (identity checked before anything is encoded) and templates."""
+    from survpgc.clinical.encode import encode_clinical, load_clinical_tokens, read_clinical_manifest
+    from survpgc.clinical.templates import TemplateSet
+    from survpgc.encoders.text import create_text_encoder
+
+    spec = bundle.inputs["clinical"]
+    ids = cohort.case_ids
+    if clinical_tokens is not None:
+        man = read_clinical_manifest(clinical_tokens)
+        check_clinical(bundle, man, f"clinical tokens {clinical_tokens}")
+        have = set(man.get("cases", []))
+        return load_clinical_tokens(clinical_tokens, case_ids=[c for c in ids if c in have])
+    enc = create_text_encoder(spec["encoder"])
+    t = spec["templates"]
+    ts = TemplateSet(name=t["name"], templates=t["templates"], missing=t["missing"], negative=t["negative"])
+    check_clinical(
+        bundle,
+        {
+            "encoder": enc.name,
+            "encoder_identity": enc.identity,
+            "template_set": ts.name,
+            "template_hash": ts.digest(),
+            "n_templates": spec["n_templates"],
+            "seed": spec["seed"],
+            "missing": spec["missing"],
+            "fields": spec["fields"],
+        },
+        f"text encoder {spec['encoder']!r} on this machine",
+    )
+    encode_clinical(
+        cohort,
+        workdir,
+        encoder=enc,
+        n_templates=spec["n_templates"],
+        seed=spec["seed"],
+        templates=ts,
+        fields=spec["fields"],
+        missing=spec["missing"],
+    )
+    return load_clinical_tokens(workdir, case_ids=ids)
+
+
+def _genomic_source(bundle: Bundle, cohort: Any, scaler: Any, missing: list[str]):
+    """The genomic token source of one member: the bundle's genes in order, scaled with the member's scaler
+    fitted on its training cases; missing genes are 0 after scaling (the training mean); cases with no value
+    in any of the genes have no genomic input."""
+    from survpgc.data.tokens import OmicsVectorTokens
+    from survpgc.genomics.tokens import GroupedOmicsTokens
+
+    spec = bundle.inputs["genomic"]
+    columns = [str(c) for c in spec["columns"]]
+    groups = spec.get("group_columns")
+    om = cohort.omics
+    if om is None:
+        sub = None
+    else:
+        df = om.reindex(columns=columns)
+        present = [c for c in columns if c not in set(missing)]
+        keep = df[present].notna().any(axis=1).to_numpy()
+        sub = scaler.transform(df.loc[keep])[columns] if keep.any() else None
+        if sub is not None and missing:
+            sub[missing] = np.float32(0.0)
+    if groups is not None:
+        return GroupedOmicsTokens(sub, groups, columns)
+    return OmicsVectorTokens(sub, columns)
+
+
+def _group_positions(bundle: Bundle) -> list[list[int]] | None:
+    spec = bundle.inputs.get("genomic")
+    if not spec or spec.get("group_columns") is None:
+        return None
+    pos = {c: i for i, c in enumerate(spec["columns"])}
+    return [[pos[c] for c in cols] for cols in spec["group_columns"].values()]
+
+
+def build_models(bundle: Bundle, *, device: str = "cpu") -> list[Any]:
+    """Every member's model, rebuilt from the manifest with its weights loaded strictly, in eval mode."""
+    import torch
+    from safetensors.torch import load_file
+
+    from survpgc.models import create_model
+    from survpgc.models.registry import model_accepts
+
+    m = bundle.manifest["model"]
+    extra: dict[str, Any] = {}
+    groups = _group_positions(bundle)
+    if groups is not None and model_accepts(m["name"], "groups"):
+        extra["groups"] = groups
+    state = load_file(str(bundle.weights_file))
+    models = []
+    for member in bundle.manifest["members"]:
+        prefix = member["prefix"]
+        own = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+        model = create_model(m["name"], **m["dims"], **m["params"], **extra)
+        missing, unexpected = model.load_state_dict(own, strict=False)
+        if missing or unexpected or not own:
+            raise DataError(
+                f"{bundle.weights_file}: weights under {prefix!r} do not match model {m['name']!r} as described in "
+                f"the manifest (missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]})"
+            )
+        models.append(model.to(torch.device(device)).eval())
+    return models
+
+
+# ------------------------------------------------------------------------------------------------ predict
+def _combine(bundle: Bundle, outputs: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """``(risk, survival on the bundle's bins)`` of the members' ``(risk, survival)``: one member as is; an
+    ensemble's mean risk and mean survival function at the bundle's edges."""
+    members = bundle.members
+    if len(outputs) == 1:
+        return outputs[0]
+    ends = bundle.time_edges[1:-1]  # finite ends of bins 0 .. n-2; the last bin is open
+    curves = []
+    for member, (_, surv) in zip(members, outputs, strict=True):
+        at = member.binner.survival_at(surv, ends) if len(ends) else np.zeros((len(surv), 0))
+        curves.append(np.concatenate([at, surv[:, -1:]], axis=1))
+    risk = np.mean([r for r, _ in outputs], axis=0)
+    return risk, np.mean(curves, axis=0)
+
+
+def predict_cohort(
+    bundle: Bundle | str | os.PathLike[str],
+    cohort: Any,
+    *,
+    device: str = "cpu",
+    clinical_tokens: str | os.PathLike[str] | None = None,
+    workdir: str | os.PathLike[str] | None = None,
+) -> pd.DataFrame:
+    """Predict every case of ``cohort`` (a :class:`~survpgc.data.cohort.Cohort`, survival data optional).
+
+    Returns one row per case, in cohort order: ``case_id, risk, risk_group, surv_<k>..., S_12, S_36, S_60,
+    modalities`` (definitions in the module docstring). The inputs are checked against the bundle first
+    (:class:`~survpgc.deploy.bundle.InputMismatchError`, one line naming both sides). ``clinical_tokens``: a
+    folder of `survpgc encode-clinical` made with the bundle's settings, instead of encoding here; ``workdir``:
+    where clinical tokens are encoded (a temporary folder when None).
+    """
+    from survpgc.data.dataset import SurvivalDataset
+    from survpgc.inputs import make_loader
+    from survpgc.train.loop import predict
+
+    b = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+    mods = b.modalities
+    if "pathology" in mods:
+        check_pathology(b, cohort)
+    missing_genes = check_genes(b, cohort.omics, cohort.name) if "genomic" in mods else []
+    if "genomic" in mods and cohort.omics is None:
+        log.warning("cohort %r has no omics table: every case is predicted without genomic input", cohort.name)
+    dims = b.manifest["model"]["dims"]
+    ids = cohort.case_ids
+    with tempfile.TemporaryDirectory(prefix="survpgc-clinical-") as tmp:
+        clin = None
+        if "clinical" in mods:
+            clin = _clinical_source(b, cohort, clinical_tokens, Path(workdir) if workdir else Path(tmp))
+            if clin.dim != dims.get("clin_dim"):
+                raise InputMismatchError(
+                    f"clinical token dim mismatch: bundle {b.path} expects {dims.get('clin_dim')}, the cohort's "
+                    f"tokens have {clin.dim}"
+                )
+        models = build_models(b, device=device)
+        outputs, datasets = [], []
+        bs = int(b.manifest.get("predict_batch_size", 8))
+        for member, model in zip(b.members, models, strict=True):
+            gen = _genomic_source(b, cohort, member.scaler, missing_genes) if "genomic" in mods else None
+            ds = SurvivalDataset(
+                cohort,
+                ids,
+                bins=np.zeros(len(ids), dtype=np.int64),
+                modalities=mods,
+                clinical=clin,
+                genomic=gen,
+                n_patches=None,
+                train=False,
+                cache=bool(b.manifest.get("feature_cache", False)),
+                path_dim=dims.get("path_dim") if "pathology" in mods else None,
+            )
+            pred = predict(model, make_loader(ds, bs, False, 0, 0), device=device)
+            if list(pred["case_id"]) != ids:
+                raise DataError("internal: predictions came back in another order than the cohort's cases")
+            outputs.append((pred["risk"], pred["survival"]))
+            datasets.append(ds)
+    risk, surv = _combine(b, outputs)
+    return _frame(b, ids, risk, surv, _present(mods, datasets[0], clin))
+
+
+def _present(mods: tuple[str, ...], ds: Any, clin: Any) -> list[str]:
+    out = []
+    for i, cid in enumerate(ds.case_ids):
+        have = []
+        for m in mods:
+            if m == "pathology":
+                ok = ds.has_pathology(i)
+            elif m == "clinical":
+                ok = clin is not None and cid in clin
+            else:
+                ok = ds.genomic is not None and cid in ds.genomic
+            if ok:
+                have.append(m)
+        out.append("+".join(have) or "none")
+    return out
+
+
+def _frame(b: Bundle, ids: list[str], risk: np.ndarray, surv: np.ndarray, present: list[str]) -> pd.DataFrame:
+    binner = b.binner
+    s_at = binner.survival_at(surv, np.asarray(SURVIVAL_TIMES))
+    df = pd.DataFrame({"case_id": ids, "risk": risk})
+    df["risk_group"] = np.where(risk > b.risk_cutoff, "high", "low")
+    for k, col in enumerate(survival_columns(surv.shape[1])):
+        df[col] = surv[:, k]
+    for j, t in enumerate(SURVIVAL_TIMES):
+        df[f"S_{t:g}"] = s_at[:, j]
+    df["modalities"] = present
+    lacking = {m: int(sum(m not in p.split("+") for p in present)) for m in b.modalities}
+    for m, n in lacking.items():
+        if n:
+            log.info("%d of %d case(s) have no %s input (predicted with it masked)", n, len(ids), m)
+    return df
+
+
+# ------------------------------------------------------------------------------------------------ command
+class PredictResult:
+    """What :func:`predict_to_dir` wrote."""
+
+    def __init__(self, out: Path, predictions: pd.DataFrame, csv: Path, html: Path) -> None:
+        self.out, self.predictions, self.csv, self.html = out, predictions, csv, html
+
+
+def predict_to_dir(
+    model: str | os.PathLike[str],
+    cohort: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    feature_dir: str | os.PathLike[str] | None = None,
+    clinical_tokens: str | os.PathLike[str] | None = None,
+    device: str = "cpu",
+    endpoint: str = "os",
+    time_unit: str = "months",
+    on_missing_features: str = "error",
+    omics_nonfinite: str = "error",
+) -> PredictResult:
+    """``survpgc predict``: open ``cohort`` (a built-in name or TCGA-layout folder; survival columns optional),
+    predict with the bundle ``model``, write ``predictions.csv`` and ``predict.html`` under ``out``."""
+    from survpgc.data.cohort import open_cohort
+    from survpgc.files import atomic_write, atomic_write_text
+    from survpgc.locks import output_dir
+    from survpgc.report.predict import render_predictions
+
+    with output_dir(out) as root:
+        bundle = load_bundle(model)
+        if "pathology" in bundle.modalities and feature_dir is None:
+            log.warning("no --feature-dir: every case is predicted without pathology")
+        c = open_cohort(
+            cohort,
+            endpoint=endpoint,
+            feature_dir=feature_dir,
+            time_unit=time_unit,
+            on_missing_features=on_missing_features,
+            omics_nonfinite=omics_nonfinite,
+            survival="optional",
+        )
+        if not len(c):
+            raise InputError(f"cohort {cohort} has no cases")
+        df = predict_cohort(bundle, c, device=device, clinical_tokens=clinical_tokens)
+        csv = atomic_write(root / "predictions.csv", lambda t: df.to_csv(t, index=False))
+        html = atomic_write_text(root / "predict.html", render_predictions(bundle, c.name, df, csv.name))
+    return PredictResult(Path(out), df, csv, html)

@@ -1,0 +1,234 @@
+"""survpgc train / predict: bundles on a tiny synthetic cohort (round trip, refusals, prediction-only cohorts)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from survpgc.config import load_config
+from survpgc.data.cohort import open_cohort
+from survpgc.data.features import write_feature_file
+from survpgc.deploy.bundle import InputMismatchError, load_bundle
+from survpgc.deploy.fit import train_bundle
+from survpgc.deploy.predict import predict_cohort, predict_to_dir
+from survpgc.errors import ConfigError, InputError
+from survpgc.synth import generate_synthetic_cohort
+from survpgc.train.cv import run_cv
+
+
+def _features(cohort_csv: Path, feat: Path, *, dim: int = 16, seed: int = 0, **attrs) -> None:
+    feat.mkdir(parents=True, exist_ok=True)
+    cohort = pd.read_csv(cohort_csv)
+    rng = np.random.default_rng(seed)
+    for sid in cohort["slide_id"]:
+        n = int(rng.integers(10, 30))
+        x = rng.normal(size=(n, dim)).astype(np.float32)
+        coords = np.stack([np.arange(n) * 256, np.zeros(n, int)], axis=1)
+        kw = {"patch_size": 256, "encoder": "fake", "target_magnification": 20.0, **attrs}
+        write_feature_file(feat / f"{Path(sid).stem}.h5", x, coords, slide_id=sid, **kw)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("deploy")
+    syn = root / "syn"
+    generate_synthetic_cohort(syn, n_patients=24, seed=2, render_slides=False)
+    _features(syn / "cohort.csv", root / "features")
+    return syn, root / "features"
+
+
+def _cfg(data, *extra):
+    syn, feat = data
+    return load_config(
+        None,
+        [
+            f"cohort.source={syn}",
+            f"pathology.feature_dir={feat}",
+            "splits.folds=2",
+            "train.epochs=2",
+            "train.select_from_epoch=1",
+            "train.batch_size=4",
+            "eval.bootstrap=20",
+            "models=[abmil, {name: snn, params: {modality: genomic}}]",
+            *extra,
+        ],
+    )
+
+
+def _cohort(data, **kw):
+    syn, feat = data
+    return open_cohort(syn, feature_dir=feat, **kw)
+
+
+@pytest.fixture(scope="module")
+def abmil_bundle(data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("b") / "abmil"
+    res = train_bundle(_cfg(data), out, model_id="abmil", epochs=1)
+    return out, res
+
+
+@pytest.fixture(scope="module")
+def run_dir(data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "r"
+    run_cv(_cfg(data), out)
+    return out
+
+
+# ------------------------------------------------------------------------------------------ format and round trip
+def test_bundle_files_and_manifest(abmil_bundle):
+    out, _ = abmil_bundle
+    assert sorted(p.name for p in out.iterdir()) == ["bundle.json", "model.safetensors", "model_card.md"]
+    assert not list(out.parent.glob(".*.tmp"))
+    b = load_bundle(out)
+    m = b.manifest
+    assert m["format_version"] == 1 and m["kind"] == "refit"
+    assert m["model"]["name"] == "abmil" and m["training"]["epochs"] == 1
+    assert m["inputs"]["pathology"] == {"encoder": "fake", "dim": 16, "patch_size": 256, "target_magnification": 20.0}
+    assert b.time_edges[0] == 0 and np.isinf(b.time_edges[-1]) and len(b.time_edges) == 5
+    assert m["training_cohort"]["n_cases"] == 24 and m["training_cohort"]["median_followup_months"] > 0
+    assert "Intended use" in b.card and "Known limits" in b.card
+    json.loads((out / "bundle.json").read_text(), parse_constant=lambda c: pytest.fail(f"non-strict JSON {c}"))
+    assert b"pickle" not in (out / "model.safetensors").read_bytes()[:200]
+
+
+def test_round_trip_is_bit_for_bit(abmil_bundle, data):
+    out, res = abmil_bundle
+    df = predict_cohort(load_bundle(out), _cohort(data))
+    assert df["case_id"].tolist() == res.train_predictions["case_id"].tolist()
+    np.testing.assert_array_equal(df["risk"].to_numpy(), res.train_predictions["risk"].to_numpy())
+    b = load_bundle(out)
+    assert b.risk_cutoff == float(np.median(df["risk"]))
+    assert (df["risk_group"] == np.where(df["risk"] > b.risk_cutoff, "high", "low")).all()
+    surv = df[[f"surv_{k}" for k in range(4)]].to_numpy()
+    assert (np.diff(surv, axis=1) <= 0).all()
+    assert {"S_12", "S_36", "S_60", "modalities"} <= set(df.columns)
+    assert (df["modalities"] == "pathology").all()
+
+
+def test_genomic_round_trip_and_missing_genes(data, tmp_path, caplog):
+    out = tmp_path / "snn"
+    res = train_bundle(_cfg(data), out, model_id="snn:genomic", epochs=1)
+    b = load_bundle(out)
+    assert b.manifest["members"][0]["genomic_scaler"]["train_ids"] == []  # no patient ids shipped
+    cohort = _cohort(data)
+    df = predict_cohort(b, cohort)
+    np.testing.assert_array_equal(df["risk"].to_numpy(), res.train_predictions["risk"].to_numpy())
+    genes = b.manifest["inputs"]["genomic"]["columns"]
+    few = cohort.omics.drop(columns=genes[:1])  # within the 5 % tolerance: filled, warned
+    cohort.omics = few
+    with caplog.at_level(logging.WARNING, logger="survpgc"):
+        predict_cohort(b, cohort)
+    assert "lacks 1 of the bundle's" in caplog.text
+    cohort.omics = few.drop(columns=genes[1 : max(2, len(genes) // 5)])
+    with pytest.raises(InputMismatchError, match=r"^genes mismatch: bundle .* expects \d+ omics columns.*lacks"):
+        predict_cohort(b, cohort)
+
+
+# ------------------------------------------------------------------------------------------ refusals
+@pytest.mark.parametrize(
+    ("attrs", "match"),
+    [
+        ({"encoder": "uni"}, r"^patch encoder mismatch: bundle .* expects 'fake', the feature files .* have 'uni'"),
+        ({"dim": 8}, r"^feature dim mismatch: bundle .* expects 16, .* have 8"),
+        ({"target_magnification": 40.0}, r"^magnification mismatch: bundle .* expects 20.0, .* have 40.0"),
+    ],
+)
+def test_other_features_are_refused(abmil_bundle, data, tmp_path, attrs, match):
+    syn, _ = data
+    dim = attrs.pop("dim", 16)
+    _features(syn / "cohort.csv", tmp_path / "f", dim=dim, **attrs)
+    with pytest.raises(InputMismatchError, match=match):
+        predict_cohort(load_bundle(abmil_bundle[0]), open_cohort(syn, feature_dir=tmp_path / "f"))
+
+
+def test_other_format_version_is_refused(abmil_bundle, tmp_path):
+    copy = tmp_path / "b"
+    shutil.copytree(abmil_bundle[0], copy)
+    m = json.loads((copy / "bundle.json").read_text())
+    m["format_version"] = 2
+    (copy / "bundle.json").write_text(json.dumps(m))
+    with pytest.raises(InputMismatchError, match=r"bundle format version 2 .* reads format version 1"):
+        load_bundle(copy)
+
+
+def test_changed_weights_are_refused(abmil_bundle, tmp_path):
+    copy = tmp_path / "b"
+    shutil.copytree(abmil_bundle[0], copy)
+    data = bytearray((copy / "model.safetensors").read_bytes())
+    data[-1] ^= 1
+    (copy / "model.safetensors").write_bytes(bytes(data))
+    with pytest.raises(Exception, match="checksum"):
+        load_bundle(copy)
+
+
+def test_epochs_needed_and_coxph_refused(data, tmp_path):
+    with pytest.raises(ConfigError, match="how many epochs"):
+        train_bundle(_cfg(data), tmp_path / "x")
+    assert not (tmp_path / "x").exists()
+    with pytest.raises(ConfigError, match="not a neural network"):
+        train_bundle(_cfg(data, "models=[coxph]"), tmp_path / "y", epochs=1)
+    with pytest.raises(ConfigError, match=r"--model 'nope' is not in"):
+        train_bundle(_cfg(data), tmp_path / "z", model_id="nope", epochs=1)
+
+
+def test_non_empty_out_is_refused(abmil_bundle, data):
+    with pytest.raises(InputError, match="not empty"):
+        train_bundle(_cfg(data), abmil_bundle[0], epochs=1)
+
+
+# ------------------------------------------------------------------------------------------ from a run
+def test_from_run_takes_the_median_epoch(run_dir, data, tmp_path):
+    out = tmp_path / "b"
+    train_bundle(None, out, model_id="abmil", from_run=run_dir)
+    m = load_bundle(out).manifest
+    sel = m["training"]["selected_epochs"]
+    assert len(sel) == 2 and m["training"]["epochs"] == int(np.floor(np.median(sel) + 0.5))
+    assert m["cv_metrics"]["cindex_mean"] is not None
+
+
+def test_from_run_with_another_config_is_refused(run_dir, data, tmp_path):
+    with pytest.raises(ConfigError, match=r"^--from-run .*data.n_bins: run has 4, this config has 3"):
+        train_bundle(_cfg(data, "data.n_bins=3"), tmp_path / "b", model_id="abmil", from_run=run_dir)
+    bad = "models=[{name: abmil, params: {dropout: 0.5}}]"
+    with pytest.raises(ConfigError, match=r"model 'abmil': run has abmil \{\}"):
+        train_bundle(_cfg(data, bad), tmp_path / "c", from_run=run_dir)
+
+
+def test_ensemble_of_fold_models(run_dir, data, tmp_path):
+    out = tmp_path / "ens"
+    res = train_bundle(None, out, model_id="snn:genomic", from_run=run_dir, ensemble=True)
+    b = load_bundle(out)
+    assert b.kind == "ensemble" and [m["fold"] for m in b.manifest["members"]] == [0, 1]
+    df = predict_cohort(b, _cohort(data))
+    np.testing.assert_allclose(df["risk"].to_numpy(), res.train_predictions["risk"].to_numpy(), rtol=0, atol=1e-12)
+    surv = df[[c for c in df.columns if c.startswith("surv_")]].to_numpy()
+    assert (np.diff(surv, axis=1) <= 1e-12).all()
+
+
+# ------------------------------------------------------------------------------------------ prediction-only cohorts
+def test_predict_cohort_without_survival(abmil_bundle, data, tmp_path):
+    syn, feat = data
+    new = tmp_path / "new"
+    new.mkdir()
+    table = pd.read_csv(syn / "cohort.csv").drop(columns=["survival_months", "censorship"])
+    table.to_csv(new / "cohort.csv", index=False)
+    with pytest.raises(Exception, match="survival_months"):
+        open_cohort(new)  # survival stays required by default
+    res = predict_to_dir(abmil_bundle[0], new, tmp_path / "p", feature_dir=feat)
+    csv = pd.read_csv(tmp_path / "p" / "predictions.csv")
+    assert len(csv) == 24 and csv["risk"].notna().all()
+    html = (tmp_path / "p" / "predict.html").read_text()
+    assert "predictions.csv" in html and "<script" not in html
+    assert res.predictions["risk_group"].isin(["high", "low"]).all()
+
+
+def test_missing_pathology_is_masked(abmil_bundle, data, tmp_path):
+    syn, _ = data
+    df = predict_cohort(load_bundle(abmil_bundle[0]), open_cohort(syn))  # no feature_dir: no pathology
+    assert (df["modalities"] == "none").all() and df["risk"].notna().all()
