@@ -1,0 +1,228 @@
+"""External validation of bundles (survpgc.deploy.validate, survpgc.report.validate).
+
+Most tests use a tiny fake bundle (any object with ``path, manifest, model_id, time_edges, risk_cutoff, card``)
+and a fake predict function from a known exponential model, so the statistics can be checked against the truth
+in seconds.
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from survpgc.deploy.validate import apparent_check, step_survival, uno_on_resamples, validate_bundles
+from survpgc.errors import InputError, SurvpgcError
+from survpgc.survival.metrics import uno_cindex
+from survpgc.survival.stats import bootstrap_indices
+
+EDGES = np.array([0.0, 12.0, 36.0, 60.0, np.inf])
+
+
+class FakeCohort:
+    def __init__(self, seed: int = 0, n: int = 300, name: str = "external"):
+        rng = np.random.default_rng(seed)
+        self.x = rng.normal(size=n)
+        self.rate = 0.015 * np.exp(0.9 * self.x)
+        death = rng.exponential(1.0 / self.rate)
+        censor = rng.uniform(6.0, 90.0, size=n)
+        self.time = np.minimum(death, censor)
+        self.event = death <= censor
+        self.case_ids = [f"case-{i:03d}" for i in range(n)]
+        self.name = name
+        self.has_survival = True
+
+    def summary(self):
+        return {
+            "name": self.name,
+            "n_cases": len(self.case_ids),
+            "n_events": int(self.event.sum()),
+            "censoring_rate": float(1 - self.event.mean()),
+            "time_median_months": float(np.median(self.time)),
+            "time_range_months": [float(self.time.min()), float(self.time.max())],
+        }
+
+
+def fake_bundle(tmp_path: Path, model_id: str = "snn:genomic", *, scale: float = 1.0, training=None, card="# Card"):
+    return SimpleNamespace(
+        path=tmp_path / f"bundle-{abs(hash((model_id, scale))) % 1000}",
+        manifest={"training_cohort": training or {"name": "train", "n_cases": 10}},
+        model_id=model_id,
+        time_edges=EDGES,
+        risk_cutoff=-2.6,
+        card=card,
+        scale=scale,
+    )
+
+
+def fake_predict(bundle, cohort, *, device="cpu"):
+    """The true exponential model (times ``bundle.scale`` for a miscalibrated one), at the bundle's edges."""
+    rate = cohort.rate * bundle.scale
+    ends = np.array([12.0, 36.0, 60.0, 120.0])
+    surv = np.exp(-rate[:, None] * ends[None, :])
+    risk = -surv.sum(axis=1)
+    df = pd.DataFrame({"case_id": cohort.case_ids, "risk": risk})
+    df["risk_group"] = np.where(risk > bundle.risk_cutoff, "high", "low")
+    for k in range(4):
+        df[f"surv_{k}"] = surv[:, k]
+    for t in (12, 36, 60):
+        df[f"S_{t}"] = np.exp(-rate * t)
+    df["modalities"] = "genomic"
+    return df
+
+
+def test_step_survival_is_the_cv_convention():
+    surv = np.array([[0.9, 0.7, 0.5, 0.3]])
+    got = step_survival(EDGES, surv, [5.0, 12.0, 20.0, 36.0, 70.0])[0]
+    np.testing.assert_array_equal(got, [1.0, 0.9, 0.9, 0.7, 0.5])
+
+
+def test_uno_on_resamples_equals_uno_cindex_on_each_resample_with_ties():
+    rng = np.random.default_rng(0)
+    t = np.round(rng.uniform(1, 20, 60))  # tied times
+    e = rng.uniform(size=60) < 0.5
+    r = np.round(rng.normal(size=60), 1)  # tied risks
+    idx = bootstrap_indices(60, 100, 3)
+    got = uno_on_resamples(t, e, r, idx)
+    for k, i in enumerate(idx):
+        try:
+            want = uno_cindex(t[i], e[i], t[i], e[i], r[i])
+        except SurvpgcError:
+            assert np.isnan(got[k])
+            continue
+        assert got[k] == pytest.approx(want, abs=1e-12)
+
+
+def test_validate_one_calibrated_bundle_end_to_end(tmp_path):
+    cohort = FakeCohort(0)
+    out = tmp_path / "val"
+    res = validate_bundles([fake_bundle(tmp_path)], cohort, out, n_bootstrap=50, predict=fake_predict,
+                           created="2024-01-01")  # fmt: skip
+    for name in ("metrics.csv", "calibration.csv", "comparisons.csv", "predictions.csv", "report.html"):
+        assert (out / name).is_file(), name
+    assert (out / "plots" / "km_snn_genomic.png").is_file()
+    assert (out / "plots" / "calibration_snn_genomic.png").is_file()
+    m = pd.read_csv(out / "metrics.csv").iloc[0]
+    assert 0.0 <= m["cindex"] <= 1.0 and m["cindex_low"] <= m["cindex"] <= m["cindex_high"]
+    assert m["cindex_uno_low"] <= m["cindex_uno"] <= m["cindex_uno_high"]
+    assert m["cindex"] > 0.65  # the true model ranks well
+    for t in (12, 36, 60):
+        assert 0.5 < m[f"auc_{t}"] <= 1.0
+        assert m[f"cal_p_{t}"] > 0.05  # the true S(t) is calibrated
+        assert 0.75 < m[f"oe_{t}"] < 1.33
+    assert m["dcal_p"] > 0.05
+    assert 0 < m["ibs"] < 0.25
+    assert m["n_high"] + m["n_low"] == 300 and m["logrank_p"] < 0.05
+    assert not m["apparent"]
+    cal = pd.read_csv(out / "calibration.csv")
+    assert set(cal["time"]) == {12, 36, 60}
+    assert cal.groupby("time")["n"].sum().eq(300).all()
+    preds = pd.read_csv(out / "predictions.csv")
+    assert len(preds) == 300 and {"model", "case_id", "time", "event", "risk", "S_12"} <= set(preds.columns)
+    assert pd.read_csv(out / "comparisons.csv").empty
+    page = (out / "report.html").read_text()
+    for section in ('id="metrics"', 'id="calibration"', 'id="km"', 'id="cards"', "data:image/png;base64"):
+        assert section in page
+    assert res.report == out / "report.html"
+
+
+def test_a_miscalibrated_bundle_fails_calibration_and_is_compared_with_the_first(tmp_path):
+    cohort = FakeCohort(1)
+    good, bad = fake_bundle(tmp_path, "good"), fake_bundle(tmp_path, "bad", scale=3.0)
+    res = validate_bundles([good, bad], cohort, tmp_path / "v", n_bootstrap=100, predict=fake_predict)
+    m = res.metrics.set_index("model")
+    assert m.loc["bad", "dcal_p"] < 0.001 and m.loc["good", "dcal_p"] > 0.05
+    assert m.loc["bad", "cal_p_36"] < 0.001
+    assert m.loc["bad", "oe_36"] < 0.75
+    # a rate scaled by a constant keeps the ranking: the same C-index, a paired difference of 0
+    assert m.loc["bad", "cindex"] == pytest.approx(m.loc["good", "cindex"])
+    cmp = pd.read_csv(tmp_path / "v" / "comparisons.csv")
+    assert cmp[["model", "reference"]].values.tolist() == [["bad", "good"]]
+    assert cmp["delta_cindex"].iloc[0] == pytest.approx(0.0) and cmp["p_value"].iloc[0] == 1.0
+
+
+def test_paired_comparison_of_a_worse_model(tmp_path):
+    cohort = FakeCohort(2)
+
+    def noisy(bundle, c, *, device="cpu"):
+        df = fake_predict(bundle, c)
+        if bundle.model_id == "noisy":
+            df["risk"] = np.random.default_rng(0).normal(size=len(df))
+        return df
+
+    res = validate_bundles([fake_bundle(tmp_path, "true"), fake_bundle(tmp_path, "noisy")], cohort, tmp_path / "v",
+                           n_bootstrap=200, predict=noisy)  # fmt: skip
+    row = res.comparisons.iloc[0]
+    assert row["delta_cindex"] < -0.1 and row["ci_high"] < 0 and row["p_value"] < 0.05
+
+
+def test_report_escapes_model_ids_cards_and_cohort_names(tmp_path):
+    cohort = FakeCohort(3, name="<img src=x onerror=alert(1)>")
+    bundle = fake_bundle(tmp_path, "<script>alert(1)</script>", card="# Card\n<b>bold</b> & <script>x</script>")
+    validate_bundles([bundle], cohort, tmp_path / "v", n_bootstrap=0, predict=fake_predict)
+    page = (tmp_path / "v" / "report.html").read_text()
+    assert "<script>" not in page and "<img src=x" not in page and "<b>bold</b>" not in page
+    assert html.escape("<script>alert(1)</script>", quote=False) in page
+    assert "&lt;b&gt;bold&lt;/b&gt; &amp; &lt;script&gt;x&lt;/script&gt;" in page
+
+
+def test_apparent_performance_is_labelled(tmp_path):
+    cohort = FakeCohort(4, name="tcga-x")
+    bundle = fake_bundle(tmp_path, "m", training=cohort.summary())
+    res = validate_bundles([bundle], cohort, tmp_path / "v", n_bootstrap=0, predict=fake_predict)
+    assert bool(res.metrics["apparent"].iloc[0])
+    page = (tmp_path / "v" / "report.html").read_text()
+    assert "Apparent performance: m." in page and "apparent" in page
+    assert any("apparent performance on the training cases" in n for n in res.notes)
+
+
+def test_apparent_check_rule():
+    s = FakeCohort(5, name="tcga-x").summary()
+    assert apparent_check(s, dict(s))[0]
+    assert apparent_check(None, s) == (False, "")
+    other = dict(s, n_cases=s["n_cases"] - 1)
+    apparent, reason = apparent_check(other, s)
+    assert not apparent and "cases may overlap" in reason
+    assert apparent_check(dict(other, name="another"), s) == (False, "")
+    shifted = dict(s, time_range_months=[s["time_range_months"][0], s["time_range_months"][1] + 1])
+    assert not apparent_check(shifted, s)[0]
+
+
+def test_all_cases_above_the_training_cutoff_is_noted_not_an_error(tmp_path):
+    cohort = FakeCohort(6)
+    bundle = fake_bundle(tmp_path)
+    bundle.risk_cutoff = -100.0
+    res = validate_bundles([bundle], cohort, tmp_path / "v", n_bootstrap=0, predict=fake_predict)
+    assert np.isnan(res.metrics["logrank_p"].iloc[0]) and res.metrics["n_low"].iloc[0] == 0
+    assert any("every case falls in the high-risk group" in n for n in res.notes)
+
+
+def test_times_beyond_follow_up_are_skipped_with_a_note(tmp_path):
+    cohort = FakeCohort(7)
+    res = validate_bundles([fake_bundle(tmp_path)], cohort, tmp_path / "v", times=(12, 36, 200), n_bootstrap=0,
+                           predict=fake_predict)  # fmt: skip
+    assert set(res.calibration["time"]) == {12, 36}
+    assert any("calibration at 200 months skipped" in n for n in res.notes)
+    assert np.isnan(res.metrics["auc_200"].iloc[0])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [({"times": (36, 12)}, "increasing"), ({"times": (0,)}, "positive"), ({"n_bootstrap": -1}, "n-bootstrap")],
+)
+def test_bad_options_are_refused(tmp_path, kwargs, match):
+    with pytest.raises(InputError, match=match):
+        validate_bundles([fake_bundle(tmp_path)], FakeCohort(0), tmp_path / "v", predict=fake_predict, **kwargs)
+    assert not (tmp_path / "v").exists()
+
+
+def test_a_cohort_without_deaths_is_refused_and_leaves_no_folder(tmp_path):
+    cohort = FakeCohort(0)
+    cohort.event = np.zeros_like(cohort.event)
+    with pytest.raises(InputError, match="no death"):
+        validate_bundles([fake_bundle(tmp_path)], cohort, tmp_path / "v", predict=fake_predict)
+    assert not (tmp_path / "v").exists()
