@@ -226,3 +226,58 @@ def test_a_cohort_without_deaths_is_refused_and_leaves_no_folder(tmp_path):
     with pytest.raises(InputError, match="no death"):
         validate_bundles([fake_bundle(tmp_path)], cohort, tmp_path / "v", predict=fake_predict)
     assert not (tmp_path / "v").exists()
+
+
+# ------------------------------------------------------------------------------------------ with a real bundle
+@pytest.fixture(scope="module")
+def real(tmp_path_factory):
+    """A genomic SNN bundle trained on a synthetic cohort (seed 2), and another sample of the same population
+    (seed 3) as the external cohort."""
+    from survpgc.config import load_config
+    from survpgc.deploy.fit import train_bundle
+    from survpgc.synth import generate_synthetic_cohort
+
+    root = tmp_path_factory.mktemp("validate")
+    generate_synthetic_cohort(root / "train", n_patients=60, seed=2, render_slides=False)
+    generate_synthetic_cohort(root / "ext", n_patients=60, seed=3, render_slides=False)
+    cfg = load_config(
+        None,
+        [f"cohort.source={root / 'train'}", "train.epochs=3", "train.batch_size=8",
+         "models=[{name: snn, params: {modality: genomic}}]"],
+    )  # fmt: skip
+    train_bundle(cfg, root / "bundle", model_id="snn:genomic", epochs=3)
+    return root
+
+
+def test_cli_validate_a_real_bundle_on_another_synthetic_sample(real):
+    from typer.testing import CliRunner
+
+    from survpgc.cli import app
+
+    out = real / "val"
+    args = ["validate", "--model", str(real / "bundle"), "--model", str(real / "bundle"), "--cohort",
+            str(real / "ext"), "--out", str(out), "--n-bootstrap", "50", "--times", "12,36"]  # fmt: skip
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert "C-index" in r.output and f"report: {out / 'report.html'}" in r.output.replace("\n", "")
+    m = pd.read_csv(out / "metrics.csv")
+    assert len(m) == 2 and m["model"].nunique() == 2  # the same bundle twice gets two labels
+    assert m["cindex"].between(0, 1).all() and not m["apparent"].any()
+    assert (m["cindex_low"] <= m["cindex"]).all() and (m["cindex"] <= m["cindex_high"]).all()
+    assert np.isfinite(m["dcal_p"]).all()
+    cmp = pd.read_csv(out / "comparisons.csv")
+    assert cmp["delta_cindex"].iloc[0] == 0.0  # one bundle against itself
+    preds = pd.read_csv(out / "predictions.csv")
+    assert len(preds) == 120 and preds["case_id"].nunique() == 60
+    page = (out / "report.html").read_text()
+    assert 'id="calibration"' in page and "Model cards" in page and "snn:genomic" in page
+
+
+def test_a_real_bundle_on_its_own_training_cohort_is_apparent(real):
+    from survpgc.data.cohort import open_cohort
+    from survpgc.deploy.bundle import load_bundle
+
+    res = validate_bundles([load_bundle(real / "bundle")], open_cohort(real / "train"), real / "apparent",
+                           n_bootstrap=0)  # fmt: skip
+    assert bool(res.metrics["apparent"].iloc[0])
+    assert "Apparent performance" in res.report.read_text()

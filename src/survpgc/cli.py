@@ -806,6 +806,51 @@ def study_integration_cmd(
     _print_summary(res)
 
 
+@app.command("validate")
+def validate_cmd(
+    model: list[str] = typer.Option(..., "--model", help="Model bundle; repeat to compare (first = reference)."),
+    cohort: str = typer.Option(..., "--cohort", help="Built-in cohort or TCGA-layout folder, with survival data."),
+    out: str = typer.Option(..., "--out", help="Output folder: CSV tables, plots, report.html."),
+    times: str = typer.Option("12,36,60", "--times", help="Comma-separated months for AUC and calibration."),
+    n_bootstrap: int = typer.Option(1000, "--n-bootstrap", help="Bootstrap resamples for CIs, comparisons (0 = none)."),
+    seed: int = typer.Option(0, "--seed", help="Bootstrap seed."),
+    feature_dir: str | None = typer.Option(None, "--feature-dir", help="Folder of <slide stem>.h5 patch features."),
+    device: str = typer.Option("cpu", "--device", help="Torch device."),
+) -> None:
+    """External validation of bundles: C-indices with CIs, td-AUC, IBS, KM by the training cutoff, calibration."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from survpgc.deploy.validate import validate_to_dir
+    from survpgc.errors import InputError
+    from survpgc.report.blocks import num
+    from survpgc.report.plots import format_p_value
+
+    try:
+        grid = [float(x) for x in times.split(",") if x.strip()]
+    except ValueError:
+        raise InputError(f"--times must be comma-separated months, got {times!r}") from None
+    res = validate_to_dir(model, cohort, out, times=grid, n_bootstrap=n_bootstrap, seed=seed, feature_dir=feature_dir,
+                          device=device)  # fmt: skip
+    t = Table("model", "cases", "C-index [95% CI]", "Uno C [95% CI]", "iAUC", "IBS", "log-rank p", "D-cal p",
+              title=f"external validation on {res.bundles[0].metrics.get('n_cases')} cases")  # fmt: skip
+    for _, r in res.metrics.iterrows():
+
+        def ci(k, r=r):
+            return f"{num(r[k])} [{num(r[k + '_low'])}, {num(r[k + '_high'])}]"
+
+        name = str(r["model"]) + (" (apparent: training cohort)" if bool(r["apparent"]) else "")
+        t.add_row(name, num(r["n_cases"]), ci("cindex"), ci("cindex_uno"), num(r["iauc"]), num(r["ibs"]),
+                  format_p_value(r["logrank_p"]), format_p_value(r["dcal_p"]))  # fmt: skip
+    con = Console()
+    con.print(t)
+    for _, r in res.comparisons.iterrows():
+        ci = f"[{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]"
+        p = format_p_value(r["p_value"])
+        con.print(f"{r['model']} vs {r['reference']}: ΔC {r['delta_cindex']:+.3f} {ci}, p {p}", markup=False)
+    con.print(f"report: {res.report}", markup=False)
+
+
 @app.command("demo")
 def demo_cmd(
     out: str = typer.Option("runs/demo", "--out", help="Folder for the demo's cohorts, features and runs."),
