@@ -232,3 +232,58 @@ def test_missing_pathology_is_masked(abmil_bundle, data, tmp_path):
     syn, _ = data
     df = predict_cohort(load_bundle(abmil_bundle[0]), open_cohort(syn))  # no feature_dir: no pathology
     assert (df["modalities"] == "none").all() and df["risk"].notna().all()
+
+
+# ------------------------------------------------------------------------------------------ clinical text tokens
+@pytest.fixture(scope="module")
+def clinical_bundle(data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("clin") / "mlp"
+    cfg = _cfg(data, "models=[{name: mlp, params: {modality: clinical}}]")
+    res = train_bundle(cfg, out, epochs=1)
+    return out, res
+
+
+def test_clinical_round_trip(clinical_bundle, data):
+    out, res = clinical_bundle
+    b = load_bundle(out)
+    spec = b.manifest["inputs"]["clinical"]
+    assert spec["encoder"] == "minilm" and spec["templates"]["name"] == "default"
+    assert "MiniLM" in b.card and "not CONCH" in b.card
+    df = predict_cohort(b, _cohort(data))
+    np.testing.assert_array_equal(df["risk"].to_numpy(), res.train_predictions["risk"].to_numpy())
+
+
+def test_other_text_encoder_or_templates_are_refused(clinical_bundle, data, tmp_path):
+    from survpgc.clinical.encode import encode_clinical
+
+    cohort = _cohort(data)
+    encode_clinical(cohort, tmp_path / "tok", templates="survpgc-paper")
+    with pytest.raises(
+        InputMismatchError, match=r"^template set mismatch: bundle .* expects 'default .*has 'survpgc-pa"
+    ):
+        predict_cohort(load_bundle(clinical_bundle[0]), cohort, clinical_tokens=tmp_path / "tok")
+    copy = tmp_path / "b"
+    shutil.copytree(clinical_bundle[0], copy)
+    m = json.loads((copy / "bundle.json").read_text())
+    m["inputs"]["clinical"]["encoder_identity"] = "minilm|other-weights"
+    (copy / "bundle.json").write_text(json.dumps(m))
+    with pytest.raises(InputMismatchError, match=r"^text encoder mismatch: bundle .* expects 'minilm \(minilm\|other"):
+        predict_cohort(load_bundle(copy), cohort)
+
+
+# ------------------------------------------------------------------------------------------ command line
+def test_cli_train_and_predict(run_dir, data, tmp_path):
+    from typer.testing import CliRunner
+
+    from survpgc.cli import app
+
+    syn, feat = data
+    r = CliRunner().invoke(app, ["train", "--from-run", str(run_dir), "--model", "abmil", "--out", str(tmp_path / "m")])
+    assert r.exit_code == 0, r.output
+    assert "bundle:" in r.output
+    r = CliRunner().invoke(
+        app, ["predict", "--model", str(tmp_path / "m"), "--cohort", str(syn), "--feature-dir", str(feat),
+              "--out", str(tmp_path / "p")]
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "p" / "predictions.csv").is_file() and (tmp_path / "p" / "predict.html").is_file()

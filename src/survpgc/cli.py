@@ -806,6 +806,46 @@ def study_integration_cmd(
     _print_summary(res)
 
 
+@app.command("train")
+def train_cmd(
+    config: str | None = typer.Argument(None, help="YAML run config (default: the --from-run run's config)."),
+    overrides: list[str] | None = typer.Argument(None, help="key=value overrides, e.g. data.n_bins=4"),
+    out: str = typer.Option(..., "--out", help="Bundle folder to write (new or empty)."),
+    from_run: str | None = typer.Option(None, "--from-run", help="Finished CV run: epochs = median selected epoch."),
+    epochs: int | None = typer.Option(None, "--epochs", help="Train this many epochs (instead of --from-run's)."),
+    model: str | None = typer.Option(None, "--model", help="Model id of the config (default: the first)."),
+    ensemble: bool = typer.Option(False, "--ensemble", help="Bundle --from-run's fold models instead of a refit."),
+    device: str | None = typer.Option(None, "--device", help="Torch device (default: the config's train.device)."),
+) -> None:
+    """Fit one model on all cases (or bundle a run's fold models) and write a model bundle."""
+    from survpgc.deploy.fit import train_bundle
+
+    cfg = _cli_config(config, overrides) if config is not None or overrides else None
+    res = train_bundle(cfg, out, model_id=model, from_run=from_run, epochs=epochs, ensemble=ensemble, device=device)
+    tr = res.manifest["training"]
+    typer.echo(f"bundle: {res.path} ({res.manifest['kind']}, model {res.manifest['model']['id']}, epochs "
+               f"{tr.get('epochs')}; risk cutoff {res.manifest['risk_cutoff']:.4g})")  # fmt: skip
+
+
+@app.command("predict")
+def predict_cmd(
+    model: str = typer.Option(..., "--model", help="Model bundle (the --out of `survpgc train`)."),
+    cohort: str = typer.Option(..., "--cohort", help="Built-in cohort or TCGA-layout folder (survival optional)."),
+    out: str = typer.Option(..., "--out", help="Output folder: predictions.csv, predict.html."),
+    feature_dir: str | None = typer.Option(None, "--feature-dir", help="Folder of <slide stem>.h5 patch features."),
+    clinical_tokens: str | None = typer.Option(
+        None, "--clinical-tokens", help="Tokens of `survpgc encode-clinical` (default: encoded with the bundle's)."
+    ),
+    device: str = typer.Option("cpu", "--device", help="Torch device."),
+) -> None:
+    """Predict new patients with a bundle: risk, survival curve, S(1/3/5 y), risk group, modalities present."""
+    from survpgc.deploy.predict import predict_to_dir
+
+    res = predict_to_dir(model, cohort, out, feature_dir=feature_dir, clinical_tokens=clinical_tokens, device=device)
+    groups = res.predictions["risk_group"].value_counts().to_dict()
+    typer.echo(f"{len(res.predictions)} patient(s) predicted ({groups}): {res.csv}, {res.html}")
+
+
 @app.command("validate")
 def validate_cmd(
     model: list[str] = typer.Option(..., "--model", help="Model bundle; repeat to compare (first = reference)."),
