@@ -837,11 +837,22 @@ def predict_cmd(
         None, "--clinical-tokens", help="Tokens of `survpgc encode-clinical` (default: encoded with the bundle's)."
     ),
     device: str = typer.Option("cpu", "--device", help="Torch device."),
+    allow_other_population: bool = typer.Option(
+        False, "--allow-other-population", help="Predict a cohort of other tumour subtypes than the training one."
+    ),
 ) -> None:
     """Predict new patients with a bundle: risk, survival curve, S(1/3/5 y), risk group, modalities present."""
     from survpgc.deploy.predict import predict_to_dir
 
-    res = predict_to_dir(model, cohort, out, feature_dir=feature_dir, clinical_tokens=clinical_tokens, device=device)
+    res = predict_to_dir(
+        model,
+        cohort,
+        out,
+        feature_dir=feature_dir,
+        clinical_tokens=clinical_tokens,
+        device=device,
+        allow_other_population=allow_other_population,
+    )
     groups = res.predictions["risk_group"].value_counts().to_dict()
     typer.echo(f"{len(res.predictions)} patient(s) predicted ({groups}): {res.csv}, {res.html}")
 

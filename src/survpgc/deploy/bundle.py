@@ -396,3 +396,52 @@ def check_clinical(bundle: Bundle, tokens_manifest: Mapping[str, Any], where: st
                 f"{label} mismatch: bundle {bundle.path} expects {a!r}, {where} has {b!r}; encode the clinical "
                 "fields with the bundle's settings"
             )
+
+
+#: A prediction cohort is refused when fewer than this fraction of its cases (with a known subtype) carry a
+#: subtype the bundle's training cohort had; below 100 % the unseen subtypes are warned about.
+MIN_SEEN_SUBTYPE_FRACTION = 0.5
+
+
+def subtype_counts(cohort: Any) -> dict[str, int]:
+    """Cases per tumour subtype (the clinical ``subtype`` field), unknown values left out."""
+    cases = cohort.cases  # one row per case (indexed by case_id)
+    if "subtype" not in cases.columns:
+        return {}
+    values = cases["subtype"].dropna().astype(str).str.strip()
+    values = values[values != ""]
+    return {str(k): int(v) for k, v in values.value_counts().sort_index().items()}
+
+
+def check_population(bundle: Bundle, cohort: Any, *, allow_other: bool = False) -> None:
+    """Refuse a cohort whose tumours are not the population the bundle was trained on (by subtype).
+
+    The bundle records its training cohort's subtypes. When fewer than :data:`MIN_SEEN_SUBTYPE_FRACTION` of the
+    cohort's cases with a known subtype have one of them (e.g. a liver-cancer model asked about breast tumours),
+    the cohort is refused in one line naming both sides, unless ``allow_other``; a smaller share of unseen
+    subtypes is warned about. Bundles without the record and cohorts without subtypes are not checked.
+    """
+    trained = (bundle.manifest.get("training_cohort") or {}).get("subtypes")
+    have = subtype_counts(cohort)
+    if not trained or not have:
+        return
+    n = sum(have.values())
+    unseen = {k: v for k, v in have.items() if k not in trained}
+    n_unseen = sum(unseen.values())
+    if not unseen:
+        return
+    top = ", ".join(f"{k!r} ({v})" for k, v in sorted(unseen.items(), key=lambda kv: -kv[1])[:3])
+    if (n - n_unseen) / n < MIN_SEEN_SUBTYPE_FRACTION and not allow_other:
+        raise InputMismatchError(
+            f"population mismatch: bundle {bundle.path} was trained on subtype(s) {sorted(trained)}, cohort "
+            f"{cohort.name!r} has {n_unseen} of {n} cases of other subtypes ({top}); the model was not trained on "
+            "these tumours. Pass allow_other_population=True (--allow-other-population) to predict anyway"
+        )
+    log.warning(
+        "cohort %r: %d of %d cases have subtypes the bundle was not trained on (%s); their predictions are "
+        "extrapolations",
+        cohort.name,
+        n_unseen,
+        n,
+        top,
+    )

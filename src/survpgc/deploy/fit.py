@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from survpgc.config import RunConfig
-from survpgc.deploy.bundle import binner_to_json, member_prefix, pathology_spec, write_bundle
+from survpgc.deploy.bundle import binner_to_json, member_prefix, pathology_spec, subtype_counts, write_bundle
 from survpgc.deploy.card import render_card
 from survpgc.errors import ConfigError, InputError
 
@@ -200,6 +200,7 @@ def _summary(cohort: Any) -> dict[str, Any]:
     keep = ("name", "endpoint", "n_cases", "n_events", "censoring_rate", "time_median_months", "time_range_months",
             "n_slides", "n_omics_features", "coverage", "combinations")  # fmt: skip
     out = {k: s.get(k) for k in keep}
+    out["subtypes"] = subtype_counts(cohort)
     t, e = cohort.time, cohort.event
     out["median_followup_months"] = _reverse_km_median(t, e)
     return out

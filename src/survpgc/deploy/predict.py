@@ -39,6 +39,7 @@ from survpgc.deploy.bundle import (
     check_clinical,
     check_genes,
     check_pathology,
+    check_population,
     load_bundle,
 )
 from survpgc.errors import DataError, InputError
@@ -186,6 +187,7 @@ def predict_cohort(
     device: str = "cpu",
     clinical_tokens: str | os.PathLike[str] | None = None,
     workdir: str | os.PathLike[str] | None = None,
+    allow_other_population: bool = False,
 ) -> pd.DataFrame:
     """Predict every case of ``cohort`` (a :class:`~survpgc.data.cohort.Cohort`, survival data optional).
 
@@ -193,7 +195,9 @@ def predict_cohort(
     modalities`` (definitions in the module docstring). The inputs are checked against the bundle first
     (:class:`~survpgc.deploy.bundle.InputMismatchError`, one line naming both sides). ``clinical_tokens``: a
     folder of `survpgc encode-clinical` made with the bundle's settings, instead of encoding here; ``workdir``:
-    where clinical tokens are encoded (a temporary folder when None).
+    where clinical tokens are encoded (a temporary folder when None). A cohort of other tumour subtypes than
+    the training cohort's is refused unless ``allow_other_population``
+    (:func:`~survpgc.deploy.bundle.check_population`).
     """
     from survpgc.data.dataset import SurvivalDataset
     from survpgc.inputs import make_loader
@@ -201,6 +205,7 @@ def predict_cohort(
 
     b = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
     mods = b.modalities
+    check_population(b, cohort, allow_other=allow_other_population)
     if "pathology" in mods:
         check_pathology(b, cohort)
     missing_genes = check_genes(b, cohort.omics, cohort.name) if "genomic" in mods else []
@@ -297,6 +302,7 @@ def predict_to_dir(
     time_unit: str = "months",
     on_missing_features: str = "error",
     omics_nonfinite: str = "error",
+    allow_other_population: bool = False,
 ) -> PredictResult:
     """``survpgc predict``: open ``cohort`` (a built-in name or TCGA-layout folder; survival columns optional),
     predict with the bundle ``model``, write ``predictions.csv`` and ``predict.html`` under ``out``."""
@@ -320,7 +326,9 @@ def predict_to_dir(
         )
         if not len(c):
             raise InputError(f"cohort {cohort} has no cases")
-        df = predict_cohort(bundle, c, device=device, clinical_tokens=clinical_tokens)
+        df = predict_cohort(
+            bundle, c, device=device, clinical_tokens=clinical_tokens, allow_other_population=allow_other_population
+        )
         csv = atomic_write(root / "predictions.csv", lambda t: df.to_csv(t, index=False))
         html = atomic_write_text(root / "predict.html", render_predictions(bundle, c.name, df, csv.name))
     return PredictResult(Path(out), df, csv, html)
