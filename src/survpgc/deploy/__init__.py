@@ -7,7 +7,10 @@
 * :mod:`survpgc.deploy.predict` -- :func:`~survpgc.deploy.predict.predict_cohort` (risk, survival curve,
   S(1/3/5 y), risk group, modalities present) and :func:`~survpgc.deploy.predict.predict_to_dir` (the CSV and
   HTML of ``survpgc predict``);
-* :mod:`survpgc.deploy.card` -- the model card (Markdown) written into every bundle.
+* :mod:`survpgc.deploy.card` -- the model card (Markdown) written into every bundle;
+* :mod:`survpgc.deploy.validate` -- :func:`~survpgc.deploy.validate.validate_bundles`: external validation of
+  one or more bundles on a cohort with survival (discrimination with bootstrap CIs, KM by the training cutoff,
+  calibration at horizons and D-calibration, paired comparisons, one report).
 
 Nothing here pickles: weights are safetensors, everything else JSON or text.
 """
