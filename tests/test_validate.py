@@ -271,6 +271,14 @@ def test_cli_validate_a_real_bundle_on_another_synthetic_sample(real):
     assert len(preds) == 120 and preds["case_id"].nunique() == 60
     page = (out / "report.html").read_text()
     assert 'id="calibration"' in page and "Model cards" in page and "snn:genomic" in page
+    # the synthetic cohort's truth gives the ceiling on the same cases, beside every bundle
+    from survpgc.survival import harrell_cindex
+
+    truth = pd.read_csv(real / "ext" / "truth.csv").set_index("case_id")["true_risk"]
+    first = preds[preds["model"] == m["model"].iloc[0]]
+    expected = harrell_cindex(first["time"], first["event"], truth.loc[first["case_id"]].to_numpy())
+    assert np.allclose(m["oracle_cindex"], expected) and (m["oracle_cindex_low"] < expected).all()
+    assert "oracle" in r.output and "oracle: the true risk of this synthetic cohort" in page
 
 
 def test_a_real_bundle_on_its_own_training_cohort_is_apparent(real):

@@ -893,6 +893,10 @@ def validate_cmd(
         name = str(r["model"]) + (" (apparent: training cohort)" if bool(r["apparent"]) else "")
         t.add_row(name, num(r["n_cases"]), ci("cindex"), ci("cindex_uno"), num(r["iauc"]), num(r["ibs"]),
                   format_p_value(r["logrank_p"]), format_p_value(r["dcal_p"]))  # fmt: skip
+    if "oracle_cindex" in res.metrics.columns:
+        r0 = res.metrics.iloc[0]
+        oracle = f"{num(r0['oracle_cindex'])} [{num(r0['oracle_cindex_low'])}, {num(r0['oracle_cindex_high'])}]"
+        t.add_row("oracle (true risk)", num(r0["n_cases"]), oracle, "", "", "", "", "")
     con = Console()
     con.print(t)
     for _, r in res.comparisons.iterrows():

@@ -378,6 +378,7 @@ def validate_bundles(
     device: str = "cpu",
     predict: Callable[..., pd.DataFrame] | None = None,
     created: str | None = None,
+    oracle: Mapping[str, float] | None = None,
 ) -> ValidationResult:
     """Validate each bundle on ``cohort`` (with survival) and write the tables, plots and ``report.html``.
 
@@ -402,6 +403,10 @@ def validate_bundles(
         :func:`~survpgc.deploy.predict.predict_cohort`); for tests.
     created : str, optional
         Timestamp shown in the report (default now), for byte-identical reports.
+    oracle : mapping case id -> true risk, optional
+        For cohorts with known truth (a synthetic cohort's ``truth.csv``): the C-index of the true risk on the
+        same cases, with its bootstrap interval, is reported beside every bundle's (``oracle_cindex*`` columns and
+        a note) -- the ceiling of any model on this sample.
     """
     from survpgc.locks import output_dir
     from survpgc.report.validate import write_validation_report
@@ -443,6 +448,9 @@ def validate_bundles(
             results.append(_score_bundle(bundle, label, preds, time, event, times, n_bootstrap=int(n_bootstrap),
                                          seed=seed, cohort_summary=summary))  # fmt: skip
         metrics = pd.DataFrame([r.metrics for r in results])
+        oracle_notes: list[str] = []
+        if oracle is not None:
+            metrics, oracle_notes = _with_oracle(metrics, oracle, ids, time, event, int(n_bootstrap), seed)
         calibration = _calibration_frame(results)
         comparisons, cmp_notes = _comparisons(results, time, event, int(n_bootstrap), seed)
         predictions = pd.concat([r.predictions for r in results], ignore_index=True)
@@ -450,7 +458,7 @@ def validate_bundles(
         _write_csv(root / "calibration.csv", calibration)
         _write_csv(root / "comparisons.csv", comparisons)
         _write_csv(root / "predictions.csv", predictions)
-        notes = [f"{r.label}: {n}" for r in results for n in r.notes] + cmp_notes
+        notes = oracle_notes + [f"{r.label}: {n}" for r in results for n in r.notes] + cmp_notes
         report = write_validation_report(
             root,
             cohort_summary=summary,
@@ -467,6 +475,45 @@ def validate_bundles(
             created=created,
         )
     return ValidationResult(Path(out), results, metrics, calibration, comparisons, predictions, report, notes)
+
+
+def _with_oracle(
+    metrics: pd.DataFrame,
+    oracle: Mapping[str, float],
+    ids: list[str],
+    time: np.ndarray,
+    event: np.ndarray,
+    n: int,
+    seed: int,
+) -> tuple[pd.DataFrame, list[str]]:
+    """Add the true risk's C-index (and bootstrap interval) on the same cases to every row of ``metrics``."""
+    from survpgc.survival import harrell_cindex
+
+    missing = [i for i in ids if i not in oracle]
+    if missing:
+        raise InputError(f"the truth table lacks {len(missing)} of the cohort's cases (e.g. {missing[:3]})")
+    risk = np.array([float(oracle[i]) for i in ids], dtype=np.float64)
+    notes: list[str] = []
+    c = float(harrell_cindex(time, event, risk))
+    low, high = _harrell_bootstrap(time, event, risk, n, seed, notes)
+    out = metrics.copy()
+    out["oracle_cindex"], out["oracle_cindex_low"], out["oracle_cindex_high"] = c, low, high
+    ci = f" [{low:.3f}, {high:.3f}]" if np.isfinite(low) else ""
+    notes.insert(
+        0, f"oracle: the true risk of this synthetic cohort has C-index {c:.3f}{ci} on the same cases (the ceiling)"
+    )
+    return out, notes
+
+
+def read_truth(cohort_dir: str | os.PathLike[str]) -> dict[str, float] | None:
+    """The true risk per case of a synthetic cohort folder (``truth.csv`` from `survpgc synth`), else None."""
+    path = Path(cohort_dir) / "truth.csv"
+    if not path.is_file():
+        return None
+    truth = pd.read_csv(path)
+    if not {"case_id", "true_risk"} <= set(truth.columns):
+        return None
+    return dict(zip(truth["case_id"].astype(str), truth["true_risk"].astype(float), strict=True))
 
 
 def _load(bundle: Any) -> Any:
@@ -510,4 +557,7 @@ def validate_to_dir(
             on_missing_features=on_missing_features,
             omics_nonfinite=omics_nonfinite,
         )
-        return validate_bundles(bundles, c, out, times=times, n_bootstrap=n_bootstrap, seed=seed, device=device)
+        oracle = read_truth(cohort) if Path(cohort).is_dir() else None
+        return validate_bundles(
+            bundles, c, out, times=times, n_bootstrap=n_bootstrap, seed=seed, device=device, oracle=oracle
+        )
