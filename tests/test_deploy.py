@@ -287,3 +287,22 @@ def test_cli_train_and_predict(run_dir, data, tmp_path):
     )  # fmt: skip
     assert r.exit_code == 0, r.output
     assert (tmp_path / "p" / "predictions.csv").is_file() and (tmp_path / "p" / "predict.html").is_file()
+
+
+def test_predict_heatmaps_are_drawn_and_linked_without_changing_predictions(abmil_bundle, data, tmp_path):
+    syn, feat = data
+    out, _ = abmil_bundle
+    plain = predict_to_dir(out, syn, tmp_path / "plain", feature_dir=feat)
+    drawn = predict_to_dir(out, syn, tmp_path / "maps", feature_dir=feat, heatmaps=True, max_heatmaps=2)
+    pd.testing.assert_frame_equal(plain.predictions, drawn.predictions)  # explaining changes no prediction
+    cases = drawn.predictions["case_id"].tolist()[:2]
+    page = drawn.html.read_text()
+    assert "<th>heatmaps</th>" in page and "<th>heatmaps</th>" not in plain.html.read_text()
+    for case in cases:
+        overlays = sorted((tmp_path / "maps" / "heatmaps" / case).glob("*_relevance_overlay.png"))
+        assert len(overlays) == 1 and overlays[0].stat().st_size > 0
+        assert f'href="heatmaps/{case}/{overlays[0].name}"' in page
+        scores = pd.read_csv(next((tmp_path / "maps" / "heatmaps" / case).glob("*_scores.csv")))
+        assert np.isfinite(scores["relevance"]).all() and len(scores) > 0
+    third = drawn.predictions["case_id"].iloc[2]
+    assert not (tmp_path / "maps" / "heatmaps" / third).exists()  # --max-heatmaps 2

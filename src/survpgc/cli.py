@@ -840,6 +840,9 @@ def predict_cmd(
     allow_other_population: bool = typer.Option(
         False, "--allow-other-population", help="Predict a cohort of other tumour subtypes than the training one."
     ),
+    heatmaps: bool = typer.Option(False, "--heatmaps", help="Attention/relevance heatmaps per case, linked."),
+    slide_dir: str | None = typer.Option(None, "--slide-dir", help="Folder of slide files for the heatmaps."),
+    max_heatmaps: int | None = typer.Option(None, "--max-heatmaps", help="Heatmaps of the first N cases only."),
 ) -> None:
     """Predict new patients with a bundle: risk, survival curve, S(1/3/5 y), risk group, modalities present."""
     from survpgc.deploy.predict import predict_to_dir
@@ -852,6 +855,9 @@ def predict_cmd(
         clinical_tokens=clinical_tokens,
         device=device,
         allow_other_population=allow_other_population,
+        heatmaps=heatmaps,
+        slide_dir=slide_dir,
+        max_heatmaps=max_heatmaps,
     )
     groups = res.predictions["risk_group"].value_counts().to_dict()
     typer.echo(f"{len(res.predictions)} patient(s) predicted ({groups}): {res.csv}, {res.html}")

@@ -188,6 +188,7 @@ def predict_cohort(
     clinical_tokens: str | os.PathLike[str] | None = None,
     workdir: str | os.PathLike[str] | None = None,
     allow_other_population: bool = False,
+    explain: Any = None,
 ) -> pd.DataFrame:
     """Predict every case of ``cohort`` (a :class:`~survpgc.data.cohort.Cohort`, survival data optional).
 
@@ -197,7 +198,8 @@ def predict_cohort(
     folder of `survpgc encode-clinical` made with the bundle's settings, instead of encoding here; ``workdir``:
     where clinical tokens are encoded (a temporary folder when None). A cohort of other tumour subtypes than
     the training cohort's is refused unless ``allow_other_population``
-    (:func:`~survpgc.deploy.bundle.check_population`).
+    (:func:`~survpgc.deploy.bundle.check_population`). ``explain(model, dataset)``, when given, is called with
+    the first member's model and its dataset factory (``dataset(ids)``) while the inputs are open (heatmaps).
     """
     from survpgc.data.dataset import SurvivalDataset
     from survpgc.inputs import make_loader
@@ -227,18 +229,24 @@ def predict_cohort(
         bs = int(b.manifest.get("predict_batch_size", 8))
         for member, model in zip(b.members, models, strict=True):
             gen = _genomic_source(b, cohort, member.scaler, missing_genes) if "genomic" in mods else None
-            ds = SurvivalDataset(
-                cohort,
-                ids,
-                bins=np.zeros(len(ids), dtype=np.int64),
-                modalities=mods,
-                clinical=clin,
-                genomic=gen,
-                n_patches=None,
-                train=False,
-                cache=bool(b.manifest.get("feature_cache", False)),
-                path_dim=dims.get("path_dim") if "pathology" in mods else None,
-            )
+
+            def dataset(case_ids, gen=gen):
+                return SurvivalDataset(
+                    cohort,
+                    list(case_ids),
+                    bins=np.zeros(len(case_ids), dtype=np.int64),
+                    modalities=mods,
+                    clinical=clin,
+                    genomic=gen,
+                    n_patches=None,
+                    train=False,
+                    cache=bool(b.manifest.get("feature_cache", False)),
+                    path_dim=dims.get("path_dim") if "pathology" in mods else None,
+                )
+
+            ds = dataset(ids)
+            if explain is not None and not outputs:
+                explain(model, dataset)
             pred = predict(model, make_loader(ds, bs, False, 0, 0), device=device)
             if list(pred["case_id"]) != ids:
                 raise DataError("internal: predictions came back in another order than the cohort's cases")
@@ -303,9 +311,17 @@ def predict_to_dir(
     on_missing_features: str = "error",
     omics_nonfinite: str = "error",
     allow_other_population: bool = False,
+    heatmaps: bool = False,
+    slide_dir: str | os.PathLike[str] | None = None,
+    max_heatmaps: int | None = None,
 ) -> PredictResult:
     """``survpgc predict``: open ``cohort`` (a built-in name or TCGA-layout folder; survival columns optional),
-    predict with the bundle ``model``, write ``predictions.csv`` and ``predict.html`` under ``out``."""
+    predict with the bundle ``model``, write ``predictions.csv`` and ``predict.html`` under ``out``.
+
+    ``heatmaps``: for models that attend over patches, also draw each case's attention and relevance heatmaps
+    (``heatmaps/<case>/``; the first ``max_heatmaps`` cases with features, all when None; slide files from the
+    cohort's slide paths or ``slide_dir``), linked from ``predict.html``. An ensemble is explained by its first
+    member."""
     from survpgc.data.cohort import open_cohort
     from survpgc.files import atomic_write, atomic_write_text
     from survpgc.locks import output_dir
@@ -326,9 +342,65 @@ def predict_to_dir(
         )
         if not len(c):
             raise InputError(f"cohort {cohort} has no cases")
+        links: dict[str, list[tuple[str, str]]] = {}
+
+        def draw(model: Any, dataset: Any) -> None:
+            links.update(draw_heatmaps(bundle, c, model, dataset, root, slide_dir=slide_dir, limit=max_heatmaps))
+
         df = predict_cohort(
-            bundle, c, device=device, clinical_tokens=clinical_tokens, allow_other_population=allow_other_population
+            bundle,
+            c,
+            device=device,
+            clinical_tokens=clinical_tokens,
+            allow_other_population=allow_other_population,
+            explain=draw if heatmaps else None,
         )
         csv = atomic_write(root / "predictions.csv", lambda t: df.to_csv(t, index=False))
-        html = atomic_write_text(root / "predict.html", render_predictions(bundle, c.name, df, csv.name))
+        page = render_predictions(bundle, c.name, df, csv.name, heatmaps=links)
+        html = atomic_write_text(root / "predict.html", page)
     return PredictResult(Path(out), df, csv, html)
+
+
+def draw_heatmaps(
+    bundle: Bundle,
+    cohort: Any,
+    model: Any,
+    dataset: Any,
+    root: Path,
+    *,
+    slide_dir: str | os.PathLike[str] | None = None,
+    limit: int | None = None,
+) -> dict[str, list[tuple[str, str]]]:
+    """Heatmaps of every case with patch features (the first ``limit``) under ``root/heatmaps/<case>/``; returns
+    per case the (label, relative link) of each attention's relevance overlay, for ``predict.html``."""
+    from types import SimpleNamespace
+
+    from survpgc.errors import ConfigError
+    from survpgc.explain.attention import case_heatmaps
+    from survpgc.files import safe_name
+
+    if "pathology" not in bundle.modalities:
+        log.warning("model %s reads no pathology: no heatmaps to draw", bundle.model_id)
+        return {}
+    with_features = set(cohort.slides.dropna(subset=["feature_path"])["case_id"].astype(str))
+    cases = [c for c in cohort.case_ids if c in with_features][: limit if limit is not None else None]
+    loaded = SimpleNamespace(
+        model_id=bundle.model_id, fold=None, model=model.eval(), setup=SimpleNamespace(modalities=bundle.modalities),
+        dataset=dataset,
+    )  # fmt: skip
+    links: dict[str, list[tuple[str, str]]] = {}
+    for case_id in cases:
+        out_dir = root / "heatmaps" / safe_name(case_id)
+        try:
+            records = case_heatmaps(loaded, case_id, cohort, out_dir, title=f"{bundle.model_id} · case {case_id}",
+                                    slide_dir=slide_dir)  # fmt: skip
+        except ConfigError as exc:  # a model without attention over patches
+            log.warning("no heatmaps for %s: %s", bundle.model_id, exc)
+            return links
+        links[case_id] = [
+            (f"{rec['key']} · {e['slide_id']}", str(Path(e["relevance"]["overlay"]).relative_to(root)))
+            for rec in records
+            for e in rec["slides"]
+        ]
+    log.info("heatmaps of %d case(s) in %s", len(links), root / "heatmaps")
+    return links

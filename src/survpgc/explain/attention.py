@@ -356,13 +356,13 @@ def _resize(img: np.ndarray, size: int) -> np.ndarray:
 
 # ============================================================================ command
 def _slide_for(
-    ctx, feature_path: str, slide_override: str | None, slide_dir: str | Path | None = None
+    cohort, feature_path: str, slide_override: str | None, slide_dir: str | Path | None = None
 ) -> tuple[str, str | None]:
-    """(slide_id, slide file or None) of a feature file of the run's cohort: ``slide_override``, else
+    """(slide_id, slide file or None) of a feature file of ``cohort``: ``slide_override``, else
     ``slide_dir/<slide id>`` or ``slide_dir/<stem>.<any slide suffix>``, else the cohort's slide path."""
     from survpgc.data.slides import SLIDE_SUFFIXES, slide_stem
 
-    rows = ctx.cohort.slides
+    rows = cohort.slides
     hit = rows[rows["feature_path"].astype(str) == str(feature_path)]
     slide_id = str(hit["slide_id"].iloc[0]) if len(hit) else Path(feature_path).stem
     if slide_override:
@@ -410,23 +410,58 @@ def heatmap_for_case(
 
     ctx = ctx or RunContext(run_dir)
     k = ctx.test_fold_of(case_id) if fold is None else int(fold)
-    scores = case_patch_scores(ctx.load(model_id, k, device=device), case_id, path)
+    loaded = ctx.load(model_id, k, device=device)
     out_dir = ctx.interpret_dir / "heatmaps" / safe_name(model_id) / safe_name(case_id)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    title = f"{model_id} fold {k} · case {case_id}"
-    written: dict[str, Any] = {"case_id": case_id, "fold": k, "risk": scores.risk, "key": scores.key, "slides": []}
-    for idx, fpath in enumerate(scores.feature_files):
-        part = scores.table[scores.table["slide_index"] == idx]
-        if part.empty:
-            continue
-        slide_id, slide_file = _slide_for(ctx, fpath, slide if len(scores.feature_files) == 1 else None, slide_dir)
-        written["slides"].append(
-            _slide_heatmaps(scores, part, fpath, slide_id, slide_file, out_dir, title, top_k=top_k, max_size=max_size)
-        )
-    _write_heatmap_meta(out_dir / f"{scores.key.replace('->', '-to-')}.json", model_id, written)
+    [written] = case_heatmaps(
+        loaded, case_id, ctx.cohort, out_dir, paths=[path], title=f"{model_id} fold {k} · case {case_id}",
+        slide=slide, slide_dir=slide_dir, top_k=top_k, max_size=max_size,
+    )  # fmt: skip
     if refresh_report:
         written["report"] = rebuild_report(ctx)
     return written
+
+
+def case_heatmaps(
+    loaded,
+    case_id: str,
+    cohort,
+    out_dir: str | Path,
+    *,
+    paths: list[str | None] | None = None,
+    title: str = "",
+    slide: str | None = None,
+    slide_dir: str | Path | None = None,
+    top_k: int = 50,
+    max_size: int = 1024,
+) -> list[dict[str, Any]]:
+    """Heatmaps of one case for a trained model, wherever the model comes from (a run's fold model, a bundle).
+
+    ``loaded``: the model with ``model_id``, ``fold``, ``model``, ``setup.modalities`` and ``dataset(ids)`` (as
+    :class:`survpgc.rundir.LoadedModel`); ``cohort``: where the case's slide files are looked up; ``paths``: the
+    attentions to draw (``clinic`` / ``genomic`` / None for single-query MIL; None: every attention over patches).
+    For each attention and slide: attention and relevance overlays, figures, top-``top_k`` montages and a scores
+    CSV under ``out_dir``, plus one JSON record per attention. Returns one record per attention.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    records = []
+    for scores in case_scores_by_path(loaded, case_id, paths):
+        written: dict[str, Any] = {
+            "case_id": case_id, "fold": loaded.fold, "risk": scores.risk, "key": scores.key, "slides": []
+        }  # fmt: skip
+        for idx, fpath in enumerate(scores.feature_files):
+            part = scores.table[scores.table["slide_index"] == idx]
+            if part.empty:
+                continue
+            override = slide if len(scores.feature_files) == 1 else None
+            slide_id, slide_file = _slide_for(cohort, fpath, override, slide_dir)
+            written["slides"].append(
+                _slide_heatmaps(scores, part, fpath, slide_id, slide_file, out_dir, title, top_k=top_k,
+                                max_size=max_size)
+            )  # fmt: skip
+        _write_heatmap_meta(out_dir / f"{scores.key.replace('->', '-to-')}.json", loaded.model_id, written)
+        records.append(written)
+    return records
 
 
 def _slide_canvas(slide_obj, attrs: dict[str, Any], coords: np.ndarray, size0: int, max_size: int, slide_id: str):

@@ -11,8 +11,11 @@ __all__ = ["MAX_ROWS", "render_predictions"]
 MAX_ROWS = 500
 
 
-def render_predictions(bundle: Any, cohort_name: str, df: Any, csv_name: str) -> str:
-    """``predict.html`` for the predictions ``df`` of ``bundle`` on cohort ``cohort_name``."""
+def render_predictions(
+    bundle: Any, cohort_name: str, df: Any, csv_name: str, heatmaps: dict[str, list[tuple[str, str]]] | None = None
+) -> str:
+    """``predict.html`` for the predictions ``df`` of ``bundle`` on cohort ``cohort_name``; ``heatmaps``: per case
+    the (label, relative link) of its heatmaps, shown in a last column."""
     from survpgc import __version__
     from survpgc.report.templating import render
 
@@ -43,4 +46,5 @@ def render_predictions(bundle: Any, cohort_name: str, df: Any, csv_name: str) ->
         truncated=len(df) > MAX_ROWS,
         n_cases=len(df),
         card=bundle.card,
+        heatmaps=heatmaps or {},
     )
