@@ -205,6 +205,9 @@ class TrainConfig(_Section):
     max_grad_norm: Positive | None = Field(None, description="gradient-norm clipping; null = none")
     device: Text = Field("auto", description="torch device (auto, cpu, cuda, cuda:1, mps)")
     seed: int = Field(0, ge=0, description="seed of weight initialisation and batch order")
+    init_hazard_bias: bool = Field(
+        False, description="start the hazard head's bias at the training cases' constant (Kaplan-Meier) hazards"
+    )
 
 
 class EvalConfig(_Section):

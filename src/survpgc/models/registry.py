@@ -17,7 +17,7 @@ from survpgc.errors import ConfigError, UnknownNameError
 
 __all__ = ["ModelSpec", "create_model", "get_model_spec", "list_models", "model_accepts", "register_model"]
 
-_NOT_MODEL_MODULES = {"registry", "base", "layers"}
+_NOT_MODEL_MODULES = {"registry", "base", "layers", "heads"}
 
 #: Keyword arguments describing the inputs (feature dims, token counts). ``create_model`` passes them only
 #: to models that accept them, so one config can describe the data for every model.

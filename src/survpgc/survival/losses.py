@@ -9,7 +9,9 @@ Discrete-time model: ``h_k = sigmoid(logit_k)`` is the hazard of bin ``k``;
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
 
 from survpgc.errors import InputError, LengthMismatchError, NoEventError
 
@@ -17,6 +19,7 @@ if TYPE_CHECKING:  # torch stays a lazy import
     import torch
 
 __all__ = [
+    "constant_hazard_logits",
     "cox_ph_loss",
     "hazards_from_logits",
     "nll_survival_loss",
@@ -119,6 +122,60 @@ def nll_survival_loss(
     censored = -(1.0 - e) * log_s_y
     loss = (1.0 - alpha) * (uncensored + censored) + alpha * uncensored
     return _reduce(loss, reduction)
+
+
+def constant_hazard_logits(
+    bin_index: Any, event: Any, n_bins: int, *, alpha: float = 0.0, eps: float = 1e-4
+) -> np.ndarray:
+    """Hazard logits of the best *constant* model under :func:`nll_survival_loss` (its maximum likelihood).
+
+    The same hazards for every case: ``h_k = d_k / r_k`` with ``d_k`` the deaths in bin ``k`` and ``r_k`` the
+    cases at risk in bin ``k`` -- those whose bin is ``>= k`` (an event in bin ``y`` survived the bins before
+    ``y`` and died in ``y``; a censored case in bin ``y`` survived bins ``0..y``). With ``alpha`` > 0 a censored
+    case counts ``1 - alpha`` in ``r_k``, as in the loss. ``h_k`` is clipped to ``[eps, 1 - eps]`` (a bin
+    without deaths, or with no survivor, keeps a finite logit); a bin nobody reaches (``r_k = 0``) gets
+    logit 0 (hazard 0.5, the loss does not depend on it). Kaplan-Meier at the bin ends is ``cumprod(1 - h)``.
+
+    Parameters
+    ----------
+    bin_index
+        Shape (n,), integer bin of each case in ``0 .. n_bins-1`` (from :class:`~survpgc.survival.TimeBinner`).
+    event
+        Shape (n,), bool or 0/1; True = death observed.
+    n_bins
+        Number of bins (the model's output size).
+    alpha, eps
+        The loss's ``alpha`` in [0, 1]; the clip, in (0, 0.5).
+
+    Returns
+    -------
+    numpy.ndarray, shape (n_bins,), float64: ``log(h_k / (1 - h_k))``.
+    """
+    if not isinstance(n_bins, (int, np.integer)) or isinstance(n_bins, bool) or n_bins < 1:
+        raise InputError(f"`n_bins` must be a positive integer, got {n_bins!r}")
+    y = np.asarray(bin_index).reshape(-1)
+    e = np.asarray(event).reshape(-1)
+    if y.shape[0] != e.shape[0]:
+        raise LengthMismatchError(f"`bin_index` has {y.shape[0]} cases but `event` has {e.shape[0]}")
+    if y.size == 0:
+        raise InputError("constant_hazard_logits needs at least one case, got none")
+    if y.dtype.kind not in "iu":
+        raise InputError(f"`bin_index` must hold integer bin labels, got dtype {y.dtype}")
+    if int(y.min()) < 0 or int(y.max()) >= n_bins:
+        raise InputError(f"`bin_index` values must lie in [0, {n_bins - 1}], got {int(y.min())}..{int(y.max())}")
+    if e.dtype != bool and not np.isin(e, (0, 1)).all():
+        raise InputError("`event` must be bool or 0/1 (True = death observed)")
+    if not 0.0 <= float(alpha) <= 1.0:
+        raise InputError(f"`alpha` must lie in [0, 1], got {alpha}")
+    if not 0.0 < float(eps) < 0.5:
+        raise InputError(f"`eps` must lie in (0, 0.5), got {eps}")
+    e = e.astype(bool)
+    weight = np.where(e, 1.0, 1.0 - float(alpha))
+    deaths = np.bincount(y[e], minlength=n_bins).astype(np.float64)
+    at_risk = np.cumsum(np.bincount(y, weights=weight, minlength=n_bins)[::-1])[::-1]  # sum over bins >= k
+    h = np.divide(deaths, at_risk, out=np.full(n_bins, 0.5), where=at_risk > 0)
+    h = np.clip(h, eps, 1.0 - eps)
+    return np.log(h) - np.log1p(-h)
 
 
 def cox_ph_loss(

@@ -4,6 +4,11 @@ The reference implementation's recipe is the default: RAdam (lr 5e-4, weight dec
 one warm-up epoch, 20 epochs, batch size 1, discrete-time NLL (alpha 0), and selection of the epoch with the
 best validation C-index among epochs 10-20 (ties go to the later epoch). Mixed precision (bf16 autocast) is
 an option; the loss and everything after the logits run in float32.
+
+``train.init_hazard_bias`` (off by default) starts the hazard head's bias at the maximum-likelihood constant
+hazards of the training cases (:func:`survpgc.survival.losses.constant_hazard_logits`): from the default
+hazard 0.5 per bin, an Adam-type optimiser at lr 5e-4 moves a bias by about lr per step, so a short run learns
+which cases are worse but not the baseline, and its survival curves are far below Kaplan-Meier.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from survpgc.devices import is_distributed, resolve_device, to_device
 from survpgc.errors import ConfigError
 from survpgc.survival.losses import nll_survival_loss
 
-__all__ = ["FitResult", "bf16_supported", "fit", "predict"]
+__all__ = ["FitResult", "bf16_supported", "fit", "init_hazard_bias", "predict", "training_targets"]
 
 log = logging.getLogger(__name__)
 
@@ -221,6 +226,42 @@ class _EpochSelection:
         return self.best[1], f"best validation C-index in epochs {self.window_start}-{epochs}", self.state
 
 
+def training_targets(loader: Iterable[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+    """``(bin (n,) int64, event (n,) bool)`` of every case of a training loader's dataset, in dataset order.
+
+    The dataset's ``targets`` (a pair of arrays) where it has them; otherwise its items are read once, in this
+    process, without the loader (its shuffling generator and the global RNG are left untouched).
+    """
+    ds = getattr(loader, "dataset", loader)
+    targets = getattr(ds, "targets", None)
+    if targets is not None:
+        bins, events = targets
+        return np.asarray(bins, dtype=np.int64), np.asarray(events, dtype=bool)
+    bins, events = [], []
+    for i in range(len(ds)):
+        item = ds[i]
+        bins.append(int(item["bin"]))
+        events.append(bool(item["event"]))
+    return np.asarray(bins, dtype=np.int64), np.asarray(events, dtype=bool)
+
+
+def init_hazard_bias(model: torch.nn.Module, bins: Any, events: Any, *, alpha: float = 0.0) -> np.ndarray:
+    """Set the bias of ``model``'s hazard head(s) (:func:`survpgc.models.heads.hazard_heads`) to the training
+    cases' maximum-likelihood constant hazard logits; returns those logits (n_bins,)."""
+    from survpgc.models.heads import set_hazard_bias
+    from survpgc.survival.losses import constant_hazard_logits
+
+    logits = constant_hazard_logits(bins, events, model.n_bins, alpha=alpha)
+    names = set_hazard_bias(model, logits)
+    log.info(
+        "train.init_hazard_bias: %s bias set to the constant hazards %s of %d training cases",
+        ", ".join(names),
+        np.array2string(1.0 / (1.0 + np.exp(-logits)), precision=4),
+        len(np.asarray(bins)),
+    )
+    return logits
+
+
 def fit(
     model: torch.nn.Module,
     train_loader: Iterable[dict[str, Any]],
@@ -234,7 +275,8 @@ def fit(
     Selection: the epoch (1-based) with the highest validation Harrell C-index among epochs
     ``select_from_epoch .. epochs`` (clamped to the run's length), ties to the later epoch; with no
     validation loader (protocol ``last-epoch``) or no usable validation C-index, the last epoch. The model
-    is left holding the selected weights.
+    is left holding the selected weights. With ``cfg.init_hazard_bias`` the hazard head's bias first takes the
+    constant hazards of the training loader's cases (:func:`init_hazard_bias`; ``extra["prior_logits"]``).
     """
     from survpgc.train._alloc import keep_large_allocations
 
@@ -242,6 +284,9 @@ def fit(
     device = resolve_device(cfg.device)
     model.to(device)
     autocast = _autocast_dtype(cfg, device, model)
+    extra: dict[str, Any] = {}
+    if cfg.init_hazard_bias:  # before the seed: reading the targets must not shift the training's RNG
+        extra["prior_logits"] = init_hazard_bias(model, *training_targets(train_loader), alpha=cfg.alpha).tolist()
     torch.manual_seed(cfg.seed)
     train_model = _distributed(model, device)
     opt = _make_optimizer(model, cfg)
@@ -269,4 +314,5 @@ def fit(
         seconds=time.perf_counter() - t0,
         precision="bf16" if autocast else "fp32",
         selection=how,
+        extra=extra,
     )
