@@ -209,6 +209,30 @@ def test_fit_starts_from_the_constant_hazards_only_when_asked():
             assert np.abs(got - prior).max() > 0.5 and "prior_logits" not in res.extra
 
 
+class _WithTargets(_Items):
+    targets = (np.array([0, 2]), np.array([1, 0]))
+
+    def __getitem__(self, i):
+        raise AssertionError("training_targets read an item although the dataset has `targets`")
+
+
+class _Cached(_Items):
+    cache_size = 0
+    cleared = 0
+
+    def clear_cache(self):
+        self.cleared += 1
+
+
+def test_training_targets_prefers_the_dataset_targets_and_leaves_no_cache():
+    bins, events = training_targets(torch.utils.data.DataLoader(_WithTargets([0, 0], [0, 0], None)))
+    np.testing.assert_array_equal(bins, [0, 2])
+    np.testing.assert_array_equal(events, [True, False])
+    ds = _Cached(np.array([1, 3]), np.array([True, False]), torch.randn(2, DIMS["gen_dim"]))
+    np.testing.assert_array_equal(training_targets(ds)[0], [1, 3])
+    assert ds.cleared == 1
+
+
 def test_init_hazard_bias_uses_the_loss_alpha():
     bins, events = np.array([0, 0, 1, 1, 2, 3]), np.array([True, False, True, False, False, True])
     model = create_model("snn", modality="genomic", **DIMS)
