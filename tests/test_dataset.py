@@ -523,3 +523,21 @@ def test_read_feature_attrs_equals_the_full_read(tmp_path):
     (tmp_path / "bad.h5").write_bytes(b"not hdf5")
     with pytest.raises(DataError, match=r"bad\.h5"):
         read_feature_attrs(tmp_path / "bad.h5")
+
+
+def test_targets_give_bins_and_events_without_reading_items():
+    """``SurvivalDataset.targets`` equals what the items carry (used to initialise the hazard bias)."""
+    from survpgc.data.cohort import open_cohort
+    from survpgc.data.dataset import SurvivalDataset
+
+    cohort = open_cohort("tcga-lihc")
+    ids = cohort.case_ids[:12]
+    from survpgc.data.tokens import OmicsVectorTokens
+
+    omics = OmicsVectorTokens(cohort.omics)
+    ds = SurvivalDataset(cohort, ids, bins=np.arange(12) % 4, modalities=("genomic",), genomic=omics)
+    bins, events = ds.targets
+    assert bins.dtype == np.int64 and events.dtype == bool and len(bins) == len(events) == 12
+    np.testing.assert_array_equal(bins, np.arange(12) % 4)
+    np.testing.assert_array_equal(events, cohort.event[:12].astype(bool))
+    np.testing.assert_array_equal(events, [bool(SurvivalDataset.__getitem__(ds, i)["event"]) for i in range(12)])

@@ -314,6 +314,11 @@ class SurvivalDataset(Dataset):
     def __len__(self) -> int:
         return len(self.case_ids)
 
+    @property
+    def targets(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(bin (n,) int64, event (n,) bool)`` of every case, in dataset order, without reading any bag."""
+        return self._bins.astype(np.int64, copy=True), self._event.copy()
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         if isinstance(index, (np.integer, torch.Tensor)):
             index = int(index)

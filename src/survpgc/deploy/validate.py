@@ -302,7 +302,9 @@ def _score_bundle(
         if not (t < time.max()):
             notes.append(f"calibration at {t:g} months skipped: beyond the follow-up (last time {time.max():.1f})")
             continue
-        pred_t = step_survival(edges, surv, [t])[:, 0]
+        # constant hazard within a bin (as D-calibration): the step reading would give S at the end of the
+        # previous bin, biasing O/E upward mid-bin (a constant Kaplan-Meier predictor got O/E 2.0 at 12 months)
+        pred_t = survival_at(edges, surv, np.array([t]))[:, 0]
         res = calibration_at(time, event, pred_t, t)
         notes += [f"calibration at {t:g} months: {n}" for n in res.notes]
         cal.append(res)
