@@ -298,6 +298,34 @@ class PredictResult:
         self.out, self.predictions, self.csv, self.html = out, predictions, csv, html
 
 
+def open_cohort_for(
+    bundles: list[Bundle],
+    cohort: str | os.PathLike[str],
+    *,
+    feature_dir: str | os.PathLike[str] | None = None,
+    endpoint: str = "os",
+    time_unit: str = "months",
+    on_missing_features: str = "error",
+    omics_nonfinite: str = "error",
+    survival: str = "required",
+) -> Any:
+    """Open the cohort ``survpgc predict`` / ``validate`` apply ``bundles`` to (a built-in name or TCGA-layout
+    folder), warning when a bundle reads pathology and no feature folder is given."""
+    from survpgc.data.cohort import open_cohort
+
+    if any("pathology" in b.modalities for b in bundles) and feature_dir is None:
+        log.warning("no --feature-dir: every case is predicted without pathology")
+    return open_cohort(
+        cohort,
+        endpoint=endpoint,
+        feature_dir=feature_dir,
+        time_unit=time_unit,
+        on_missing_features=on_missing_features,
+        omics_nonfinite=omics_nonfinite,
+        survival=survival,
+    )
+
+
 def predict_to_dir(
     model: str | os.PathLike[str],
     cohort: str | os.PathLike[str],
@@ -322,19 +350,17 @@ def predict_to_dir(
     (``heatmaps/<case>/``; the first ``max_heatmaps`` cases with features, all when None; slide files from the
     cohort's slide paths or ``slide_dir``), linked from ``predict.html``. An ensemble is explained by its first
     member."""
-    from survpgc.data.cohort import open_cohort
     from survpgc.files import atomic_write, atomic_write_text
     from survpgc.locks import output_dir
     from survpgc.report.predict import render_predictions
 
     with output_dir(out) as root:
         bundle = load_bundle(model)
-        if "pathology" in bundle.modalities and feature_dir is None:
-            log.warning("no --feature-dir: every case is predicted without pathology")
-        c = open_cohort(
+        c = open_cohort_for(
+            [bundle],
             cohort,
-            endpoint=endpoint,
             feature_dir=feature_dir,
+            endpoint=endpoint,
             time_unit=time_unit,
             on_missing_features=on_missing_features,
             omics_nonfinite=omics_nonfinite,

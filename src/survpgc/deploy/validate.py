@@ -543,18 +543,17 @@ def validate_to_dir(
 ) -> ValidationResult:
     """``survpgc validate``: load the bundles, open ``cohort`` (a built-in name or TCGA-layout folder, with
     survival), and :func:`validate_bundles` into ``out``."""
-    from survpgc.data.cohort import open_cohort
     from survpgc.deploy.bundle import load_bundle
+    from survpgc.deploy.predict import open_cohort_for
     from survpgc.locks import output_dir
 
     with output_dir(out):
         bundles = [load_bundle(m) for m in models]
-        if any("pathology" in b.modalities for b in bundles) and feature_dir is None:
-            log.warning("no --feature-dir: every case is predicted without pathology")
-        c = open_cohort(
+        c = open_cohort_for(
+            bundles,
             cohort,
-            endpoint=endpoint,
             feature_dir=feature_dir,
+            endpoint=endpoint,
             time_unit=time_unit,
             on_missing_features=on_missing_features,
             omics_nonfinite=omics_nonfinite,
