@@ -58,3 +58,12 @@ def test_atomic_write_respects_the_umask(tmp_path):
         assert stat.S_IMODE(q.stat().st_mode) == 0o600
     finally:
         os.umask(old)
+
+
+def test_same_setting_rules():
+    from survpgc.files import same_setting
+
+    assert same_setting(20.0, 20) and same_setting(0.5, 0.5 + 1e-9) and not same_setting(0.5, 0.25)
+    assert same_setting([0.485, 0.456], (0.485, 0.456)) and not same_setting([1, 2], [1, 2, 3])
+    assert not same_setting(True, 1) and not same_setting(1, True) and same_setting(False, False)
+    assert same_setting("uni", "uni") and not same_setting("uni", "conch") and not same_setting(None, 0)

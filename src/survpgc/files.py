@@ -8,12 +8,13 @@ an ordinary ``open(path, "w")`` would give it (0666 minus the umask), not the te
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "safe_name", "umask"]
+__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "safe_name", "same_setting", "umask"]
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], object]) -> Path:
@@ -58,3 +59,18 @@ def safe_name(name: str) -> str:
     refuses model ids that would collide under it.
     """
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
+
+
+def same_setting(a: object, b: object) -> bool:
+    """Whether two recorded settings are the same (feature-file attributes, folder records, bundle specs).
+
+    Numbers compare with a relative tolerance of 1e-6 (a magnification read back from HDF5 or JSON), booleans
+    only with booleans, lists and tuples element by element; anything else with ``==``.
+    """
+    if isinstance(a, bool) or isinstance(b, bool):
+        return isinstance(a, bool) and isinstance(b, bool) and a == b
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        return math.isclose(float(a), float(b), rel_tol=1e-6, abs_tol=1e-9)
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        return len(a) == len(b) and all(same_setting(x, y) for x, y in zip(a, b, strict=True))
+    return a == b

@@ -17,7 +17,6 @@ magnification), so a bad or odd file is named at once rather than after hours of
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ import numpy as np
 from survpgc.config import ModelEntry, RunConfig
 from survpgc.devices import barrier, is_distributed, is_main_process
 from survpgc.errors import ConfigError, DataError
+from survpgc.files import same_setting
 
 __all__ = ["FEATURE_SETTINGS", "FoldSetup", "RunInputs", "fold_setup", "make_loader", "model_modalities"]
 
@@ -191,14 +191,6 @@ class RunInputs:
             check_feature_files([Path(p) for p in self.cohort.slides["feature_path"].dropna()])
 
 
-def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, int | float) and isinstance(b, int | float) and not isinstance(a, bool | str):
-        return math.isclose(float(a), float(b), rel_tol=1e-6, abs_tol=1e-9)
-    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
-    return a == b
-
-
 def check_feature_files(paths: list[Path]) -> None:
     """Open every feature file (header and shape only for HDF5) and check that all agree on the feature dim and
     on each setting of :data:`FEATURE_SETTINGS` that both files record.
@@ -220,7 +212,7 @@ def check_feature_files(paths: list[Path]) -> None:
                 first[key] = (value, path)
                 continue
             seen, where = first[key]
-            if not _same(seen, value):
+            if not same_setting(seen, value):
                 raise DataError(
                     f"feature files disagree on {key}: {where} has {seen!r}, {path} has {value!r}; all slides of "
                     "a run must be extracted with the same settings (re-extract the odd files, or point "

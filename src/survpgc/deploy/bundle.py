@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from survpgc.errors import DataError, InputError
+from survpgc.files import same_setting
 
 __all__ = [
     "CARD_NAME",
@@ -280,19 +281,6 @@ def load_bundle(path: str | os.PathLike[str]) -> Bundle:
 
 
 # ------------------------------------------------------------------------------------------------ checks
-def _same(a: Any, b: Any) -> bool:
-    if (
-        isinstance(a, int | float)
-        and isinstance(b, int | float)
-        and not isinstance(a, bool)
-        and not isinstance(b, bool)
-    ):
-        return math.isclose(float(a), float(b), rel_tol=1e-6, abs_tol=1e-9)
-    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
-    return a == b
-
-
 def pathology_spec(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The :data:`PATHOLOGY_KEYS` a feature file records (``dim`` from its shape)."""
     from survpgc.data.features import feature_file_shape, read_feature_attrs
@@ -329,7 +317,7 @@ def check_pathology(bundle: Bundle, cohort: Any) -> None:
         if key not in got:
             log.warning("%s records no %s; the bundle expects %r (not checked)", files[0], key, want[key])
             continue
-        if not _same(want[key], got[key]):
+        if not same_setting(want[key], got[key]):
             raise InputMismatchError(
                 f"{labels.get(key, key)} mismatch: bundle {bundle.path} expects {want[key]!r}, the feature files of "
                 f"cohort {cohort.name!r} have {got[key]!r} (e.g. {files[0]}); extract features with the bundle's "

@@ -29,7 +29,7 @@ import pandas as pd
 
 from survpgc.errors import ConfigError, DataError
 from survpgc.faults import fault_point
-from survpgc.files import atomic_write, atomic_write_text
+from survpgc.files import atomic_write, atomic_write_text, same_setting
 from survpgc.locks import folder_lock, sweep_temporaries
 
 __all__ = [
@@ -69,14 +69,6 @@ def read_settings(folder: Path, name: str) -> dict[str, Any] | None:
     return data
 
 
-def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, bool) or isinstance(b, bool):
-        return bool(a) == bool(b) if isinstance(a, bool) and isinstance(b, bool) else False
-    if isinstance(a, int | float) and isinstance(b, int | float):
-        return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
-    return a == b
-
-
 def _conflicts(folder: Mapping[str, Any], requested: Mapping[str, Any]) -> list[str]:
     out = []
     for key, value in requested.items():
@@ -85,7 +77,7 @@ def _conflicts(folder: Mapping[str, Any], requested: Mapping[str, Any]) -> list[
         have = folder.get(key)
         if have is None:  # not known for the folder (older record, or unknown before the encoder loaded)
             continue
-        if not _same(have, value):
+        if not same_setting(have, value):
             out.append(f"{key}: folder {have!r} vs requested {value!r}")
     return out
 
