@@ -15,10 +15,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from survpgc.deploy.validate import apparent_check, step_survival, uno_on_resamples, validate_bundles
+from survpgc.deploy.validate import apparent_check, step_survival, validate_bundles
 from survpgc.errors import InputError, SurvpgcError
 from survpgc.survival.metrics import uno_cindex
-from survpgc.survival.stats import bootstrap_indices
+from survpgc.survival.stats import bootstrap_indices, uno_on_resamples
 
 EDGES = np.array([0.0, 12.0, 36.0, 60.0, np.inf])
 

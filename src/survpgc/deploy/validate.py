@@ -49,6 +49,7 @@ import numpy as np
 import pandas as pd
 
 from survpgc.errors import InputError, SurvpgcError
+from survpgc.survival.stats import uno_on_resamples
 
 __all__ = [
     "DEFAULT_TIMES",
@@ -56,7 +57,6 @@ __all__ = [
     "ValidationResult",
     "apparent_check",
     "step_survival",
-    "uno_on_resamples",
     "validate_bundles",
     "validate_to_dir",
 ]
@@ -167,56 +167,10 @@ def _surv_matrix(preds: pd.DataFrame, n_bins: int, label: str) -> np.ndarray:
     return preds[cols].to_numpy(dtype=np.float64)
 
 
-def uno_on_resamples(time: np.ndarray, event: np.ndarray, risk: np.ndarray, indices: np.ndarray) -> np.ndarray:
-    """Uno's C on each bootstrap resample (rows of ``indices``), the censoring distribution re-estimated on each
-    resample (the resample is its own "training" set); NaN where a resample has no comparable pair.
-
-    Vectorised; equal to :func:`survpgc.survival.metrics.uno_cindex` ``(t, e, t, e, r)`` with ``tau=None`` on
-    every resample (``t, e, r = time[idx], event[idx], risk[idx]``; checked in the tests): the censoring
-    Kaplan-Meier with deaths before censorings at a tied time, ``G`` evaluated at each death's own time, weights
-    ``1 / G(t_i)^2``, anchors before the truncation time (``max(t)``, inclusive when no case is censored there),
-    Harrell's comparable pairs and ties within :data:`~survpgc.survival.metrics.TIED_RISK_TOL`.
-    """
-    from survpgc.survival.metrics import TIED_RISK_TOL
-
-    n = time.shape[0]
-    b_count = indices.shape[0]
-    counts = np.zeros((b_count, n))
-    np.add.at(counts, (np.repeat(np.arange(b_count), indices.shape[1]), indices.ravel()), 1.0)
-    u, inv = np.unique(time, return_inverse=True)
-    m = u.shape[0]
-    onehot = np.zeros((n, m))
-    onehot[np.arange(n), inv] = 1.0
-    deaths = counts @ (onehot * event[:, None])
-    censored = counts @ (onehot * ~event[:, None])
-    at_risk = np.cumsum((deaths + censored)[:, ::-1], axis=1)[:, ::-1]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        factor = np.where(at_risk - deaths > 0, 1.0 - censored / (at_risk - deaths), 1.0)
-    g = np.cumprod(factor, axis=1)  # censoring KM at each unique time, per resample
-    present = counts > 0
-    t_max = np.where(present, time[None, :], -np.inf).max(axis=1)
-    censored_at_max = (present & ~event[None, :] & (time[None, :] == t_max[:, None])).any(axis=1)
-    anchors = np.flatnonzero(event)
-    ta = time[anchors]
-    usable = np.where(censored_at_max[:, None], ta[None, :] < t_max[:, None], ta[None, :] <= t_max[:, None])
-    g_a = g[:, inv[anchors]]
-    with np.errstate(divide="ignore"):
-        w = np.where(usable & (g_a > 0), 1.0 / np.square(g_a), 0.0) * counts[:, anchors]
-    comp = (ta[:, None] < time[None, :]) | ((ta[:, None] == time[None, :]) & ~event[None, :])
-    diff = risk[anchors][:, None] - risk[None, :]
-    score = np.where(np.abs(diff) <= TIED_RISK_TOL, 0.5, (diff > 0).astype(np.float64)) * comp
-    num = np.einsum("ba,ba->b", w, counts @ score.T)
-    den = np.einsum("ba,ba->b", w, counts @ comp.astype(np.float64).T)
-    out = np.full(b_count, np.nan)
-    ok = den > 0
-    out[ok] = num[ok] / den[ok]
-    return out
-
-
 def _uno_bootstrap(time: np.ndarray, event: np.ndarray, risk: np.ndarray, n: int, seed: int) -> tuple[float, float]:
-    """Percentile 95 % interval of Uno's C over case resamples (:func:`uno_on_resamples`, the resamples of
-    :func:`~survpgc.survival.stats.bootstrap_indices` with ``seed``); resamples where it is undefined are
-    skipped; NaNs when more than half are."""
+    """Percentile 95 % interval of Uno's C over case resamples (:func:`~survpgc.survival.stats.uno_on_resamples`
+    on the resamples of :func:`~survpgc.survival.stats.bootstrap_indices` with ``seed``); resamples where it is
+    undefined are skipped; NaNs when more than half are."""
     from survpgc.survival.stats import bootstrap_indices
 
     if n <= 0:
