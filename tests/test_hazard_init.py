@@ -22,7 +22,7 @@ DIMS = {"path_dim": 24, "clin_dim": 16, "gen_dim": 20}
 
 # ------------------------------------------------------------------------------------------------ closed form
 def _numerical_optimum(y, e, n_bins, alpha):
-    """The best constant logits found by LBFGS on the loss itself (float64), as /tmp/lossfit.py did with Adam."""
+    """The best constant logits found by LBFGS on the loss itself (float64), the closed form must reach."""
     yt, et = torch.as_tensor(y), torch.as_tensor(e)
     theta = torch.zeros(n_bins, dtype=torch.float64, requires_grad=True)
     opt = torch.optim.LBFGS(
