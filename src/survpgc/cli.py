@@ -211,13 +211,49 @@ def synth(
     seed: int = typer.Option(0, help="Same seed, byte-identical files."),
     width: int = typer.Option(3072, help="Level-0 slide width in pixels."),
     height: int = typer.Option(2048, help="Level-0 slide height in pixels."),
+    censoring: str = typer.Option(
+        "0.6,0.8",
+        help="Censoring: a target rate (0.7: the attainable rate closest to it, within 0.65-0.75) or a range "
+        "LO,HI (the realised rate is the attainable one closest to its middle).",
+    ),
+    planted_fraction: str = typer.Option(
+        "0.08,0.65",
+        "--planted-fraction",
+        help="LO,HI range of the uniform tumour-texture target fraction of each slide's tissue (the texture "
+        "score is standardised with this range).",
+    ),
+    signal: str = typer.Option(
+        "pathology=1,clinical=1,genomic=1",
+        help="Multipliers of the true-risk coefficients per modality: pathology (texture), clinical (stage, "
+        "age), genomic (pathway); a modality not named keeps 1, 0 removes its signal.",
+    ),
+    omics_noise: float = typer.Option(
+        1.0,
+        "--omics-noise",
+        help="Multiplier of the pathway genes' expression noise around their pathway activity (larger hides "
+        "the genomic signal; 1 = unit-variance genes).",
+    ),
+    frailty_sd: float = typer.Option(
+        0.0,
+        "--frailty-sd",
+        help="Sd of an unobserved frailty added to the log hazard, carried by no modality (the oracle stays "
+        "the C-index of the true risk; 0 = none).",
+    ),
     no_slides: bool = typer.Option(False, "--no-slides", help="Write tables and masks only (fast)."),
     overwrite: bool = typer.Option(False, help="Replace a non-empty --out folder."),
 ) -> None:
     """Write a synthetic tri-modal cohort with known ground truth (slides, clinical, omics, survival)."""
     from survpgc.locks import output_dir
     from survpgc.synth import generate_synthetic_cohort
+    from survpgc.synth.options import parse_numbers, parse_signal
 
+    knobs = {
+        "censoring": parse_numbers(censoring, "--censoring"),
+        "planted_fraction": parse_numbers(planted_fraction, "--planted-fraction", single=False),
+        "signal": parse_signal(signal, "--signal"),
+        "omics_noise": omics_noise,
+        "frailty_sd": frailty_sd,
+    }
     with output_dir(out):
         res = generate_synthetic_cohort(
             out,
@@ -226,10 +262,12 @@ def synth(
             slide_size=(width, height),
             render_slides=not no_slides,
             overwrite=overwrite,
+            **knobs,
         )
+    full = "" if res.cindex_log_hazard is None else f"; of the full log hazard with frailty {res.cindex_log_hazard:.3f}"
     typer.echo(
         f"wrote {res.n_patients} patients to {res.out_dir} in {res.seconds:.1f} s: "
-        f"censoring {res.censoring_rate:.0%}, C-index of the true risk {res.cindex_true:.3f} (oracle ceiling)"
+        f"censoring {res.censoring_rate:.0%}, C-index of the true risk {res.cindex_true:.3f} (oracle ceiling){full}"
     )
 
 

@@ -11,11 +11,15 @@ the same loader (:func:`survpgc.data.cohort.load_tcga`) reads it::
       masks/<stem>.png          tumour-texture mask, uint8 0/255, level-0 size / ``MASK_DOWNSAMPLE``
       masks/<stem>_labels.png   texture label map (codes in ``CLASS_CODES``), same size
       truth.csv           per case: true risk, its components, latent event and censoring times
-      truth.json          coefficients, oracle C-index, censoring rate, slide/mask geometry, pathways
+                          (and, with a frailty, the frailty and the full log hazard)
+      truth.json          coefficients, oracle C-index, censoring rate, slide/mask geometry, pathways,
+                          the generator's knobs (``settings``: value, default and meaning of each)
 
 The ground truth is described in :mod:`survpgc.synth.truth`.  Everything is derived from ``seed`` through
 separate random streams (:mod:`survpgc.synth.streams`): the same seed gives byte-identical files, a
-different seed different data.
+different seed different data.  The knobs (censoring, slide size, planted-texture fraction, signal per
+modality, expression noise, frailty) change only what they name; at their defaults the cohort is the one
+generator version 1 always wrote (truth.json gains only its ``settings`` section).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,14 +42,16 @@ import pandas as pd
 from survpgc.data.slides import slide_stem
 from survpgc.errors import InputError
 from survpgc.synth.omics import PATHWAYS, Omics, draw_omics, omics_json, write_omics
-from survpgc.synth.options import SynthOptions, check_options
+from survpgc.synth.options import CENSORING_DEFAULT, SynthOptions, check_options, settings_json
 from survpgc.synth.patients import ONCOTREE, Patients, clinical_json, draw_patients
 from survpgc.synth.render import layout, masks_json, render_he, tumour_fraction, tumour_mask, write_png
 from survpgc.synth.slides import slides_json, write_slide
-from survpgc.synth.streams import CLINICAL, OMICS, SLIDES, SURVIVAL, stream
+from survpgc.synth.streams import CLINICAL, FRAILTY, OMICS, SLIDES, SURVIVAL, stream
 from survpgc.synth.truth import (
+    TEX_RANGE,
     Survival,
     censoring_json,
+    coefficients,
     draw_survival,
     model_json,
     oracle_cindex,
@@ -94,6 +101,8 @@ class SynthResult:
     slide_paths: tuple[Path, ...]
     mask_paths: tuple[Path, ...]
     seconds: float
+    #: Harrell's C of the full log hazard (true risk + frailty); None without a frailty (it equals cindex_true)
+    cindex_log_hazard: float | None = None
 
 
 @dataclass(frozen=True)
@@ -101,6 +110,7 @@ class _Generated:
     cindex_true: float
     censoring_rate: float
     slide_ids: list[str]
+    cindex_log_hazard: float | None = None
 
 
 # ============================================================================================ public API
@@ -110,7 +120,11 @@ def generate_synthetic_cohort(
     seed: int = 0,
     *,
     slide_size: tuple[int, int] = (3072, 2048),
-    censoring: tuple[float, float] = (0.6, 0.8),
+    censoring: float | tuple[float, float] = CENSORING_DEFAULT,
+    planted_fraction: tuple[float, float] = TEX_RANGE,
+    signal: Mapping[str, float] | None = None,
+    omics_noise: float = 1.0,
+    frailty_sd: float = 0.0,
     omics_missing: float = 0.1,
     race_missing: float = 0.06,
     stage_missing: float = 0.07,
@@ -131,8 +145,20 @@ def generate_synthetic_cohort(
         seed: non-negative integer; the same seed gives byte-identical files.
         slide_size: level-0 ``(width, height)`` in pixels; both multiples of ``tile_size`` and of
             ``level_downsample ** (n_levels - 1)`` and of :data:`~survpgc.synth.render.MASK_DOWNSAMPLE`.
-        censoring: ``(low, high)`` range of the realised censoring rate; the censoring scale is chosen so
-            that the rate is the attainable value closest to the middle of the range.
+        censoring: ``(low, high)`` range of the realised censoring rate (default ``(0.6, 0.8)``); the censoring
+            scale is chosen so that the rate is the attainable value closest to the middle of the range.  A
+            single rate ``r`` asks for ``(r - 0.05, r + 0.05)`` (narrower near 0 and 1, keeping ``r`` the middle).
+        planted_fraction: ``(low, high)`` range of the uniform target fraction of each slide's tissue given
+            the tumour texture (default ``(0.08, 0.65)``); ``texture_score`` is standardised with the mean and
+            sd of this range.
+        signal: multipliers of the true-risk coefficients per modality, keys ``pathology`` (texture),
+            ``clinical`` (stage and age) and ``genomic`` (pathway); a modality not named keeps 1, 0 removes
+            its signal (default: all 1).
+        omics_noise: multiplier of every pathway gene's expression noise around its pathway activity (default
+            1: unit-variance genes); larger hides the genomic signal in noise.
+        frailty_sd: sd of an unobserved frailty added to the log hazard (default 0: none); no modality
+            carries it, so it lowers what any model (and the true risk) can reach.  ``cindex_true`` stays
+            Harrell's C of the true risk; truth.json adds ``cindex_log_hazard`` (of the full log hazard).
         omics_missing, race_missing, stage_missing: fractions of cases without an omics row / with an
             empty race / stage cell (at least one case each when the fraction is > 0).
         n_levels, level_downsample, tile_size, jpeg_quality: pyramid geometry and JPEG quality.
@@ -165,6 +191,10 @@ def generate_synthetic_cohort(
         mpp=mpp,
         objective_power=objective_power,
         render_slides=render_slides,
+        planted_fraction=planted_fraction,
+        signal=signal,
+        omics_noise=omics_noise,
+        frailty_sd=frailty_sd,
     )
     _check_out_dir(out, overwrite)
     gen = _generate_atomically(out, opts)
@@ -220,6 +250,7 @@ def _result(out: Path, opts: SynthOptions, gen: _Generated, seconds: float) -> S
         slide_paths=tuple(out / "slides" / s for s in gen.slide_ids) if opts.render_slides else (),
         mask_paths=tuple(out / "masks" / f"{slide_stem(s)}.png" for s in gen.slide_ids),
         seconds=seconds,
+        cindex_log_hazard=gen.cindex_log_hazard,
     )
 
 
@@ -231,21 +262,28 @@ def _generate(root: Path, opts: SynthOptions) -> _Generated:
         opts.n_patients,
         race_missing=opts.missing["race"],
         stage_missing=opts.missing["stage"],
+        planted=opts.planted,
     )
-    omics = draw_omics(stream(opts.seed, OMICS), patients.case_ids, opts.missing["omics"])
+    omics = draw_omics(stream(opts.seed, OMICS), patients.case_ids, opts.missing["omics"], opts.omics_noise)
     tex_fraction = _write_slides_and_masks(root, opts, patients)
-    scores = risk_scores(tex_fraction, patients.stage_ordinal, patients.age, omics.activity)
-    risk = true_risk(scores)
-    survival = draw_survival(stream(opts.seed, SURVIVAL), risk, opts.censoring)
+    scores = risk_scores(tex_fraction, patients.stage_ordinal, patients.age, omics.activity, opts.planted)
+    risk = true_risk(scores, coefficients(opts.signal))
+    frailty = None
+    log_hazard = risk
+    if opts.frailty_sd > 0:  # its own stream, drawn only when asked: the other parts never depend on it
+        frailty = opts.frailty_sd * stream(opts.seed, FRAILTY).standard_normal(opts.n_patients)
+        log_hazard = risk + frailty
+    survival = draw_survival(stream(opts.seed, SURVIVAL), log_hazard, opts.censoring)
     cindex = oracle_cindex(survival.observed, survival.event, risk)
+    c_full = None if frailty is None else oracle_cindex(survival.observed, survival.event, log_hazard)
 
     _write_text(root / "cohort.csv", _cohort_table(patients, survival).to_csv(**_csv("%.2f")))
     write_omics(root / "omics.csv.gz", omics.table)
-    truth = _truth_table(patients, omics, scores, risk, tex_fraction, survival)
+    truth = _truth_table(patients, omics, scores, risk, tex_fraction, survival, frailty)
     _write_text(root / "truth.csv", truth.to_csv(**_csv("%.6f")))
-    meta = _truth_json(opts, patients, omics, survival, cindex)
+    meta = _truth_json(opts, patients, omics, survival, cindex, c_full)
     _write_text(root / "truth.json", json.dumps(meta, indent=2) + "\n")
-    return _Generated(cindex, survival.censoring_rate, patients.slide_ids)
+    return _Generated(cindex, survival.censoring_rate, patients.slide_ids, c_full)
 
 
 def _write_slides_and_masks(root: Path, opts: SynthOptions, patients: Patients) -> np.ndarray:
@@ -304,12 +342,16 @@ def _truth_table(
     risk: np.ndarray,
     tex_fraction: np.ndarray,
     survival: Survival,
+    frailty: np.ndarray | None = None,
 ) -> pd.DataFrame:
-    """truth.csv: per case the true risk, its components and the latent times."""
+    """truth.csv: per case the true risk, its components and the latent times (with a frailty: the frailty
+    and the full log hazard after ``true_risk``)."""
+    extra = {} if frailty is None else {"frailty": frailty, "log_hazard": risk + frailty}
     return pd.DataFrame(
         {
             "case_id": patients.case_ids,
             "true_risk": risk,
+            **extra,
             "texture_fraction": tex_fraction,
             "stage_score": scores["stage"],
             "age_score": scores["age"],
@@ -328,25 +370,40 @@ def _truth_table(
 
 
 def _truth_json(
-    opts: SynthOptions, patients: Patients, omics: Omics, survival: Survival, cindex: float
+    opts: SynthOptions,
+    patients: Patients,
+    omics: Omics,
+    survival: Survival,
+    cindex: float,
+    cindex_full: float | None = None,
 ) -> dict[str, Any]:
     """truth.json: the generator, the model and every generating choice (the key order is part of the bytes)."""
     without = [c for c, m in zip(patients.case_ids, omics.missing, strict=True) if m]
-    return {
+    meta: dict[str, Any] = {
         "generator": "survpgc.synth",
         "generator_version": GENERATOR_VERSION,
         "seed": opts.seed,
         "n_patients": opts.n_patients,
         "n_events": int(survival.event.sum()),
-        "cindex_true": None if math.isnan(cindex) else round(cindex, 6),
+        "cindex_true": _rounded(cindex),
+    }
+    if cindex_full is not None:
+        meta["cindex_log_hazard"] = _rounded(cindex_full)
+    meta |= {
         "censoring_rate": round(survival.censoring_rate, 6),
-        "model": model_json(),
+        "model": model_json(coefficients(opts.signal), opts.planted, opts.frailty_sd),
         "censoring": censoring_json(survival, opts.censoring),
         "slides": slides_json(opts.pyramid, opts.width, opts.height, opts.render_slides),
         "masks": masks_json(opts.width, opts.height),
         "clinical": clinical_json(opts.missing["race"], opts.missing["stage"]),
-        "omics": omics_json(opts.missing["omics"], without),
+        "omics": omics_json(opts.missing["omics"], without, opts.omics_noise),
+        "settings": settings_json(opts),
     }
+    return meta
+
+
+def _rounded(c: float) -> float | None:
+    return None if math.isnan(c) else round(c, 6)
 
 
 # ============================================================================================ files

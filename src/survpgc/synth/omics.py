@@ -1,10 +1,11 @@
 """The omics table of the synthetic cohort: pathway-structured expression with a risk signal.
 
 Every pathway has a latent standard-normal activity per case, and every gene of a pathway is
-``loading * activity + sqrt(1 - loading**2) * noise`` with ``loading ~ U(0.55, 0.9)`` (so the
-pathway-level mean expression recovers the activity); house-keeping genes are pure noise.  Two pathways
-enter the true risk (:data:`survpgc.synth.truth.RISK_PATHWAYS`).  About ``missing`` of the cases have no
-row.
+``loading * activity + noise * sqrt(1 - loading**2) * N(0, 1)`` with ``loading ~ U(0.55, 0.9)``; at the
+default ``noise`` 1 the genes have unit variance and the pathway-level mean expression recovers the
+activity, a larger ``noise`` hides the activities in more expression noise (the draws are the same).
+House-keeping genes are pure noise.  Two pathways enter the true risk
+(:data:`survpgc.synth.truth.RISK_PATHWAYS`).  About ``missing`` of the cases have no row.
 """
 
 from __future__ import annotations
@@ -64,15 +65,17 @@ class Omics:
     missing: np.ndarray  # bool per case: no row in the table
 
 
-def draw_omics(rng: np.random.Generator, case_ids: list[str], missing: float) -> Omics:
-    """Pathway activities, gene columns and the cases without omics, in the order of the seed contract."""
+def draw_omics(rng: np.random.Generator, case_ids: list[str], missing: float, noise: float = 1.0) -> Omics:
+    """Pathway activities, gene columns and the cases without omics, in the order of the seed contract
+    (``noise``: the multiplier of every pathway gene's noise term; the draws do not depend on it)."""
     n = len(case_ids)
     activity = {p: rng.standard_normal(n) for p in PATHWAYS}
     cols: dict[str, np.ndarray] = {}
     for p, genes in PATHWAYS.items():
         loading = rng.uniform(0.55, 0.9, len(genes))
-        noise = rng.standard_normal((n, len(genes)))
-        values = activity[p][:, None] * loading + noise * np.sqrt(1.0 - loading**2)
+        eps = rng.standard_normal((n, len(genes)))
+        sd = np.sqrt(1.0 - loading**2) if noise == 1.0 else noise * np.sqrt(1.0 - loading**2)
+        values = activity[p][:, None] * loading + eps * sd
         for j, g in enumerate(genes):
             cols[f"{g}_rnaseq"] = values[:, j]
     for g in NOISE_GENES:
@@ -91,11 +94,12 @@ def write_omics(path: Path, table: pd.DataFrame) -> None:
     path.write_bytes(buf.getvalue())
 
 
-def omics_json(missing: float, cases_without_omics: list[str]) -> dict[str, Any]:
-    """The ``omics`` section of truth.json."""
+def omics_json(missing: float, cases_without_omics: list[str], noise: float = 1.0) -> dict[str, Any]:
+    """The ``omics`` section of truth.json (``noise``: the noise multiplier of :func:`draw_omics`)."""
+    factor = "" if noise == 1.0 else f"{noise:g} * "
     return {
         "columns": "<GENE>_rnaseq",
-        "gene_model": "loading * activity[pathway] + sqrt(1 - loading**2) * N(0, 1); loading ~ U(0.55, 0.9)",
+        "gene_model": f"loading * activity[pathway] + {factor}sqrt(1 - loading**2) * N(0, 1); loading ~ U(0.55, 0.9)",
         "pathways": {p: list(g) for p, g in PATHWAYS.items()},
         "gene_to_pathway": {g: p for p, genes in PATHWAYS.items() for g in genes},
         "noise_genes": list(NOISE_GENES),

@@ -64,8 +64,18 @@ def case_ids(n: int) -> list[str]:
     return [f"SYN-{i + 1:04d}" for i in range(n)]
 
 
-def draw_patients(rng: np.random.Generator, n: int, *, race_missing: float, stage_missing: float) -> Patients:
-    """``n`` patients, one slide each (``<case_id>-DX1.tiff``); the draw order is part of the seed contract."""
+def draw_patients(
+    rng: np.random.Generator,
+    n: int,
+    *,
+    race_missing: float,
+    stage_missing: float,
+    planted: tuple[float, float] = TEX_RANGE,
+) -> Patients:
+    """``n`` patients, one slide each (``<case_id>-DX1.tiff``); the draw order is part of the seed contract.
+
+    The target tumour-texture fraction of each slide is uniform on ``planted = (low, high)``.
+    """
     ids = case_ids(n)
     age = np.clip(np.rint(rng.normal(AGE_MEAN, AGE_SD, n)), *AGE_RANGE).astype(int)
     stage_ord = rng.choice(np.arange(1, 5), size=n, p=STAGE_P)
@@ -81,7 +91,7 @@ def draw_patients(rng: np.random.Generator, n: int, *, race_missing: float, stag
     race[no_race] = None
     stage_obs = np.array(stage, dtype=object)
     stage_obs[no_stage] = None
-    texture_target = rng.uniform(*TEX_RANGE, n)
+    texture_target = rng.uniform(*planted, n)
     return Patients(
         case_ids=ids,
         slide_ids=[f"{c}-DX1.tiff" for c in ids],

@@ -2,17 +2,19 @@
 
 Each part of the cohort draws from its own stream, keyed by ``(seed, part[, case])``, so that how one part
 is drawn never shifts the numbers of another: the clinical covariates, the slides (one sub-stream per
-case), the omics table and the survival times.
+case), the omics table, the survival times and the unobserved frailty.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["CLINICAL", "OMICS", "SLIDES", "SURVIVAL", "pick", "stream"]
+__all__ = ["CLINICAL", "FRAILTY", "OMICS", "SLIDES", "SURVIVAL", "pick", "stream"]
 
 #: Stream keys (the second entry of the seed sequence).
 CLINICAL, SLIDES, OMICS, SURVIVAL = 0, 1, 2, 3
+#: The frailty's own stream (drawn only when ``frailty_sd > 0``, so the other parts never depend on it).
+FRAILTY = 4
 
 
 def stream(seed: int, *key: int) -> np.random.Generator:

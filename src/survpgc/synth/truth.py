@@ -7,7 +7,8 @@ In months::
 
 * ``texture_score`` -- the area fraction of the tumour-like texture within tissue, measured on the saved
   label map (``masks/<stem>_labels.png``: tumour pixels / non-background pixels), standardised with the
-  known mean and sd of the generating distribution;
+  known mean and sd of the generating distribution (the target fraction is uniform on the planted range,
+  :data:`TEX_RANGE` by default);
 * ``stage_score`` -- the (latent, always known) stage ordinal 1..4, standardised (the ``stage`` cell in
   cohort.csv is blanked for a few cases, the truth is not);
 * ``age_score`` -- ``(age - 60) / 11``;
@@ -15,15 +16,24 @@ In months::
   where the latent pathway activities are standard normal (see :mod:`survpgc.synth.omics`).
 
 The four components are drawn independently of each other, so every modality carries its own part of
-the risk.  Event times follow ``S(t) = exp(-(t / scale) ** shape * exp(true_risk))``; censoring times are
-``scale * Exponential(1)`` with one scale chosen (exactly, from the sorted time ratios) so the realised
-censoring rate lands in the requested range.  The oracle C-index is Harrell's C of the true risk.
+the risk.  The coefficients are :data:`COEFFICIENTS` times a signal multiplier per modality
+(:data:`SIGNAL_COMPONENTS`: pathology -> texture, clinical -> stage and age, genomic -> pathway; 1 by
+default, 0 removes the modality's signal).  Event times follow
+``S(t) = exp(-(t / scale) ** shape * exp(log_hazard))`` with ``log_hazard = true_risk + frailty_sd * N(0, 1)``:
+the frailty is an unobserved part of the hazard that no modality carries (``frailty_sd`` 0 by default, then
+``log_hazard = true_risk``).  Censoring times are ``scale * Exponential(1)`` with one scale chosen (exactly,
+from the sorted time ratios) so the realised censoring rate lands in the requested range.  The oracle C-index
+is Harrell's C of the true risk (the part of the hazard the inputs carry); with a frailty, truth.json also
+records the C-index of the full log hazard.
 """
 
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -38,6 +48,7 @@ __all__ = [
     "COEFFICIENTS",
     "MIN_MONTHS",
     "RISK_PATHWAYS",
+    "SIGNAL_COMPONENTS",
     "STAGE_MEAN",
     "STAGE_P",
     "STAGE_SD",
@@ -51,15 +62,25 @@ __all__ = [
     "censor_scale",
     "censored_count_range",
     "censoring_json",
+    "coefficients",
     "draw_survival",
     "model_json",
     "oracle_cindex",
+    "read_truth",
     "risk_scores",
+    "texture_moments",
     "true_risk",
 ]
 
 #: Coefficients of the true linear predictor (log hazard ratio per standardised unit).
 COEFFICIENTS: dict[str, float] = {"texture": 1.0, "stage": 0.7, "age": 0.35, "pathway": 0.7}
+
+#: The components of the true risk each modality's signal multiplier scales.
+SIGNAL_COMPONENTS: dict[str, tuple[str, ...]] = {
+    "pathology": ("texture",),
+    "clinical": ("stage", "age"),
+    "genomic": ("pathway",),
+}
 
 #: Sign with which each risk pathway's activity enters ``pathway_score`` (divided by sqrt(2)).
 RISK_PATHWAYS: dict[str, int] = {"HALLMARK_G2M_CHECKPOINT": 1, "HALLMARK_INTERFERON_GAMMA_RESPONSE": -1}
@@ -69,10 +90,17 @@ AGE_MEAN, AGE_SD, AGE_RANGE = 60.0, 11.0, (25, 90)
 STAGE_P = np.array([0.35, 0.30, 0.25, 0.10])
 STAGE_MEAN = float(np.dot(np.arange(1, 5), STAGE_P))
 STAGE_SD = float(math.sqrt(np.dot(np.arange(1, 5) ** 2, STAGE_P) - STAGE_MEAN**2))
-# tumour-texture target fraction ~ U(lo, hi); texture_score standardises with its mean and sd
+# tumour-texture target fraction ~ U(lo, hi) (default range); texture_score standardises with its mean and sd
 TEX_RANGE = (0.08, 0.65)
-TEX_MEAN = 0.5 * (TEX_RANGE[0] + TEX_RANGE[1])
-TEX_SD = (TEX_RANGE[1] - TEX_RANGE[0]) / math.sqrt(12.0)
+
+
+def texture_moments(planted: tuple[float, float]) -> tuple[float, float]:
+    """Mean and sd of the uniform target fraction on ``planted = (low, high)``."""
+    lo, hi = planted
+    return 0.5 * (lo + hi), (hi - lo) / math.sqrt(12.0)
+
+
+TEX_MEAN, TEX_SD = texture_moments(TEX_RANGE)
 
 # --- Weibull baseline: S0(t) = exp(-(t / scale) ** shape), median 60 months at true_risk = 0 ----------
 WEIBULL_SHAPE = 1.2
@@ -95,20 +123,33 @@ class Survival:
 
 
 def risk_scores(
-    texture_fraction: np.ndarray, stage_ordinal: np.ndarray, age: np.ndarray, activity: dict[str, np.ndarray]
+    texture_fraction: np.ndarray,
+    stage_ordinal: np.ndarray,
+    age: np.ndarray,
+    activity: dict[str, np.ndarray],
+    planted: tuple[float, float] = TEX_RANGE,
 ) -> dict[str, np.ndarray]:
-    """The standardised components of the true risk, keyed like :data:`COEFFICIENTS`."""
+    """The standardised components of the true risk, keyed like :data:`COEFFICIENTS` (the texture standardised
+    with the mean and sd of the ``planted`` range its target fraction was drawn from)."""
+    tex_mean, tex_sd = texture_moments(planted)
     return {
-        "texture": (texture_fraction - TEX_MEAN) / TEX_SD,
+        "texture": (texture_fraction - tex_mean) / tex_sd,
         "stage": (stage_ordinal - STAGE_MEAN) / STAGE_SD,
         "age": (age - AGE_MEAN) / AGE_SD,
         "pathway": sum(sign * activity[p] for p, sign in RISK_PATHWAYS.items()) / math.sqrt(len(RISK_PATHWAYS)),
     }
 
 
-def true_risk(scores: dict[str, np.ndarray]) -> np.ndarray:
-    """The linear predictor ``sum(COEFFICIENTS[c] * scores[c])`` (higher = worse)."""
-    return sum(COEFFICIENTS[k] * scores[k] for k in COEFFICIENTS)
+def coefficients(signal: Mapping[str, float] | None = None) -> dict[str, float]:
+    """:data:`COEFFICIENTS` with each modality's components times its ``signal`` multiplier (missing: 1)."""
+    signal = signal or {}
+    scale = {c: float(signal.get(m, 1.0)) for m, comps in SIGNAL_COMPONENTS.items() for c in comps}
+    return {k: v if scale[k] == 1.0 else v * scale[k] for k, v in COEFFICIENTS.items()}
+
+
+def true_risk(scores: dict[str, np.ndarray], coef: Mapping[str, float] = COEFFICIENTS) -> np.ndarray:
+    """The linear predictor ``sum(coef[c] * scores[c])`` (higher = worse; ``coef`` default :data:`COEFFICIENTS`)."""
+    return sum(coef[k] * scores[k] for k in COEFFICIENTS)
 
 
 def censored_count_range(censoring: tuple[float, float], n: int) -> tuple[int, int]:
@@ -134,7 +175,7 @@ def censor_scale(event_time: np.ndarray, v: np.ndarray, censoring: tuple[float, 
 
 
 def draw_survival(rng: np.random.Generator, risk: np.ndarray, censoring: tuple[float, float]) -> Survival:
-    """Weibull event times under ``risk``, censoring scaled into ``censoring``, observed times in months.
+    """Weibull event times under the log hazard ``risk``, censoring scaled into ``censoring``, observed times in months.
 
     Raises:
         DataError: the realised censoring rate is outside ``censoring`` (cannot happen by construction).
@@ -161,40 +202,61 @@ def oracle_cindex(time: np.ndarray, event: np.ndarray, risk: np.ndarray) -> floa
         return float("nan")
 
 
-def model_json() -> dict[str, Any]:
-    """The ``model`` section of truth.json: linear predictor, score definitions, baseline."""
-    return {
+def model_json(
+    coef: Mapping[str, float] = COEFFICIENTS, planted: tuple[float, float] = TEX_RANGE, frailty_sd: float = 0.0
+) -> dict[str, Any]:
+    """The ``model`` section of truth.json: linear predictor, score definitions, baseline (the coefficients
+    ``coef``, the texture target fraction uniform on ``planted``, a frailty of sd ``frailty_sd``)."""
+    tex_mean, tex_sd = texture_moments(planted)
+    hazard = "true_risk"
+    out: dict[str, Any] = {
         "type": "proportional hazards, Weibull baseline (months)",
         "linear_predictor": "true_risk = sum(coefficients[c] * <c>_score)",
-        "coefficients": dict(COEFFICIENTS),
-        "scores": {
-            "texture": {
-                "definition": "(texture_fraction - mean) / sd; texture_fraction = tumour pixels / tissue "
-                "pixels of masks/<stem>_labels.png",
-                "mean": TEX_MEAN,
-                "sd": TEX_SD,
-                "target_fraction_uniform": list(TEX_RANGE),
+        "coefficients": dict(coef),
+    }
+    if frailty_sd > 0:
+        hazard = "log_hazard"
+        out["log_hazard"] = (
+            f"log_hazard = true_risk + {frailty_sd:g} * N(0, 1): an unobserved frailty no modality carries "
+            "(truth.csv columns frailty and log_hazard)"
+        )
+        out["frailty_sd"] = frailty_sd
+    out.update(
+        {
+            "scores": _scores_json(tex_mean, tex_sd, planted),
+            "baseline": {
+                "distribution": "weibull",
+                "shape": WEIBULL_SHAPE,
+                "scale_months": WEIBULL_SCALE,
+                "median_months_at_zero_risk": MEDIAN_MONTHS,
+                "event_time": f"scale * (-log(1 - U) / exp({hazard})) ** (1 / shape)",
             },
-            "stage": {
-                "definition": "(stage_ordinal - mean) / sd, ordinal I..IV = 1..4 (latent, never missing)",
-                "mean": STAGE_MEAN,
-                "sd": STAGE_SD,
-                "probabilities": STAGE_P.tolist(),
-            },
-            "age": {"definition": "(age - mean) / sd", "mean": AGE_MEAN, "sd": AGE_SD},
-            "pathway": {
-                "definition": "sum(sign[p] * activity[p]) / sqrt(len(sign)); activity ~ N(0, 1)",
-                "sign": dict(RISK_PATHWAYS),
-            },
+            "risk_direction": "higher true_risk = higher hazard = shorter survival",
+        }
+    )
+    return out
+
+
+def _scores_json(tex_mean: float, tex_sd: float, planted: tuple[float, float]) -> dict[str, Any]:
+    return {
+        "texture": {
+            "definition": "(texture_fraction - mean) / sd; texture_fraction = tumour pixels / tissue "
+            "pixels of masks/<stem>_labels.png",
+            "mean": tex_mean,
+            "sd": tex_sd,
+            "target_fraction_uniform": list(planted),
         },
-        "baseline": {
-            "distribution": "weibull",
-            "shape": WEIBULL_SHAPE,
-            "scale_months": WEIBULL_SCALE,
-            "median_months_at_zero_risk": MEDIAN_MONTHS,
-            "event_time": "scale * (-log(1 - U) / exp(true_risk)) ** (1 / shape)",
+        "stage": {
+            "definition": "(stage_ordinal - mean) / sd, ordinal I..IV = 1..4 (latent, never missing)",
+            "mean": STAGE_MEAN,
+            "sd": STAGE_SD,
+            "probabilities": STAGE_P.tolist(),
         },
-        "risk_direction": "higher true_risk = higher hazard = shorter survival",
+        "age": {"definition": "(age - mean) / sd", "mean": AGE_MEAN, "sd": AGE_SD},
+        "pathway": {
+            "definition": "sum(sign[p] * activity[p]) / sqrt(len(sign)); activity ~ N(0, 1)",
+            "sign": dict(RISK_PATHWAYS),
+        },
     }
 
 
@@ -210,3 +272,22 @@ def censoring_json(survival: Survival, censoring: tuple[float, float]) -> dict[s
         "observed_time": f"max(min(event_time, censor_time), {MIN_MONTHS}) rounded to "
         f"{TIME_DECIMALS} decimals; censorship = 1 when censor_time < event_time",
     }
+
+
+def read_truth(cohort_dir: str | os.PathLike[str]) -> dict[str, float] | None:
+    """The true risk per case of a synthetic cohort folder (``truth.csv`` from `survpgc synth`), else None.
+
+    None when the folder has no ``truth.csv`` or the table lacks a ``case_id`` or ``true_risk`` column (a real
+    cohort); case ids are read as text, cases whose true risk is not a finite number are left out.
+    """
+    import pandas as pd
+
+    path = Path(cohort_dir) / "truth.csv"
+    if not path.is_file():
+        return None
+    truth = pd.read_csv(path, dtype={"case_id": str})
+    if not {"case_id", "true_risk"} <= set(truth.columns):
+        return None
+    risk = pd.to_numeric(truth["true_risk"], errors="coerce")
+    keep = np.isfinite(risk.to_numpy(dtype=float)) & truth["case_id"].notna().to_numpy()
+    return dict(zip(truth.loc[keep, "case_id"], risk[keep].astype(float), strict=True))
