@@ -574,7 +574,19 @@ def _print_summary(res) -> None:
         n_cases = r.get("n_cases")
         t.add_row(str(r["model"]), str(r.get("n_folds", "")), "" if n_cases is None else str(n_cases), f("cindex"),
                   f("cindex_uno"), f("iauc"), f("ibs"))  # fmt: skip
+    metrics = getattr(res, "metrics", None)
+    oracle = None
+    if metrics is not None and "oracle_cindex" in metrics.columns:  # a synthetic cohort: its true risk's C-index
+        oracle = metrics.drop_duplicates("fold").dropna(subset=["oracle_cindex"])
+    if oracle is not None and len(oracle):
+        vals = oracle["oracle_cindex"].astype(float)
+        t.add_section()
+        t.add_row("oracle (true risk)", str(len(oracle)), str(int(oracle["n_test"].sum())) if "n_test" in oracle else "",
+                  mean_sd(vals.mean(), vals.std(ddof=1) if len(vals) > 1 else None), "-", "-", "-")  # fmt: skip
     con.print(t)
+    if oracle is not None and len(oracle):
+        con.print("oracle (true risk): Harrell's C-index of the cohort's true risk (truth.csv) on the same test "
+                  "cases; the ceiling a model can reach, not a trained model", markup=False)  # fmt: skip
     untested = list(getattr(res, "untested", []) or [])
     if untested:
         con.print(f"{len(untested)} case(s) never tested (in no test part of the splits), counted in no metric: "

@@ -461,17 +461,6 @@ def _with_oracle(
     return out, notes
 
 
-def read_truth(cohort_dir: str | os.PathLike[str]) -> dict[str, float] | None:
-    """The true risk per case of a synthetic cohort folder (``truth.csv`` from `survpgc synth`), else None."""
-    path = Path(cohort_dir) / "truth.csv"
-    if not path.is_file():
-        return None
-    truth = pd.read_csv(path)
-    if not {"case_id", "true_risk"} <= set(truth.columns):
-        return None
-    return dict(zip(truth["case_id"].astype(str), truth["true_risk"].astype(float), strict=True))
-
-
 def _load(bundle: Any) -> Any:
     if isinstance(bundle, str | os.PathLike):
         from survpgc.deploy.bundle import load_bundle
@@ -500,6 +489,7 @@ def validate_to_dir(
     from survpgc.deploy.bundle import load_bundle
     from survpgc.deploy.predict import open_cohort_for
     from survpgc.locks import output_dir
+    from survpgc.synth.truth import read_truth
 
     with output_dir(out):
         bundles = [load_bundle(m) for m in models]

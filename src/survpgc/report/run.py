@@ -82,8 +82,25 @@ def build_run_report(
         comparisons=comparisons,
         images=images,
         notes=run.read_notes(),
-        metric_list=run_metrics(config, summary.columns),
+        metric_list=_with_oracle(run_metrics(config, summary.columns), summary.columns),
     )
+
+
+#: The oracle column of a run on a synthetic cohort (``oracle_cindex_mean`` ... in its summary), shown beside the
+#: models' C-index: the true risk's Harrell C on the same test cases, a ceiling, not a trained model.
+ORACLE_METRIC = Metric(
+    "oracle_cindex",
+    "Oracle C-index (true risk, ceiling)",
+    what="Harrell's C of the synthetic cohort's true risk (truth.csv) on the same test cases as the model",
+)
+
+
+def _with_oracle(names: tuple[Metric, ...], summary_columns: Any) -> tuple[Metric, ...]:
+    """``names`` with :data:`ORACLE_METRIC` after the C-indices when the summary has the oracle's columns."""
+    if f"{ORACLE_METRIC.key}_mean" not in set(summary_columns):
+        return names
+    at = max((i + 1 for i, m in enumerate(names) if m.key.startswith("cindex")), default=0)
+    return (*names[:at], ORACLE_METRIC, *names[at:])
 
 
 def rebuild_report(ctx: RunContext) -> Path | None:

@@ -41,13 +41,17 @@ from survpgc.inputs import RunInputs, fold_setup, make_loader, model_modalities
 from survpgc.locks import claim, folder_lock, output_dir
 from survpgc.rundir import RunDir
 
-__all__ = ["LOCK_WAIT", "RunResult", "run_cv"]
+__all__ = ["LOCK_WAIT", "ORACLE_COLUMN", "RunResult", "run_cv"]
 
 log = logging.getLogger(__name__)
 
 #: Seconds a process waits for the run directory's lock while another one checks its config or builds the
 #: run's tables and report (then :class:`~survpgc.errors.BusyError` names the holder).
 LOCK_WAIT = 600.0
+
+#: The per-fold column (metrics.csv) of the oracle of a synthetic cohort: Harrell's C of its true risk on the same
+#: test cases; summary.csv has ``<it>_mean``, ``_sd`` and ``_n`` per model.
+ORACLE_COLUMN = "oracle_cindex"
 
 
 @dataclass
@@ -494,6 +498,82 @@ def _left_out_notes(metrics: pd.DataFrame, reasons: dict[tuple[str, int], list[s
     return notes
 
 
+def _oracle(source: str, preds: pd.DataFrame, metrics: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """``metrics`` with :data:`ORACLE_COLUMN`: Harrell's C of the true risk on the same test cases as each row,
+    when the cohort ``source`` is a folder with a ``truth.csv`` of ``case_id, true_risk`` (a synthetic cohort of
+    `survpgc synth`); otherwise ``metrics`` unchanged. Returns ``(metrics, notes)``.
+
+    The oracle is no trained model: it is the ranking by the risk that generated the data, the ceiling a model
+    can reach from these inputs. A fold where a test case has no true risk gets NaN and a note.
+    """
+    from survpgc.data.cohort import BUILTIN_COHORTS
+    from survpgc.survival import harrell_cindex
+    from survpgc.synth.truth import read_truth
+
+    if metrics.empty or str(source).lower() in BUILTIN_COHORTS or not Path(source).is_dir():
+        return metrics, []
+    try:
+        truth = read_truth(source)
+    except (OSError, ValueError) as exc:  # a broken truth table must never sink a finished run
+        log.warning("oracle: %s could not be read (%s); no oracle", Path(source) / "truth.csv", exc)
+        return metrics, [f"oracle: {Path(source) / 'truth.csv'} could not be read ({exc}); no oracle"]
+    if not truth:
+        return metrics, []
+    test = preds[preds["split"] == "test"]
+    notes: list[str] = []
+    per_part: dict[tuple[int, tuple[str, ...]], float] = {}
+    values = []
+    for model_id, k in zip(metrics["model"], metrics["fold"], strict=True):
+        part = test[(test["model"] == model_id) & (test["fold"] == k)]
+        ids = tuple(part["case_id"].astype(str))
+        if (int(k), ids) not in per_part:
+            missing = [i for i in ids if i not in truth]
+            c = float("nan")
+            if missing:
+                notes.append(f"oracle fold {k}: {len(missing)} test case(s) have no true risk in truth.csv "
+                             f"(e.g. {', '.join(missing[:3])}); no oracle for this fold")  # fmt: skip
+            else:
+                try:
+                    risk = np.array([truth[i] for i in ids], dtype=np.float64)
+                    c = float(harrell_cindex(part["time"].to_numpy(float), part["event"].to_numpy(bool), risk))
+                except SurvpgcError:  # no event / no comparable pair: the models' C-index is NaN there too
+                    pass
+            per_part[(int(k), ids)] = c
+        values.append(per_part[(int(k), ids)])
+    out = metrics.copy()
+    out[ORACLE_COLUMN] = values
+    by_fold = out.drop_duplicates("fold").set_index("fold")[ORACLE_COLUMN].astype(float).dropna()
+    if len(by_fold):
+        sd = f" ± {by_fold.std(ddof=1):.3f}" if len(by_fold) > 1 else ""
+        notes.insert(
+            0,
+            f"oracle (true risk): Harrell's C-index of truth.csv's true_risk on the same test cases, "
+            f"{by_fold.mean():.3f}{sd} over {len(by_fold)} fold(s): the ceiling a model can reach from these inputs, "
+            f"not a trained model ({ORACLE_COLUMN} in metrics.csv, {ORACLE_COLUMN}_mean/_sd/_n in summary.csv)",
+        )
+    return out, notes
+
+
+def _oracle_summary(summary: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
+    """``summary`` with ``oracle_cindex_mean/_sd/_n`` per model: the oracle over the folds that model's C-index
+    mean counts (unchanged when ``metrics`` has no oracle)."""
+    if ORACLE_COLUMN not in metrics.columns or summary.empty:
+        return summary
+    stats = {}
+    for model_id, g in metrics.groupby("model", sort=False):
+        headline = g.loc[g["cindex"].notna()] if "cindex" in g.columns else g
+        vals = headline[ORACLE_COLUMN].astype(float).dropna()
+        stats[model_id] = (
+            float(vals.mean()) if len(vals) else float("nan"),
+            float(vals.std(ddof=1)) if len(vals) > 1 else float("nan"),
+            len(vals),
+        )
+    out = summary.copy()
+    for j, suffix in enumerate(("mean", "sd", "n")):
+        out[f"{ORACLE_COLUMN}_{suffix}"] = [stats.get(m, (float("nan"), float("nan"), 0))[j] for m in out["model"]]
+    return out
+
+
 def _aggregate(cfg: RunConfig, run: RunDir, data: RunInputs, trained: list[str]) -> RunResult:
     from survpgc.eval.tables import compare_models, summarize
     from survpgc.report.run import build_run_report
@@ -506,9 +586,10 @@ def _aggregate(cfg: RunConfig, run: RunDir, data: RunInputs, trained: list[str])
     preds = pd.concat([run.read_fold_predictions(m, k) for m, k in pairs], ignore_index=True)
     run.write_table("predictions", preds)
     metrics, notes = _test_metrics(cfg, run, data, preds, pairs)
+    metrics, oracle_notes = _oracle(cfg.cohort.source, preds, metrics)
     run.write_table("metrics", metrics)
     order = {m.id: i for i, m in enumerate(cfg.models)}
-    summary = summarize(metrics, data.splits.protocol)
+    summary = _oracle_summary(summarize(metrics, data.splits.protocol), metrics)
     summary = summary.sort_values("model", key=lambda s: s.map(order)).reset_index(drop=True)
     run.write_table("summary", summary)
     ref = cfg.eval.reference if cfg.eval.reference in order else cfg.models[0].id
@@ -524,7 +605,7 @@ def _aggregate(cfg: RunConfig, run: RunDir, data: RunInputs, trained: list[str])
         )
         cohort_summary["n_cases_tested"] = cohort_summary["n_cases"] - len(untested)
         cohort_summary["never_tested"] = ", ".join(untested)
-    run.write_notes(notes)
+    run.write_notes(oracle_notes + notes)
     result = RunResult(run.path, summary, metrics, comparisons, len(pairs), n_total, trained, untested=untested)
     result.report = build_run_report(
         run, config=cfg.to_dict(), cohort_summary=cohort_summary, protocol=data.splits.protocol
