@@ -1,0 +1,275 @@
+"""Training-recipe benchmark: survpgc's C-index under one-at-a-time recipe variations, selected on validation parts.
+
+For every cohort with planted truth (``survpgc synth`` folder, with ``truth.csv``) and its patch features, and
+every recipe (a set of config overrides around the default :class:`survpgc.config.TrainConfig`), one
+cross-validated run (:func:`survpgc.train.cv.run_cv`, nested protocol: each fold's training part holds out a
+validation part, on which the epoch is selected) of survpgc. From each run's ``predictions.csv``, per fold:
+
+* **val C**: Harrell's C of the selected model on the fold's validation part -- the *selection criterion*
+  (test folds are never used to choose anything);
+* **test C**: Harrell's C on the fold's test part;
+* **oracle C**: Harrell's C of ``truth.csv``'s ``true_risk`` on the same test cases (the ceiling).
+
+Each is averaged over folds (one number per cohort), then reported as mean ± sd over cohorts. The recipe with
+the highest mean val C over all cohorts is the chosen one (``--baselines-at best``); the baselines
+(``--baselines``) are then cross-validated with that recipe's training settings on the same folds (same
+``splits.seed``, same cohort) in one more run per cohort, so each row of the baseline table compares with
+survpgc and the oracle on identical test cases.
+
+Caveat, printed with the table: the val C of a recipe is that of the epoch chosen *on the same validation
+part* (the best epoch of the window ``select_from_epoch .. epochs``), so it is optimistic, more so for
+a wider window; the epoch variations therefore keep the default's rule "select in the second half"
+(``select_from_epoch = epochs / 2``).
+
+Runs are resumable: a rerun of the same command skips finished folds (``run_cv``'s own bookkeeping), so the
+table can be rebuilt, or recipes added, without retraining. Clinical tokens are encoded once per cohort and
+shared by all runs (``clinical.tokens_dir``).
+
+One command (development seeds; ``survpgc synth --n-patients N --seed S --out DIR`` then
+``survpgc extract --slides DIR/slides --out FEAT``)::
+
+    OMP_NUM_THREADS=1 python benchmarks/recipe.py --out /tmp/recipe \\
+        --cohort /tmp/syn21=/tmp/feat21 --cohort /tmp/syn22=/tmp/feat22 ...
+
+writes ``runs.csv`` (one row per cohort × recipe × model: fold means), ``table.csv`` (mean ± sd over
+cohorts, all cohorts and per cohort size) and prints the table. ``--recipes`` picks a subset by name;
+``--list`` prints the recipes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import logging
+import os
+import time
+from pathlib import Path
+
+#: model entries (YAML flow) of the baselines, by id; survpgc's own entry takes the recipe's ``dropout``
+MODEL_ENTRIES = {
+    "abmil": "abmil",
+    "coxph": "coxph",
+    "snn:genomic": "{name: snn, params: {modality: genomic}}",
+    "mlp:clinical": "{name: mlp, params: {modality: clinical}}",
+    "survpath": "survpath",
+    "mcat": "mcat",
+    "survpc": "survpc",
+    "survgc": "survgc",
+    "porpoise": "porpoise",
+}
+SINGLE_MODALITY = ("abmil", "coxph", "snn:genomic", "mlp:clinical")
+#: the inputs every run uses: pathway tokens of the hallmark signatures (the genomic truth is two hallmarks)
+BASE = ["genomic.kind=pathways", "genomic.signatures=hallmarks", "eval.bootstrap=0", "train.device=cpu"]
+
+
+#: starting points: the reference implementation's recipe (batch 1), and batch 16 with and without the hazard
+#: bias started at the training cases' constant hazards
+CENTERS: dict[str, list[str]] = {
+    "ref": [],
+    "ref+init": ["train.init_hazard_bias=true"],
+    "b16": ["train.batch_size=16"],
+    "b16+init": ["train.batch_size=16", "train.init_hazard_bias=true"],
+}
+#: one setting changed at a time; the epoch variations keep selection in the second half of training
+VARIATIONS: dict[str, dict] = {
+    "": {"train": [], "dropout": None},
+    **{f"epochs={e}": {"train": [f"train.epochs={e}", f"train.select_from_epoch={e // 2}"], "dropout": None}
+       for e in (10, 40)},
+    **{f"lr={lr}": {"train": [f"train.lr={lr}"], "dropout": None} for lr in ("1e-4", "2e-3")},
+    **{f"wd={wd}": {"train": [f"train.weight_decay={wd}"], "dropout": None} for wd in ("1e-5", "1e-2")},
+    **{f"dropout={d:g}": {"train": [], "dropout": d} for d in (0.0, 0.25, 0.5)},
+    **{f"patches={p}": {"train": [f"data.n_patches={p}"], "dropout": None} for p in (8, 16)},
+}  # fmt: skip
+#: what the one command runs (``--recipes`` picks others: names or shell patterns such as ``b16+init,*``)
+DEFAULT_RECIPES = ["ref", "b16", "b16+init"]
+
+
+def recipes() -> dict[str, dict]:
+    """Name -> {"train": overrides, "dropout": survpgc dropout or None (the model's default)}: every center, and
+    every center with one variation (``<center>,<variation>``)."""
+    out = {}
+    for c, base in CENTERS.items():
+        for v, var in VARIATIONS.items():
+            out[f"{c},{v}" if v else c] = {"train": [*base, *var["train"]], "dropout": var["dropout"]}
+    return out
+
+
+def entry(model: str, dropout: float | None) -> str:
+    if model == "survpgc":
+        return "survpgc" if dropout is None else f"{{name: survpgc, params: {{dropout: {dropout}}}}}"
+    return MODEL_ENTRIES[model]
+
+
+def run_one(cohort: Path, feat: Path, tokens: Path, out: Path, recipe: dict, models: list[str], folds: int):
+    """One run_cv (resumable) of ``models`` under ``recipe``; returns the run directory."""
+    from survpgc.config import load_config
+    from survpgc.train.cv import run_cv
+
+    ents = ", ".join(entry(m, recipe["dropout"]) for m in models)
+    cfg = load_config(
+        None,
+        [f"cohort.source={cohort}", f"pathology.feature_dir={feat}", f"clinical.tokens_dir={tokens}",
+         f"splits.folds={folds}", *BASE, *recipe["train"], f"models=[{ents}]"],
+    )  # fmt: skip
+    run_cv(cfg, out)
+    return out
+
+
+def fold_means(run_dir: Path, truth: dict[str, float]) -> list[dict]:
+    """Per model: val C, test C and the oracle's test C, each the mean over folds (NaN folds left out)."""
+    import numpy as np
+    import pandas as pd
+
+    from survpgc.errors import SurvpgcError
+    from survpgc.survival.metrics import harrell_cindex
+
+    def c(df, risk):
+        try:
+            return harrell_cindex(df["time"].to_numpy(float), df["event"].to_numpy(bool), np.asarray(risk, float))
+        except SurvpgcError:  # no comparable pair / no event in a small validation part
+            return float("nan")
+
+    preds = pd.read_csv(run_dir / "predictions.csv", dtype={"case_id": str})
+    metrics = pd.read_csv(run_dir / "metrics.csv")
+    rows = []
+    for model, g in preds.groupby("model", sort=False):
+        per_fold = []
+        for _, f in g.groupby("fold"):
+            val, test = f[f["split"] == "val"], f[f["split"] == "test"]
+            per_fold.append({"val_c": c(val, val["risk"]), "test_c": c(test, test["risk"]),
+                             "oracle_c": c(test, [truth[x] for x in test["case_id"]]),
+                             "oracle_val_c": c(val, [truth[x] for x in val["case_id"]])})  # fmt: skip
+        pf = pd.DataFrame(per_fold)
+        be = metrics.loc[metrics["model"] == model, "best_epoch"]
+        rows.append({"model": model, **pf.mean(skipna=True).to_dict(), "n_folds": len(pf),
+                     "best_epoch": float(pd.to_numeric(be, errors="coerce").mean()),
+                     "seconds": float(metrics.loc[metrics["model"] == model, "seconds"].sum())})  # fmt: skip
+    return rows
+
+
+def summarise(runs, by: list[str]):
+    import pandas as pd
+
+    cols = ["val_c", "test_c", "oracle_c"]
+    agg = runs.groupby(by, sort=False)[cols].agg(["mean", "std", "count"])
+    out = pd.DataFrame(index=agg.index)
+    for c in cols:
+        out[f"{c}_mean"], out[f"{c}_sd"] = agg[(c, "mean")], agg[(c, "std")]
+    out["n_cohorts"] = agg[(cols[0], "count")]
+    out["best_epoch"] = runs.groupby(by, sort=False)["best_epoch"].mean()
+    out["train_s"] = runs.groupby(by, sort=False)["seconds"].mean()
+    return out.reset_index()
+
+
+def show(table, label: str) -> str:
+    lines = [label]
+    for _, r in table.iterrows():
+        skip = ("n_cohorts", "best_epoch", "train_s")
+        key = "  ".join(f"{r[k]}" for k in table.columns if not k.endswith(("_mean", "_sd")) and k not in skip)
+        lines.append(
+            f"  {key:<40} val {r['val_c_mean']:.3f} ± {r['val_c_sd']:.3f}   test {r['test_c_mean']:.3f} ± "
+            f"{r['test_c_sd']:.3f}   oracle {r['oracle_c_mean']:.3f} ± {r['oracle_c_sd']:.3f}   "
+            f"epoch {r['best_epoch']:.1f}  {r['train_s']:.0f} s  (n={r['n_cohorts']})"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cohort", action="append", default=[], metavar="SYNTH_DIR=FEATURE_DIR",
+                    help="a cohort with truth.csv and its patch features (repeat)")  # fmt: skip
+    ap.add_argument("--out", help="runs go to OUT/<cohort>/<recipe>/; tables to OUT/")
+    ap.add_argument("--recipes", nargs="+", default=None, help="recipe names or patterns (see --list)")
+    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--baselines", nargs="*", default=list(SINGLE_MODALITY), choices=sorted(MODEL_ENTRIES))
+    ap.add_argument("--baselines-at", default="best", help="'best' (highest mean val C) or a recipe name")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads")
+    ap.add_argument("--list", action="store_true", help="print the recipes and exit")
+    args = ap.parse_args()
+
+    all_recipes = recipes()
+    if args.list:
+        for name, r in all_recipes.items():
+            drop = "" if r["dropout"] is None else f" survpgc dropout={r['dropout']}"
+            print(f"{name:<16} {' '.join(r['train']) or '(defaults)'}{drop}")
+        return
+    import pandas as pd
+    import torch
+
+    torch.set_num_threads(args.threads)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    chosen = []
+    for pat in args.recipes or DEFAULT_RECIPES:
+        hits = [r for r in all_recipes if fnmatch.fnmatchcase(r, pat)]
+        if not hits:
+            raise SystemExit(f"no recipe matches {pat!r}; --list shows them")
+        chosen += [h for h in hits if h not in chosen]
+    if not args.cohort or not args.out:
+        raise SystemExit("give --out and at least one --cohort SYNTH_DIR=FEATURE_DIR")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    from survpgc.clinical.encode import encode_clinical
+
+    t_all = time.perf_counter()
+    cohorts = []
+    for spec in args.cohort:
+        syn, _, feat = spec.partition("=")
+        syn, feat = Path(syn), Path(feat)
+        truth_df = pd.read_csv(syn / "truth.csv", dtype={"case_id": str})
+        name = f"{syn.name}_n{len(truth_df)}"
+        tokens = out / name / "clinical"
+        if not (tokens / "manifest.json").exists():
+            encode_clinical(syn, tokens)  # once per cohort, shared by every run
+        cohorts.append((name, syn, feat, tokens, dict(zip(truth_df["case_id"], truth_df["true_risk"], strict=True))))
+
+    rows = []
+
+    def collect(name, n, recipe_name, run_dir, truth):
+        for r in fold_means(run_dir, truth):
+            rows.append({"cohort": name, "n_patients": n, "recipe": recipe_name, **r})
+
+    for name, syn, feat, tokens, truth in cohorts:
+        for rname in chosen:
+            t0 = time.perf_counter()
+            run_dir = run_one(syn, feat, tokens, out / name / rname, all_recipes[rname], ["survpgc"], args.folds)
+            collect(name, len(truth), rname, run_dir, truth)
+            r = rows[-1]
+            print(f"{name} {rname:<16} val {r['val_c']:.3f} test {r['test_c']:.3f} oracle {r['oracle_c']:.3f} "
+                  f"best epoch {r['best_epoch']:.1f} ({time.perf_counter() - t0:.0f} s)", flush=True)  # fmt: skip
+    runs = pd.DataFrame(rows)
+    surv = runs[runs["model"] == "survpgc"]
+    by_recipe = summarise(surv, ["recipe"]).sort_values("val_c_mean", ascending=False)
+    best = str(by_recipe["recipe"].iloc[0])
+    at = best if args.baselines_at == "best" else args.baselines_at
+    if at not in all_recipes:
+        raise SystemExit(f"--baselines-at {at!r}: no such recipe")
+    if args.baselines:
+        for name, syn, feat, tokens, truth in cohorts:
+            t0 = time.perf_counter()
+            run_dir = run_one(syn, feat, tokens, out / name / f"baselines@{at}", all_recipes[at], args.baselines,
+                              args.folds)  # fmt: skip
+            collect(name, len(truth), f"baselines@{at}", run_dir, truth)
+            print(f"{name} baselines@{at} ({time.perf_counter() - t0:.0f} s)", flush=True)
+        runs = pd.DataFrame(rows)
+    runs.to_csv(out / "runs.csv", index=False)
+
+    sel = runs[(runs["model"] == "survpgc") | (runs["recipe"] == f"baselines@{at}")].copy()
+    sel["size"] = "n=" + sel["n_patients"].astype(str)
+    table = pd.concat([summarise(sel, ["recipe", "model"]).assign(size="all"),
+                       summarise(sel, ["size", "recipe", "model"])], ignore_index=True)  # fmt: skip
+    table.to_csv(out / "table.csv", index=False)
+    pd.set_option("display.width", 220)
+    print(f"\nsurvpgc per recipe, mean ± sd over {len(cohorts)} cohorts ({args.folds}-fold nested; by val C):")
+    print(show(by_recipe[["recipe", *by_recipe.columns[1:]]], "recipe"))
+    for size, g in sel.groupby("size"):
+        print(show(summarise(g, ["recipe", "model"]).sort_values("val_c_mean", ascending=False), f"\n{size}:"))
+    print(
+        f"\nchosen by val C: {best}; baselines at {at}. Val C is that of the epoch selected on the same part"
+        f" (optimistic). Total {time.perf_counter() - t_all:.0f} s. Files: {out / 'runs.csv'}, {out / 'table.csv'}"
+    )
+
+
+if __name__ == "__main__":
+    main()
