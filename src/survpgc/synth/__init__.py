@@ -2,12 +2,15 @@
 
 ``generate_synthetic_cohort(out_dir, n_patients=40, seed=0)`` writes a folder in the TCGA layout the
 cohort loader reads, plus pyramidal slides, tumour-texture masks and the truth (``truth.csv``,
-``truth.json``); the same seed gives byte-identical files.  The parts:
+``truth.json``); the same seed gives byte-identical files.  Its knobs (``censoring``, ``slide_size``,
+``planted_fraction``, ``signal`` per modality, ``omics_noise``, ``frailty_sd``; `survpgc synth --help`) are
+recorded in truth.json's ``settings``.  The parts:
 
 * :mod:`survpgc.synth.cohort` -- :func:`generate_synthetic_cohort` -> :class:`SynthResult`: the
   orchestration and the tables (cohort.csv, truth.csv, truth.json).
 * :mod:`survpgc.synth.truth` -- the survival truth: :data:`COEFFICIENTS` of the risk components,
-  Weibull proportional hazards, censoring into a target range, the oracle C-index.
+  Weibull proportional hazards, censoring into a target range, the oracle C-index, ``read_truth`` (the true
+  risk per case of a cohort folder, for the oracle of `survpgc run` and `survpgc validate`).
 * :mod:`survpgc.synth.patients` -- identifiers and clinical covariates.
 * :mod:`survpgc.synth.omics` -- the expression table with pathway structure (:data:`PATHWAYS`).
 * :mod:`survpgc.synth.render` -- tissue layout, texture classes (:data:`CLASS_CODES`), H&E-like rendering
