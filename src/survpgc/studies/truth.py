@@ -157,6 +157,7 @@ def truth_study(
     encoder: str = "efficientnet_lite0",
     device: str = "cpu",
     data_from: str | Path | None = None,
+    localise: bool = True,
 ) -> dict[str, pd.DataFrame]:
     """Run the study (see the module docstring) into ``out``; returns its tables.
 
@@ -170,6 +171,7 @@ def truth_study(
         permute: also train SurvPGC on cohorts with the clinical or the genomic modality permuted, for the IG
             check.
         ig_steps: integrated-gradients steps.
+        localise: score the patches of every test slide and measure localisation (off: C-index and IG only).
         data_from: another study folder whose cohorts and features (same seeds and generator settings) are
             used instead of making new ones -- e.g. to compare two recipes on the very same cohorts.
     """
@@ -185,6 +187,7 @@ def truth_study(
         "overrides": list(overrides),
         "synth": json.loads(json.dumps(dict(synth or {}))),  # as recorded: tuples become lists
         "permute": bool(permute),
+        "localise": bool(localise),
         "ig_steps": int(ig_steps),
         "encoder": encoder,
         "survpgc_version": __version__,
@@ -216,7 +219,7 @@ def _one_seed(folder: Path, seed: int, rec: dict[str, Any], *, device: str) -> N
     _cv(run, cohort, feats, rec["models"], rec["overrides"])
     models = _models_of(run)
     tables = []
-    for model_id in models:
+    for model_id in models if rec.get("localise", True) else []:
         t = _localisation(run, cohort / "masks", model_id, device)
         if t is not None:
             tables.append(t.assign(model=model_id))
