@@ -14,10 +14,17 @@ import pytest
 from survpgc.config import load_config
 from survpgc.data.cohort import open_cohort
 from survpgc.data.features import write_feature_file
-from survpgc.deploy.bundle import InputMismatchError, load_bundle
+from survpgc.deploy.bundle import (
+    InputMismatchError,
+    Overlap,
+    case_ids_digest,
+    load_bundle,
+    salted_case_hashes,
+    training_overlap,
+)
 from survpgc.deploy.fit import train_bundle
 from survpgc.deploy.predict import predict_cohort, predict_to_dir
-from survpgc.errors import ConfigError, InputError
+from survpgc.errors import ConfigError, DataError, InputError
 from survpgc.synth import generate_synthetic_cohort
 from survpgc.train.cv import run_cv
 
@@ -87,7 +94,7 @@ def test_bundle_files_and_manifest(abmil_bundle):
     assert not list(out.parent.glob(".*.tmp"))
     b = load_bundle(out)
     m = b.manifest
-    assert m["format_version"] == 1 and m["kind"] == "refit"
+    assert m["format_version"] == 2 and m["kind"] == "refit" and m["model"]["family"] == "neural"
     assert m["model"]["name"] == "abmil" and m["training"]["epochs"] == 1
     assert m["inputs"]["pathology"] == {"encoder": "fake", "dim": 16, "patch_size": 256, "target_magnification": 20.0}
     assert b.time_edges[0] == 0 and np.isinf(b.time_edges[-1]) and len(b.time_edges) == 5
@@ -95,6 +102,35 @@ def test_bundle_files_and_manifest(abmil_bundle):
     assert "Intended use" in b.card and "Known limits" in b.card
     json.loads((out / "bundle.json").read_text(), parse_constant=lambda c: pytest.fail(f"non-strict JSON {c}"))
     assert b"pickle" not in (out / "model.safetensors").read_bytes()[:200]
+
+
+def test_bundle_records_hashed_training_case_ids_not_the_ids(abmil_bundle, data):
+    out, _ = abmil_bundle
+    text = (out / "bundle.json").read_text()
+    rec = load_bundle(out).manifest["training_cases"]
+    ids = _cohort(data).case_ids
+    assert rec["n"] == 24 and len(rec["case_sha256"]) == 24 and rec["case_sha256"] == sorted(rec["case_sha256"])
+    assert rec["ids_sha256"] == case_ids_digest(reversed(ids))  # order-free
+    assert rec["case_sha256"] == salted_case_hashes(ids, rec["salt"])
+    assert not any(c in text for c in ids)  # no id in the manifest
+    cohort = _cohort(data)
+    man = load_bundle(out).manifest
+    assert training_overlap(man, ids) == Overlap(True, 24, None)
+    assert training_overlap(man, ids, cohort.time, cohort.event) == Overlap(True, 24, 24)
+    later = cohort.time + np.arange(24) % 2  # every other case followed one month longer
+    assert training_overlap(man, ids, later, cohort.event) == Overlap(True, 24, 12)
+    assert training_overlap(man, [*ids[:5], "other-1"]) == Overlap(False, 5, None)
+    assert training_overlap({"format_version": 1}, ids) is None
+
+
+def test_pathology_keys_derive_from_the_run_feature_settings():
+    from survpgc.deploy.bundle import PATHOLOGY_KEYS, pathology_keys
+    from survpgc.inputs import FEATURE_SETTINGS
+
+    assert pathology_keys() == PATHOLOGY_KEYS
+    assert set(PATHOLOGY_KEYS) == set(FEATURE_SETTINGS) - {"encoder_dim"} | {"weights", "dim"}
+    # a setting added to the run's list is recorded and compared by bundles too
+    assert "new_setting" in pathology_keys((*FEATURE_SETTINGS, "new_setting"))
 
 
 def test_round_trip_is_bit_for_bit(abmil_bundle, data):
@@ -147,14 +183,50 @@ def test_other_features_are_refused(abmil_bundle, data, tmp_path, attrs, match):
         predict_cohort(load_bundle(abmil_bundle[0]), open_cohort(syn, feature_dir=tmp_path / "f"))
 
 
+@pytest.mark.parametrize(
+    ("attrs", "error", "match"),
+    [
+        ({"target_magnification": 40.0}, InputMismatchError, r"^magnification mismatch: bundle .* expects 20.0, .*"
+         r"have 40.0 \(e.g. .*odd\.h5\)"),
+        ({"encoder_dim": 99}, DataError, r"^feature files disagree on encoder_dim: .* has 16, .*odd\.h5 has 99"),
+    ],
+)  # fmt: skip
+def test_one_odd_feature_file_is_refused_naming_it(abmil_bundle, data, tmp_path, attrs, error, match):
+    """Only the first file's header and shape are read whole; every other file's header once, against the bundle
+    and the first file."""
+    syn, feat = data
+    shutil.copytree(feat, tmp_path / "f")
+    stems = [Path(sid).stem for sid in pd.read_csv(syn / "cohort.csv")["slide_id"]]
+    x = np.random.default_rng(0).normal(size=(12, 16)).astype(np.float32)
+    base = {"patch_size": 256, "encoder": "fake", "target_magnification": 20.0, "encoder_dim": 16}
+    write_feature_file(tmp_path / "f" / f"{stems[0]}.h5", x, None, **base)
+    write_feature_file(tmp_path / "f" / f"{stems[7]}.h5", x, None, **{**base, **attrs})
+    cohort = open_cohort(syn, feature_dir=tmp_path / "f")
+    with pytest.raises(error, match=match.replace("odd", stems[7])):
+        predict_cohort(load_bundle(abmil_bundle[0]), cohort)
+
+
 def test_other_format_version_is_refused(abmil_bundle, tmp_path):
     copy = tmp_path / "b"
     shutil.copytree(abmil_bundle[0], copy)
     m = json.loads((copy / "bundle.json").read_text())
-    m["format_version"] = 2
+    m["format_version"] = 3
     (copy / "bundle.json").write_text(json.dumps(m))
-    with pytest.raises(InputMismatchError, match=r"bundle format version 2 .* reads format version 1"):
+    with pytest.raises(InputMismatchError, match=r"bundle format version 3 .* reads format versions 1, 2; use"):
         load_bundle(copy)
+
+
+def test_a_format_1_bundle_without_case_hashes_still_predicts(abmil_bundle, data, tmp_path):
+    copy = tmp_path / "v1"
+    shutil.copytree(abmil_bundle[0], copy)
+    m = json.loads((copy / "bundle.json").read_text())
+    m["format_version"] = 1
+    del m["training_cases"], m["model"]["family"]
+    (copy / "bundle.json").write_text(json.dumps(m))
+    old = load_bundle(copy)
+    assert old.family == "neural"
+    df = predict_cohort(old, _cohort(data))
+    np.testing.assert_array_equal(df["risk"].to_numpy(), abmil_bundle[1].train_predictions["risk"].to_numpy())
 
 
 def test_changed_weights_are_refused(abmil_bundle, tmp_path):
@@ -167,12 +239,10 @@ def test_changed_weights_are_refused(abmil_bundle, tmp_path):
         load_bundle(copy)
 
 
-def test_epochs_needed_and_coxph_refused(data, tmp_path):
+def test_epochs_needed_and_unknown_model_refused(data, tmp_path):
     with pytest.raises(ConfigError, match="how many epochs"):
         train_bundle(_cfg(data), tmp_path / "x")
     assert not (tmp_path / "x").exists()
-    with pytest.raises(ConfigError, match="not a neural network"):
-        train_bundle(_cfg(data, "models=[coxph]"), tmp_path / "y", epochs=1)
     with pytest.raises(ConfigError, match=r"--model 'nope' is not in"):
         train_bundle(_cfg(data), tmp_path / "z", model_id="nope", epochs=1)
 
@@ -306,3 +376,69 @@ def test_predict_heatmaps_are_drawn_and_linked_without_changing_predictions(abmi
         assert np.isfinite(scores["relevance"]).all() and len(scores) > 0
     third = drawn.predictions["case_id"].iloc[2]
     assert not (tmp_path / "maps" / "heatmaps" / third).exists()  # --max-heatmaps 2
+
+
+# ------------------------------------------------------------------------------------------ batched prediction
+@pytest.fixture(scope="module")
+def setups(data, tmp_path_factory):
+    """Untrained abmil, survpgc and snn (genomic) with their evaluation datasets, as `survpgc train` builds them."""
+    from survpgc.data.splits import Fold
+    from survpgc.inputs import RunInputs, fold_setup, model_modalities
+    from survpgc.survival.binning import TimeBinner
+
+    cfg = _cfg(data, "models=[abmil, survpgc, {name: snn, params: {modality: genomic}}]")
+    work = tmp_path_factory.mktemp("setups")
+    inputs = RunInputs(cfg, splits_dir=work / "splits", clinical_dir=work / "clinical", write_splits=False)
+    ids = tuple(inputs.cohort.case_ids)
+    binner = TimeBinner(cfg.data.n_bins).fit(*inputs.cohort.survival())
+    out = {}
+    for entry in cfg.models:
+        setup = fold_setup(entry, inputs, Fold(0, ids, (), ()), binner, model_modalities(entry)[0])
+        out[entry.id] = (setup.model.eval(), setup.dataset(ids, False))
+    return out
+
+
+@pytest.mark.parametrize("model_id", ["abmil", "survpgc", "snn:genomic"])
+def test_batched_prediction_equals_one_case_at_a_time(setups, model_id):
+    from survpgc.deploy.predict import predict_batched
+
+    model, ds = setups[model_id]
+    (single,) = predict_batched([model], ds, max_cases=1)  # one case per batch: no padding
+    assert np.ptp(single["risk"]) > 0 and single["survival"].shape == (24, 4)
+    for kw in ({}, {"max_cases": 5}, {"max_elements": 16 * 100}):  # one padded batch; batches of 5; of ~100 patches
+        (got,) = predict_batched([model], ds, **kw)
+        np.testing.assert_allclose(got["risk"], single["risk"], rtol=1e-5, atol=0)
+        np.testing.assert_allclose(got["survival"], single["survival"], rtol=1e-5, atol=1e-7)
+
+
+def test_prediction_batches_bags_of_similar_length(setups, monkeypatch):
+    import survpgc.data.dataset as dataset_module
+    from survpgc.deploy.predict import predict_batched
+
+    real, seen = dataset_module.collate_survival, []
+
+    def spy(items):
+        batch = real(items)
+        seen.append((batch["path_mask"].numel(), int(batch["path_mask"].sum())))
+        return batch
+
+    monkeypatch.setattr(dataset_module, "collate_survival", spy)
+    model, ds = setups["abmil"]
+    predict_batched([model], ds, max_cases=4)
+    padded, patches = sum(p for p, _ in seen), sum(n for _, n in seen)
+    assert len(seen) == 6 and patches == sum(len(ds[i]["path"]) for i in range(len(ds)))
+    assert padded <= 1.1 * patches  # in cohort order: about 1.3 for bags of 10-29 patches in batches of 4
+
+
+def test_an_ensemble_reads_each_feature_file_once(run_dir, data, tmp_path, monkeypatch):
+    import survpgc.data.dataset as dataset_module
+
+    out = tmp_path / "ens"
+    res = train_bundle(None, out, model_id="abmil", from_run=run_dir, ensemble=True)
+    real, reads = dataset_module.read_feature_file, []
+    monkeypatch.setattr(dataset_module, "read_feature_file", lambda p: reads.append(str(p)) or real(p))
+    cohort = _cohort(data)
+    df = predict_cohort(load_bundle(out), cohort)
+    files = cohort.slides["feature_path"].dropna().astype(str).tolist()
+    assert sorted(reads) == sorted(files)  # two members, one read per file
+    np.testing.assert_array_equal(df["risk"].to_numpy(), res.train_predictions["risk"].to_numpy())

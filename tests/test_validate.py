@@ -180,6 +180,52 @@ def test_apparent_performance_is_labelled(tmp_path):
     assert any("apparent performance on the training cases" in n for n in res.notes)
 
 
+def test_apparent_performance_by_hashed_training_case_ids(tmp_path):
+    from survpgc.deploy.bundle import training_cases_record
+
+    cohort = FakeCohort(4, name="tcga-x")
+    ids, t, e = cohort.case_ids, cohort.time, cohort.event
+
+    def bundle(name, *record, training=None):
+        b = fake_bundle(tmp_path, name)
+        b.manifest = {"format_version": 2, "training_cohort": training or {"name": "train"},
+                      "training_cases": training_cases_record(*record)}  # fmt: skip
+        return b
+
+    same = bundle("same", ids, t, e)
+    part = bundle("part", [*ids[:40], "x-1", "x-2"], [*t[:40], 5.0, 6.0], [*e[:40], True, False])
+    # the old summary rule would call this one apparent: same name and summary, but other cases
+    other = bundle("other", [f"y-{i}" for i in range(300)], t, e, training=cohort.summary())
+    # the same ids, but other patients (another sample numbered alike): noted, not labelled
+    alike = bundle("alike", ids, t + 1.0, e)
+    res = validate_bundles([same, part, other, alike], cohort, tmp_path / "v", n_bootstrap=0, predict=fake_predict)
+    m = res.metrics.set_index("model")
+    assert m.loc["same", "apparent"] and m.loc["same", "apparent_label"] == "apparent (training cohort)"
+    assert m.loc["same", "n_training_cases"] == 300
+    assert m.loc["same", "apparent_rule"] == "case-id and survival hashes"
+    assert m.loc["part", "apparent"] and m.loc["part", "n_training_cases"] == 40
+    assert m.loc["part", "apparent_label"] == "apparent: 40 of 300 cases were in the training cohort"
+    assert not m.loc["other", "apparent"] and m.loc["other", "n_training_cases"] == 0
+    assert not m.loc["alike", "apparent"] and m.loc["alike", "n_training_cases"] == 0
+    assert any(n.startswith("alike: 300 of 300 case ids are training case ids but with other survival data")
+               for n in res.notes)  # fmt: skip
+    page = (tmp_path / "v" / "report.html").read_text()
+    assert "Apparent performance: part." in page and "40 of 300 cases were in the training cohort" in page
+    assert "Apparent performance: other." not in page and "Apparent performance: alike." not in page
+    assert not any("cohort summary" in n for n in res.notes)
+
+
+def test_a_bundle_without_case_hashes_falls_back_to_the_summary_and_says_so(tmp_path):
+    cohort = FakeCohort(4, name="tcga-x")
+    old = fake_bundle(tmp_path, "old")
+    old.manifest = {"format_version": 1, "training_cohort": cohort.summary()}
+    res = validate_bundles([old], cohort, tmp_path / "v", n_bootstrap=0, predict=fake_predict)
+    row = res.metrics.iloc[0]
+    assert row["apparent"] and row["apparent_rule"] == "cohort summary" and pd.isna(row["n_training_cases"])
+    assert any("(format version 1) records no hashed training case ids: apparent performance was judged by the "
+               "cohort summary" in n for n in res.notes)  # fmt: skip
+
+
 def test_apparent_check_rule():
     s = FakeCohort(5, name="tcga-x").summary()
     assert apparent_check(s, dict(s))[0]
@@ -288,4 +334,95 @@ def test_a_real_bundle_on_its_own_training_cohort_is_apparent(real):
     res = validate_bundles([load_bundle(real / "bundle")], open_cohort(real / "train"), real / "apparent",
                            n_bootstrap=0)  # fmt: skip
     assert bool(res.metrics["apparent"].iloc[0])
+    assert res.metrics["apparent_label"].iloc[0] == "apparent (training cohort)"
+    assert res.metrics["apparent_rule"].iloc[0] == "case-id and survival hashes"
     assert "Apparent performance" in res.report.read_text()
+
+
+def test_cli_labels_a_partly_seen_cohort_with_the_overlap(real, tmp_path):
+    """12 training cases mixed with 28 of another sample: the C-index is partly apparent, and the CLI says so. The
+    other sample numbers its cases alike (SYN-0013 ...): same ids, other patients, noted but not counted."""
+    from typer.testing import CliRunner
+
+    from survpgc.cli import app
+
+    train, ext = pd.read_csv(real / "train" / "cohort.csv"), pd.read_csv(real / "ext" / "cohort.csv")
+    (tmp_path / "mix").mkdir()
+    pd.concat([train.head(12), ext.iloc[12:40]]).to_csv(tmp_path / "mix" / "cohort.csv", index=False)
+    args = ["validate", "--model", str(real / "bundle"), "--cohort", str(tmp_path / "mix"), "--out",
+            str(tmp_path / "v"), "--n-bootstrap", "0", "--times", "12"]  # fmt: skip
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert "apparent: 12 of 40 cases were in the training cohort" in " ".join(r.output.split())
+    assert pd.read_csv(tmp_path / "v" / "metrics.csv")["n_training_cases"].iloc[0] == 12
+    page = " ".join((tmp_path / "v" / "report.html").read_text().split())
+    assert "28 of 40 case ids are training case ids but with other survival data" in page
+
+
+def test_cli_validate_time_unit_converts_the_cohort_times(real, tmp_path):
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from survpgc.cli import app
+
+    shutil.copytree(real / "ext", tmp_path / "days")
+    table = pd.read_csv(real / "ext" / "cohort.csv")
+    table["survival_months"] = table["survival_months"] * 30.4375  # the same follow-up, in days
+    table.to_csv(tmp_path / "days" / "cohort.csv", index=False)
+    base = ["validate", "--model", str(real / "bundle"), "--n-bootstrap", "0", "--times", "12,36"]
+    r = CliRunner().invoke(app, [*base, "--cohort", str(real / "ext"), "--out", str(tmp_path / "months")])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(app, [*base, "--cohort", str(tmp_path / "days"), "--out", str(tmp_path / "in_days"),
+                                 "--time-unit", "days"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    a, b = (pd.read_csv(tmp_path / d / "predictions.csv") for d in ("months", "in_days"))
+    np.testing.assert_allclose(b["time"], a["time"], rtol=1e-9)
+    ma, mb = (pd.read_csv(tmp_path / d / "metrics.csv").iloc[0] for d in ("months", "in_days"))
+    assert ma["cindex"] == mb["cindex"] and ma["auc_36"] == pytest.approx(mb["auc_36"], abs=1e-12)
+    r = CliRunner().invoke(app, [*base, "--cohort", str(real / "ext"), "--out", str(tmp_path / "x"),
+                                 "--time-unit", "fortnights"])  # fmt: skip
+    assert r.exit_code != 0
+    assert str(r.exception) == "--time-unit must be one of days, weeks, months, years; got 'fortnights'"
+
+
+@pytest.fixture(scope="module")
+def clinical_bundle(real):
+    """A clinical-token MLP (MiniLM, default templates) trained on the synthetic training sample."""
+    from survpgc.config import load_config
+    from survpgc.deploy.fit import train_bundle
+
+    cfg = load_config(None, [f"cohort.source={real / 'train'}", "train.batch_size=8",
+                             "models=[{name: mlp, params: {modality: clinical}}]"])  # fmt: skip
+    train_bundle(cfg, real / "clinical_bundle", epochs=1)
+    return real / "clinical_bundle"
+
+
+def test_cli_validate_reads_given_clinical_tokens_instead_of_encoding(real, clinical_bundle, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import survpgc.clinical.encode as encode_module
+    from survpgc.cli import app
+    from survpgc.clinical.encode import encode_clinical
+    from survpgc.data.cohort import open_cohort
+    from survpgc.deploy.bundle import load_bundle
+
+    spec = load_bundle(clinical_bundle).inputs["clinical"]
+    ext = open_cohort(real / "ext")
+    kw = {k: spec[k] for k in ("n_templates", "seed", "missing", "fields")}
+    encode_clinical(ext, tmp_path / "tok", encoder=spec["encoder"], templates=spec["template_set"], **kw)
+    encode_clinical(ext, tmp_path / "paper", encoder=spec["encoder"], templates="survpgc-paper", **kw)
+
+    def no_encoding(*a, **k):
+        raise AssertionError("validate encoded the clinical fields although --clinical-tokens was given")
+
+    monkeypatch.setattr(encode_module, "encode_clinical", no_encoding)
+    base = ["validate", "--model", str(clinical_bundle), "--cohort", str(real / "ext"), "--n-bootstrap", "0",
+            "--times", "12,36"]  # fmt: skip
+    r = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "v"), "--clinical-tokens", str(tmp_path / "tok")])
+    assert r.exit_code == 0, r.output
+    m = pd.read_csv(tmp_path / "v" / "metrics.csv").iloc[0]
+    assert 0 <= m["cindex"] <= 1 and (pd.read_csv(tmp_path / "v" / "predictions.csv")["modalities"] == "clinical").all()
+    r = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "w"), "--clinical-tokens", str(tmp_path / "paper")])
+    assert r.exit_code != 0
+    assert "template set mismatch: bundle" in " ".join(str(r.exception).split())

@@ -974,6 +974,10 @@ def validate_cmd(
     n_bootstrap: int = typer.Option(1000, "--n-bootstrap", help="Bootstrap resamples for CIs, comparisons (0 = none)."),
     seed: int = typer.Option(0, "--seed", help="Bootstrap seed."),
     feature_dir: str | None = typer.Option(None, "--feature-dir", help="Folder of <slide stem>.h5 patch features."),
+    clinical_tokens: str | None = typer.Option(
+        None, "--clinical-tokens", help="Tokens of `survpgc encode-clinical` (default: encoded with the bundle's)."
+    ),
+    time_unit: str = typer.Option("months", "--time-unit", help=_TIME_UNIT_HELP),
     device: str = typer.Option("cpu", "--device", help="Torch device."),
 ) -> None:
     """External validation of bundles: C-indices with CIs, td-AUC, IBS, KM by the training cutoff, calibration."""
@@ -989,16 +993,24 @@ def validate_cmd(
         grid = [float(x) for x in times.split(",") if x.strip()]
     except ValueError:
         raise InputError(f"--times must be comma-separated months, got {times!r}") from None
+    units = ("days", "weeks", "months", "years")
+    if time_unit not in units:
+        raise InputError(f"--time-unit must be one of {', '.join(units)}; got {time_unit!r}")
     res = validate_to_dir(model, cohort, out, times=grid, n_bootstrap=n_bootstrap, seed=seed, feature_dir=feature_dir,
-                          device=device)  # fmt: skip
+                          device=device, clinical_tokens=clinical_tokens, time_unit=time_unit)  # fmt: skip
     t = Table("model", "cases", "C-index [95% CI]", "Uno C [95% CI]", "iAUC", "IBS", "log-rank p", "D-cal p",
               title=f"external validation on {res.bundles[0].metrics.get('n_cases')} cases")  # fmt: skip
+    apparent = []
     for _, r in res.metrics.iterrows():
 
         def ci(k, r=r):
             return f"{num(r[k])} [{num(r[k + '_low'])}, {num(r[k + '_high'])}]"
 
-        name = str(r["model"]) + (" (apparent: training cohort)" if bool(r["apparent"]) else "")
+        label = r.get("apparent_label")
+        label = label if isinstance(label, str) and label else "apparent (training cohort)"
+        name = f"{r['model']} (apparent)" if bool(r["apparent"]) else str(r["model"])
+        if bool(r["apparent"]):
+            apparent.append(f"{r['model']}: {label} (optimistic; see the report)")
         t.add_row(name, num(r["n_cases"]), ci("cindex"), ci("cindex_uno"), num(r["iauc"]), num(r["ibs"]),
                   format_p_value(r["logrank_p"]), format_p_value(r["dcal_p"]))  # fmt: skip
     if "oracle_cindex" in res.metrics.columns:
@@ -1007,6 +1019,8 @@ def validate_cmd(
         t.add_row("oracle (true risk)", num(r0["n_cases"]), oracle, "", "", "", "", "")
     con = Console()
     con.print(t)
+    for line in apparent:
+        con.print(line, markup=False)
     for _, r in res.comparisons.iterrows():
         ci = f"[{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]"
         p = format_p_value(r["p_value"])

@@ -33,6 +33,8 @@ __all__ = ["FEATURE_SETTINGS", "FoldSetup", "RunInputs", "fold_setup", "make_loa
 log = logging.getLogger(__name__)
 
 #: Feature-file attributes that must agree across the files of one run (besides the feature dim, from the shape).
+#: The one list of extraction settings: a model bundle records and compares the same ones
+#: (``survpgc.deploy.bundle.PATHOLOGY_KEYS`` is derived from it, adding the weights and naming the dim ``dim``).
 FEATURE_SETTINGS: tuple[str, ...] = (
     "encoder",
     "encoder_dim",

@@ -45,6 +45,7 @@ import numpy as np
 
 from survpgc.errors import DataError, InputError
 from survpgc.files import same_setting
+from survpgc.inputs import FEATURE_SETTINGS
 
 __all__ = [
     "CARD_NAME",
@@ -53,26 +54,38 @@ __all__ = [
     "MANIFEST_NAME",
     "MISSING_GENES_TOLERANCE",
     "PATHOLOGY_KEYS",
+    "READABLE_FORMAT_VERSIONS",
     "WEIGHTS_NAME",
     "Bundle",
     "InputMismatchError",
     "Member",
+    "Overlap",
     "binner_from_json",
     "binner_to_json",
+    "case_ids_digest",
     "check_clinical",
+    "check_clinical_columns",
     "check_genes",
     "check_pathology",
     "load_bundle",
     "member_prefix",
+    "pathology_keys",
     "pathology_spec",
+    "salted_case_hashes",
+    "training_cases_record",
+    "training_overlap",
     "write_bundle",
 ]
 
 log = logging.getLogger(__name__)
 
 FORMAT = "survpgc-model-bundle"
-#: Bumped when a bundle written by this version cannot be read by an older one (and vice versa).
-FORMAT_VERSION = 1
+#: Bumped when a bundle written by this version cannot be read by an older one (and vice versa). Version 2 added
+#: the hashed training case ids (``training_cases``) and Cox-model bundles (``model.family`` ``"coxph"``).
+FORMAT_VERSION = 2
+#: Format versions this survpgc reads: version 1 bundles lack ``training_cases`` (apparent performance is then
+#: judged by the cohort summary, and said so).
+READABLE_FORMAT_VERSIONS: tuple[int, ...] = (1, 2)
 WEIGHTS_NAME = "model.safetensors"
 MANIFEST_NAME = "bundle.json"
 CARD_NAME = "model_card.md"
@@ -81,18 +94,19 @@ CARD_NAME = "model_card.md"
 #: training mean (0 after z-scoring, the mid-range for min-max) and warned about.
 MISSING_GENES_TOLERANCE = 0.05
 
-#: Feature-file settings recorded in a bundle and compared with a cohort's feature files (``dim`` = feature dim).
-PATHOLOGY_KEYS: tuple[str, ...] = (
-    "encoder",
-    "weights",
-    "dim",
-    "patch_size",
-    "target_magnification",
-    "input_size",
-    "mean",
-    "std",
-    "interpolation",
-)
+
+def pathology_keys(feature_settings: tuple[str, ...] = FEATURE_SETTINGS) -> tuple[str, ...]:
+    """The feature-file settings a bundle records, from the run's list :data:`survpgc.inputs.FEATURE_SETTINGS`
+    (one list, so the two cannot drift): the same settings, plus the encoder's ``weights`` (a bundle must meet
+    features of the same weights; the files of one run are compared among themselves without them), with the
+    feature dim as ``dim`` (read from the file's shape) in place of the ``encoder_dim`` attribute."""
+    rest = [k for k in feature_settings if k not in ("encoder", "encoder_dim", "weights", "dim")]
+    return ("encoder", "weights", "dim", *rest)
+
+
+#: Feature-file settings recorded in a bundle and compared with a cohort's feature files (``dim`` = feature dim);
+#: derived from :data:`survpgc.inputs.FEATURE_SETTINGS` by :func:`pathology_keys`.
+PATHOLOGY_KEYS: tuple[str, ...] = pathology_keys()
 
 
 class InputMismatchError(DataError):
@@ -146,6 +160,11 @@ class Bundle:
     @property
     def model_name(self) -> str:
         return str(self.manifest["model"]["name"])
+
+    @property
+    def family(self) -> str:
+        """``"neural"`` (a torch model of the registry) or ``"coxph"`` (a Cox model's exported state)."""
+        return str(self.manifest["model"].get("family", "neural"))
 
     @property
     def modalities(self) -> tuple[str, ...]:
@@ -261,12 +280,13 @@ def load_bundle(path: str | os.PathLike[str]) -> Bundle:
         got = manifest.get("format") if isinstance(manifest, dict) else None
         raise DataError(f"{man_file}: not a survpgc model bundle (format {got!r}, expected {FORMAT!r})")
     version = manifest.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_FORMAT_VERSIONS or isinstance(version, bool):
         from survpgc import __version__
 
+        readable = ", ".join(map(str, READABLE_FORMAT_VERSIONS))
         raise InputMismatchError(
             f"{root}: bundle format version {version!r} (written by survpgc {manifest.get('survpgc_version')}) "
-            f"cannot be read by survpgc {__version__}, which reads format version {FORMAT_VERSION}; use a matching "
+            f"cannot be read by survpgc {__version__}, which reads format versions {readable}; use a matching "
             "survpgc or retrain the bundle"
         )
     weights = root / WEIGHTS_NAME
@@ -280,25 +300,104 @@ def load_bundle(path: str | os.PathLike[str]) -> Bundle:
     return Bundle(root, manifest, card)
 
 
+# ------------------------------------------------------------------------------------------------ training cases
+def case_ids_digest(case_ids: Any) -> str:
+    """SHA-256 (hex) of a set of case ids: the sorted, distinct ids joined by newlines, UTF-8."""
+    ids = sorted({str(c) for c in case_ids})
+    return hashlib.sha256("\n".join(ids).encode("utf-8")).hexdigest()
+
+
+def salted_case_hashes(case_ids: Any, salt: str) -> list[str]:
+    """Sorted SHA-256 (hex) of ``salt + ":" + case id`` for each distinct case id."""
+    return sorted(hashlib.sha256(f"{salt}:{c}".encode()).hexdigest() for c in {str(c) for c in case_ids})
+
+
+def _survival_keys(case_ids: Any, time: Any, event: Any) -> list[str]:
+    """``case id:time:event`` per case (time in months to 3 decimals, event 0/1): a case with its survival data."""
+    t = np.asarray(time, dtype=np.float64)
+    e = np.asarray(event, dtype=bool)
+    return [f"{c}:{ti:.3f}:{int(ei)}" for c, ti, ei in zip(map(str, case_ids), t, e, strict=True)]
+
+
+def training_cases_record(case_ids: Any, time: Any = None, event: Any = None) -> dict[str, Any]:
+    """The manifest's ``training_cases``: the number of training cases, the SHA-256 of the sorted ids
+    (:func:`case_ids_digest`) and, under a fresh random salt (recorded), the sorted salted SHA-256 of each id
+    (:func:`salted_case_hashes`) and of each id with its survival time and event (``case_survival_sha256``), so
+    ``survpgc validate`` can tell whether a cohort is the training cohort, or how many of its cases were training
+    cases, without the bundle holding any id. The survival hashes tell the training patients from other patients
+    who carry the same ids (two samples of the synthetic generator both number their cases SYN-0001, ...).
+    Whoever holds a candidate id (and its survival) can test whether it was a training case -- that is the
+    purpose; the hashes cannot be read back into ids."""
+    ids = [str(c) for c in case_ids]
+    salt = secrets.token_hex(16)
+    rec: dict[str, Any] = {
+        "n": len(set(ids)),
+        "ids_sha256": case_ids_digest(ids),
+        "salt": salt,
+        "case_sha256": salted_case_hashes(ids, salt),
+    }
+    if time is not None and event is not None:
+        rec["case_survival_sha256"] = salted_case_hashes(_survival_keys(ids, time, event), salt)
+    rec["rule"] = ("ids_sha256 = sha256 of the sorted ids joined by newlines; case_sha256 = sorted sha256 of "
+                   "'<salt>:<case id>'; case_survival_sha256 = sorted sha256 of '<salt>:<case id>:<months, 3 "
+                   "decimals>:<event 0/1>'")  # fmt: skip
+    return rec
+
+
+@dataclass
+class Overlap:
+    """How a cohort's cases meet a bundle's training cases (:func:`training_overlap`)."""
+
+    same_ids: bool  #: the cohort's ids are exactly the training ids
+    n_ids: int  #: cohort cases whose id is a training id
+    n_cases: int | None  #: of those, with the training survival time and event too (None: not recorded/given)
+
+
+def training_overlap(manifest: Mapping[str, Any], case_ids: Any, time: Any = None, event: Any = None) -> Overlap | None:
+    """How many of ``case_ids`` were training cases, by the manifest's hashed training case ids (and, with
+    ``time`` and ``event``, their survival data); None when the bundle records none (format version 1)."""
+    rec = manifest.get("training_cases")
+    if not rec or "case_sha256" not in rec or "salt" not in rec:
+        return None
+    ids = [str(c) for c in case_ids]
+    salt = str(rec["salt"])
+    trained = set(rec["case_sha256"])
+    n_ids = sum(h in trained for h in salted_case_hashes(ids, salt))
+    n_cases = None
+    if time is not None and event is not None and "case_survival_sha256" in rec:
+        with_survival = set(rec["case_survival_sha256"])
+        n_cases = sum(h in with_survival for h in salted_case_hashes(_survival_keys(ids, time, event), salt))
+    return Overlap(case_ids_digest(ids) == rec.get("ids_sha256"), n_ids, n_cases)
+
+
 # ------------------------------------------------------------------------------------------------ checks
 def pathology_spec(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The :data:`PATHOLOGY_KEYS` a feature file records (``dim`` from its shape)."""
     from survpgc.data.features import feature_file_shape, read_feature_attrs
 
     _, dim = feature_file_shape(path)
-    attrs = read_feature_attrs(path)
+    return _spec(read_feature_attrs(path), dim)
+
+
+def _spec(attrs: Mapping[str, Any], dim: int) -> dict[str, Any]:
     spec = {k: attrs[k] for k in PATHOLOGY_KEYS if k in attrs and k != "dim"}
     spec["dim"] = int(dim)
     return {k: spec[k] for k in PATHOLOGY_KEYS if k in spec}
 
 
+_PATHOLOGY_LABELS = {"dim": "feature dim", "encoder": "patch encoder", "weights": "patch-encoder weights",
+                     "target_magnification": "magnification", "patch_size": "patch size"}  # fmt: skip
+
+
 def check_pathology(bundle: Bundle, cohort: Any) -> None:
     """Refuse a cohort whose feature files disagree with the bundle's pathology spec (one line, both sides).
 
-    Every feature file of the cohort must agree with the others (:func:`survpgc.inputs.check_feature_files`),
-    then the first one is compared with the bundle on each key both record; a key the bundle records and the
-    files do not is warned about (older extractions may lack it)."""
-    from survpgc.inputs import check_feature_files
+    The first feature file (header and shape) is compared with the bundle on each key both record; a key the
+    bundle records and the file does not is warned about (older extractions may lack it). Every other file is
+    opened once, header only, and compared with the bundle on the keys it records, and with the first file on the
+    other extraction settings of :data:`survpgc.inputs.FEATURE_SETTINGS` (``encoder_dim`` among them); a file whose
+    feature dim still differs is named when its features are read."""
+    from survpgc.data.features import feature_file_shape, read_feature_attrs
 
     want = bundle.inputs.get("pathology")
     if want is None:
@@ -307,10 +406,15 @@ def check_pathology(bundle: Bundle, cohort: Any) -> None:
     if not files:
         log.warning("cohort %r has no feature files: every case is predicted without pathology", cohort.name)
         return
-    check_feature_files(files)
-    got = pathology_spec(files[0])
-    labels = {"dim": "feature dim", "encoder": "patch encoder", "weights": "patch-encoder weights",
-              "target_magnification": "magnification", "patch_size": "patch size"}  # fmt: skip
+    first_attrs = read_feature_attrs(files[0])
+    got = _spec(first_attrs, feature_file_shape(files[0])[1])
+
+    def refuse(key: str, have: Any, where: Path) -> InputMismatchError:
+        return InputMismatchError(
+            f"{_PATHOLOGY_LABELS.get(key, key)} mismatch: bundle {bundle.path} expects {want[key]!r}, the feature "
+            f"files of cohort {cohort.name!r} have {have!r} (e.g. {where}); extract features with the bundle's settings"
+        )
+
     for key in PATHOLOGY_KEYS:
         if key not in want:
             continue
@@ -318,10 +422,24 @@ def check_pathology(bundle: Bundle, cohort: Any) -> None:
             log.warning("%s records no %s; the bundle expects %r (not checked)", files[0], key, want[key])
             continue
         if not same_setting(want[key], got[key]):
-            raise InputMismatchError(
-                f"{labels.get(key, key)} mismatch: bundle {bundle.path} expects {want[key]!r}, the feature files of "
-                f"cohort {cohort.name!r} have {got[key]!r} (e.g. {files[0]}); extract features with the bundle's "
-                "settings"
+            raise refuse(key, got[key], files[0])
+    ref: dict[str, tuple[Any, Path | None]] = {
+        k: (first_attrs[k], files[0]) for k in FEATURE_SETTINGS if k in first_attrs
+    }
+    ref.update({k: (want[k], None) for k in PATHOLOGY_KEYS if k in want and k != "dim"})
+    for path in files[1:]:
+        try:
+            attrs = read_feature_attrs(path)
+        except DataError as exc:
+            raise DataError(f"{exc} (found before predicting; fix or re-extract this file)") from exc
+        for key, (value, source) in ref.items():
+            if key not in attrs or same_setting(value, attrs[key]):
+                continue
+            if source is None:
+                raise refuse(key, attrs[key], path)
+            raise DataError(
+                f"feature files disagree on {key}: {source} has {value!r}, {path} has {attrs[key]!r}; all slides of "
+                f"cohort {cohort.name!r} must be extracted with the same settings (re-extract the odd files)"
             )
 
 
@@ -384,6 +502,32 @@ def check_clinical(bundle: Bundle, tokens_manifest: Mapping[str, Any], where: st
                 f"{label} mismatch: bundle {bundle.path} expects {a!r}, {where} has {b!r}; encode the clinical "
                 "fields with the bundle's settings"
             )
+
+
+def check_clinical_columns(bundle: Bundle, cohort: Any) -> None:
+    """Refuse a cohort whose table lacks a clinical column the bundle's Cox design reads (one line naming them and
+    the cohort's columns); warn about a column present but empty (every case then gets the training median or the
+    design's level for a missing value)."""
+    spec = bundle.inputs.get("clinical_table")
+    if spec is None:
+        return
+    need = [str(c) for c in spec["columns"]]
+    have = [str(c) for c in cohort.cases.columns]
+    missing = [c for c in need if c not in have]
+    if missing:
+        raise InputMismatchError(
+            f"clinical columns mismatch: bundle {bundle.path} needs the clinical column(s) {need} (its Cox design), "
+            f"the table of cohort {cohort.name!r} lacks {missing} (it has {sorted(have)[:12]}); add the column(s) to "
+            "the cohort table (empty values are allowed)"
+        )
+    empty = [c for c in need if cohort.cases[c].isna().all()]
+    if empty:
+        log.warning(
+            "cohort %r has no value in clinical column(s) %s of the bundle's Cox design: every case gets the training "
+            "median (numeric) or the missing-value level (categorical) there",
+            cohort.name,
+            empty,
+        )
 
 
 #: A prediction cohort is refused when fewer than this fraction of its cases (with a known subtype) carry a

@@ -15,6 +15,12 @@ def _fmt(v: Any, digits: int = 3) -> str:
     return str(v)
 
 
+def _coefficients(coef: Any) -> str:
+    if not coef:
+        return "n/a"
+    return ", ".join(f"{k} {v:+.3f}" for k, v in coef.items())
+
+
 def known_limits(manifest: dict[str, Any]) -> list[str]:
     """The limits a user of the bundle must know, derived from its manifest."""
     limits = []
@@ -30,6 +36,15 @@ def known_limits(manifest: dict[str, Any]) -> list[str]:
             f"{path.get('patch_size', '?')} px patches at {path.get('target_magnification', '?')}x "
             f"(feature dim {path.get('dim')}); other features are refused."
         )
+    table = inputs.get("clinical_table")
+    if table:
+        params = manifest.get("model", {}).get("params") or {}
+        limits.append(
+            f"A Cox proportional-hazards model (lifelines, penalizer {params.get('penalizer', 0.1)}) on the clinical "
+            f"columns {table.get('columns')} of the cohort table: a missing numeric value gets the training median, a "
+            "missing or unseen category the design's level for it or the reference level (with a warning); a cohort "
+            "lacking one of the columns is refused."
+        )
     gen = inputs.get("genomic")
     if gen:
         limits.append(
@@ -38,7 +53,10 @@ def known_limits(manifest: dict[str, Any]) -> list[str]:
         )
     kind = manifest.get("kind")
     tr = manifest.get("training", {})
-    if kind == "refit":
+    if table:
+        limits.append("The Cox model was fitted in closed form on all training cases; its CV metrics (if shown) come "
+                      "from models fitted on each fold's training part.")  # fmt: skip
+    elif kind == "refit":
         limits.append(f"The final model was trained for a fixed {tr.get('epochs')} epochs on all training cases, "
                       "without a validation part; the learning-rate schedule spans those epochs, so it is not the "
                       "exact procedure whose CV metrics are shown.")  # fmt: skip
@@ -50,7 +68,10 @@ def known_limits(manifest: dict[str, Any]) -> list[str]:
         "so group sizes on another cohort need not be 50/50.",
         "Survival is a discrete curve on the bundle's time bins; S(t) between bin ends is a step function, and beyond "
         "the last finite edge the model has no resolution.",
-        "A patient lacking a modality is predicted with that modality masked; predictions then rest on the others.",
+        "A patient lacking a modality is predicted with that modality masked; predictions then rest on the others."
+        if not table
+        else "A patient with no value in any of the clinical columns gets the prediction of the training median / "
+        "reference patient.",
         "Research use only: not validated for clinical decisions. External validation (`survpgc validate`) on the "
         "target population is required before any use.",
     ]
@@ -77,8 +98,13 @@ def render_card(manifest: dict[str, Any]) -> str:
         "## Model",
         "",
         f"- registry name: `{m['name']}`; params: `{m['params']}`",
-        f"- epochs: {tr.get('epochs')} ({tr.get('epochs_source')}); selected epochs of the CV run: "
-        f"{tr.get('selected_epochs')}",
+        (
+            f"- epochs: {tr.get('epochs')} ({tr.get('epochs_source')}); selected epochs of the CV run: "
+            f"{tr.get('selected_epochs')}"
+            if m.get("family", "neural") == "neural"
+            else f"- fitted in closed form ({tr.get('epochs_source')}); coefficients (log hazard ratio per design "
+            f"column): {_coefficients(tr.get('coefficients'))}"
+        ),
         f"- time bins (months): {manifest['time_bins']['edges']} (null = open end)",
         f"- risk cutoff (median training risk): {_fmt(manifest.get('risk_cutoff'), 4)}",
         "",
@@ -102,6 +128,8 @@ def render_card(manifest: dict[str, Any]) -> str:
             f"`{c.get('template_set')}` (sha256 {str(c.get('template_hash'))[:12]}), n_templates "
             f"{c.get('n_templates')}, missing values: {c.get('missing')}, fields {c.get('fields')}"
         )
+    if "clinical_table" in inputs:
+        lines.append(f"- clinical columns of the cohort table (Cox design): {inputs['clinical_table'].get('columns')}")
     if "genomic" in inputs:
         g = inputs["genomic"]
         n_groups = len(g["group_columns"]) if g.get("group_columns") else 0

@@ -13,7 +13,14 @@
   survival functions on the bundle's bins (a binner fitted on all cases of the run's cohort) and their risks
   (see :mod:`survpgc.deploy.predict`); the risk cutoff is the median ensemble risk over the run's cohort.
 
-Only neural models are bundled; the Cox baseline is refused (its fitted state is not a set of tensors yet).
+* **Cox model** (``coxph``): fitted in closed form on every case (lifelines, as in cross-validation; no epochs).
+  The bundle holds its state without pickle (:meth:`survpgc.models.coxph.CoxPHBaseline.export_state`): the
+  design (clinical columns, one-hot levels and reference, the training mean, sd and median of numeric columns)
+  in ``bundle.json``, and the coefficients, lifelines' centring means and the Breslow baseline cumulative hazard
+  at the bin ends (the last bin ending at the longest training time, as in cross-validation) as float64 tensors
+  in ``model.safetensors``. Only the baseline at the bin ends is stored, not the event times of the training
+  cases (the bin edges themselves are quantiles of the training times, as in every bundle). An ensemble of coxph
+  folds is refused (a run keeps their coefficients, not their baseline hazards).
 """
 
 from __future__ import annotations
@@ -29,7 +36,14 @@ from typing import Any
 import numpy as np
 
 from survpgc.config import RunConfig
-from survpgc.deploy.bundle import binner_to_json, member_prefix, pathology_spec, subtype_counts, write_bundle
+from survpgc.deploy.bundle import (
+    binner_to_json,
+    member_prefix,
+    pathology_spec,
+    subtype_counts,
+    training_cases_record,
+    write_bundle,
+)
 from survpgc.deploy.card import render_card
 from survpgc.errors import ConfigError, InputError
 
@@ -222,19 +236,33 @@ def _reverse_km_median(t: np.ndarray, e: np.ndarray) -> float | None:
 def _write(
     out: Path, cfg: RunConfig, entry: Any, *, kind: str, dims: dict[str, Any], mods: tuple[str, ...], inputs: Any,
     genomic_src: Any, binner: Any, members: list[dict[str, Any]], tensors: dict[str, Any], risk: np.ndarray,
-    training: dict[str, Any], cv: dict[str, Any] | None, apparent: dict[str, Any],
+    training: dict[str, Any], cv: dict[str, Any] | None, apparent: dict[str, Any], family: str = "neural",
+    clinical_columns: list[str] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
+    if family == "coxph":
+        spec = {"clinical_table": {"columns": list(clinical_columns or []),
+                                   "note": "clinical columns of the cohort table (not text tokens)"}}  # fmt: skip
+    else:
+        spec = _input_spec(cfg, inputs, mods, genomic_src, dims)
     manifest = {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "kind": kind,
-        "model": {"id": entry.id, "name": entry.name, "params": entry.params, "modalities": list(mods), "dims": dims},
+        "model": {
+            "id": entry.id,
+            "name": entry.name,
+            "family": family,
+            "params": entry.params,
+            "modalities": list(mods),
+            "dims": dims,
+        },
         "training": training,
         "time_bins": binner_to_json(binner),
         "risk_cutoff": float(np.median(risk)),
         "risk_cutoff_rule": "median risk of the training cases under the final model; risk > cutoff = high",
         "members": members,
-        "inputs": _input_spec(cfg, inputs, mods, genomic_src, dims),
+        "inputs": spec,
         "training_cohort": _summary(inputs.cohort),
+        "training_cases": training_cases_record(inputs.cohort.case_ids, inputs.cohort.time, inputs.cohort.event),
         "cv_metrics": cv,
         "apparent_metrics": apparent,
         "predict_batch_size": max(cfg.train.batch_size, 8),
@@ -287,10 +315,7 @@ def train_bundle(
 
     mods, neural = model_modalities(entry)
     if not neural:
-        raise ConfigError(
-            f"model {entry.id!r} ({entry.name}) is not a neural network: only neural models can be bundled for now; "
-            "pick one with --model"
-        )
+        return _train_cox(cfg, entry, out, run, epochs=epochs, ensemble=ensemble)
     if epochs is not None and epochs < 1:
         raise InputError(f"--epochs must be >= 1, got {epochs}")
     if device is not None:
@@ -319,18 +344,74 @@ def train_bundle(
         return _refit(cfg, entry, mods, root, training, cv)
 
 
+def _train_cox(cfg: RunConfig, entry: Any, out: Any, run: Any, *, epochs: int | None, ensemble: bool) -> TrainResult:
+    """The Cox refit (module docstring); ``run`` (a RunDir or None) only gives the CV metrics."""
+    from survpgc.locks import output_dir
+
+    if entry.name != "coxph":
+        raise ConfigError(f"model {entry.id!r} ({entry.name}) is neither a neural network nor coxph: it cannot be "
+                          "bundled; pick another with --model")  # fmt: skip
+    if ensemble:
+        raise ConfigError(f"--ensemble: a run keeps no fitted {entry.id!r} fold models (only their coefficients); "
+                          "bundle a refit on all cases (omit --ensemble)")  # fmt: skip
+    if epochs is not None:
+        raise ConfigError(f"--epochs does not apply to {entry.id!r}: a Cox model is fitted in closed form (omit it)")
+    training = {"epochs": None, "epochs_source": "closed form (lifelines CoxPHFitter), no epochs",
+                "selected_epochs": None, "from_run": str(run.path) if run is not None else None}  # fmt: skip
+    cv = _cv_metrics(run, entry.id) if run is not None else None
+    with output_dir(out) as root:
+        _require_empty(root)
+        return _refit_cox(cfg, entry, root, training, cv)
+
+
+def _refit_cox(cfg: RunConfig, entry: Any, out: Path, training: dict[str, Any], cv: Any) -> TrainResult:
+    import time
+
+    import torch
+
+    from survpgc.inputs import RunInputs
+    from survpgc.models.coxph import CoxPHBaseline
+    from survpgc.survival.binning import TimeBinner
+
+    with tempfile.TemporaryDirectory(prefix="survpgc-train-") as work:
+        inputs = RunInputs(cfg, splits_dir=Path(work) / "splits", clinical_dir=Path(work) / "clinical",
+                           write_splits=False)  # fmt: skip
+        cohort = inputs.cohort
+        ids = list(cohort.case_ids)
+        t0 = time.perf_counter()
+        cases = cohort.cases.loc[ids]
+        model = CoxPHBaseline(**entry.params).fit(cases)
+        binner = TimeBinner(cfg.data.n_bins).fit(*cohort.survival())
+        # survival at the right edge of every bin, the last ending at the longest training time (as in CV)
+        ends = np.asarray([*binner.edges_[1:-1], float(cohort.survival(ids)[0].max())], dtype=np.float64)
+        state = model.export_state(ends)
+        risk = model.predict_risk(cases)
+        surv = model.predict_survival(cases, ends)
+        training = {**training, "seconds": time.perf_counter() - t0, "precision": "fp64",
+                    "coefficients": {k: float(v) for k, v in model.params_.items()}}  # fmt: skip
+        members = [{"prefix": member_prefix(0), "fold": None, "time_bins": binner_to_json(binner),
+                    "genomic_scaler": None, "coxph_design": state.design.to_dict(),
+                    "survival_times": [float(t) for t in ends]}]  # fmt: skip
+        tensors = {member_prefix(0) + k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.arrays().items()}
+        manifest = _write(out, cfg, entry, kind="refit", dims={"n_bins": cfg.data.n_bins}, mods=("clinical",),
+                          inputs=inputs, genomic_src=None, binner=binner, members=members, tensors=tensors, risk=risk,
+                          training=training, cv=cv, apparent=_apparent(cohort, risk), family="coxph",
+                          clinical_columns=state.design.required_columns)  # fmt: skip
+    return TrainResult(out, manifest, _frame(ids, risk, surv))
+
+
 def _require_empty(root: Path) -> None:
     if any(p for p in root.iterdir() if not p.name.startswith(".survpgc")):
         raise InputError(f"--out {root} is not empty; a bundle is written into a new (or empty) folder")
 
 
 def _refit(cfg: RunConfig, entry: Any, mods: tuple[str, ...], out: Path, training: dict[str, Any], cv) -> TrainResult:
-    import pandas as pd
 
     from survpgc.data.splits import Fold
+    from survpgc.deploy.predict import predict_batched
     from survpgc.inputs import RunInputs, check_feature_files, fold_setup, make_loader
     from survpgc.survival.binning import TimeBinner
-    from survpgc.train.loop import fit, predict
+    from survpgc.train.loop import fit
 
     with tempfile.TemporaryDirectory(prefix="survpgc-train-") as work:
         inputs = RunInputs(cfg, splits_dir=Path(work) / "splits", clinical_dir=Path(work) / "clinical",
@@ -348,7 +429,9 @@ def _refit(cfg: RunConfig, entry: Any, mods: tuple[str, ...], out: Path, trainin
         log.info("training %s on all %d cases for %d epochs", entry.id, len(ids), training["epochs"])
         res = fit(setup.model, make_loader(setup.train, bs, True, cfg.data.num_workers, cfg.seed), None, tcfg)
         device = next(setup.model.parameters()).device
-        pred = predict(setup.model, make_loader(setup.dataset(ids, False), max(bs, 8), False, 0, 0), device=device)
+        # the in-memory model scores the training cases as `survpgc predict` will (same batching): the cutoff and
+        # the round trip compare like with like
+        (pred,) = predict_batched([setup.model], setup.dataset(ids, False), device=str(device))
         training = {**training, "seconds": res.seconds, "precision": res.precision, "final_loss": res.history[-1]}
         dims = _dims(setup, cfg, inputs, mods)
         gsrc = inputs.genomic(list(ids)) if "genomic" in mods else None
@@ -358,8 +441,16 @@ def _refit(cfg: RunConfig, entry: Any, mods: tuple[str, ...], out: Path, trainin
         manifest = _write(out, cfg, entry, kind="refit", dims=dims, mods=mods, inputs=inputs, genomic_src=gsrc,
                           binner=binner, members=members, tensors=tensors, risk=pred["risk"], training=training,
                           cv=cv, apparent=_apparent(cohort, pred["risk"]))  # fmt: skip
-    frame = pd.DataFrame({"case_id": pred["case_id"], "risk": pred["risk"]})
-    return TrainResult(out, manifest, frame)
+    return TrainResult(out, manifest, _frame(list(ids), pred["risk"], pred["survival"]))
+
+
+def _frame(ids: list[str], risk: np.ndarray, surv: np.ndarray) -> Any:
+    import pandas as pd
+
+    frame = pd.DataFrame({"case_id": ids, "risk": risk})
+    for k in range(surv.shape[1]):
+        frame[f"surv_{k}"] = surv[:, k]
+    return frame
 
 
 def _dims(setup: Any, cfg: RunConfig, inputs: Any, mods: tuple[str, ...]) -> dict[str, Any]:
@@ -377,12 +468,9 @@ def _dims(setup: Any, cfg: RunConfig, inputs: Any, mods: tuple[str, ...]) -> dic
 
 
 def _ensemble(cfg: RunConfig, entry: Any, mods: tuple[str, ...], run: Any, out: Path) -> TrainResult:
-    import pandas as pd
-
-    from survpgc.inputs import make_loader
+    from survpgc.deploy.predict import predict_batched
     from survpgc.rundir import RunContext
     from survpgc.survival.binning import TimeBinner
-    from survpgc.train.loop import predict
 
     ctx = RunContext(run)
     folds = ctx.trained_folds(entry.id)
@@ -402,8 +490,7 @@ def _ensemble(cfg: RunConfig, entry: Any, mods: tuple[str, ...], run: Any, out: 
         members.append({"prefix": member_prefix(i), "fold": k, "time_bins": binner_to_json(fold_binner),
                         "genomic_scaler": _scaler_json(gsrc)})  # fmt: skip
         tensors.update({member_prefix(i) + n: v.detach().cpu() for n, v in lm.model.state_dict().items()})
-        bs = max(cfg.train.batch_size, 8)
-        p = predict(lm.model, make_loader(lm.dataset(ids), bs, False, 0, 0))
+        (p,) = predict_batched([lm.model], lm.dataset(ids))
         outputs.append((p["risk"], p["survival"], fold_binner))
         dims = _dims(lm.setup, cfg, ctx.inputs, mods)
     risk = np.mean([r for r, _, _ in outputs], axis=0)
@@ -413,4 +500,4 @@ def _ensemble(cfg: RunConfig, entry: Any, mods: tuple[str, ...], run: Any, out: 
                       genomic_src=gsrc, binner=binner, members=members, tensors=tensors, risk=risk,
                       training=training, cv=_cv_metrics(run, entry.id),
                       apparent=_apparent(cohort, risk))  # fmt: skip
-    return TrainResult(out, manifest, pd.DataFrame({"case_id": ids, "risk": risk}))
+    return TrainResult(out, manifest, _frame(list(ids), risk, np.zeros((len(ids), 0))))

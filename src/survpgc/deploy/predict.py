@@ -19,7 +19,15 @@ How the outputs are defined:
 * ``risk_group`` -- ``high`` when the risk is above the bundle's cutoff (the median training risk), else ``low``.
 * ``modalities`` -- the model's modalities present for the case (``pathology+genomic``, ``none``). A missing
   modality is an empty, masked bag, exactly as in training; the model's registry description says how it
-  treats that (modality-specific paths are skipped or fall back to the others).
+  treats that (modality-specific paths are skipped or fall back to the others). A Cox bundle reads the clinical
+  columns of the cohort table: ``clinical`` when the case has a value in at least one of them.
+
+How neural bundles are run (:func:`predict_batched`): the cases are ordered by the size of their feature files
+(so bags of similar length share a batch and padding stays small), read once each, and collected into padded
+batches with masks of up to :data:`MAX_BATCH_CASES` cases and :data:`MAX_BATCH_ELEMENTS` padded input values;
+each batch is collated once and run by every member of the bundle in eval mode without gradients. The models
+mask padding, so a case's outputs do not depend on its batch beyond float32 round-off. A Cox bundle is computed
+in float64 from its exported state (:class:`~survpgc.models.coxph.CoxPHState`), without torch.
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ from survpgc.deploy.bundle import (
     Bundle,
     InputMismatchError,
     check_clinical,
+    check_clinical_columns,
     check_genes,
     check_pathology,
     check_population,
@@ -44,12 +53,27 @@ from survpgc.deploy.bundle import (
 )
 from survpgc.errors import DataError, InputError
 
-__all__ = ["SURVIVAL_TIMES", "PredictResult", "predict_cohort", "predict_to_dir", "survival_columns"]
+__all__ = [
+    "MAX_BATCH_CASES",
+    "MAX_BATCH_ELEMENTS",
+    "SURVIVAL_TIMES",
+    "PredictResult",
+    "coxph_state",
+    "predict_batched",
+    "predict_cohort",
+    "predict_to_dir",
+    "survival_columns",
+]
 
 log = logging.getLogger(__name__)
 
 #: Months of the ``S_<t>`` columns (1, 3 and 5 years).
 SURVIVAL_TIMES: tuple[float, ...] = (12.0, 36.0, 60.0)
+#: Most cases in one prediction batch.
+MAX_BATCH_CASES = 256
+#: Most padded pathology input values (cases x longest bag x feature dim) in one prediction batch: 2**24
+#: float32 values, 64 MiB (256 cases of 256 patches x 256-d; 128 cases of 256 x 512-d; fewer for longer bags).
+MAX_BATCH_ELEMENTS = 1 << 24
 
 
 def survival_columns(n_bins: int) -> list[str]:
@@ -164,7 +188,127 @@ def build_models(bundle: Bundle, *, device: str = "cpu") -> list[Any]:
     return models
 
 
+def coxph_state(bundle: Bundle) -> Any:
+    """The :class:`~survpgc.models.coxph.CoxPHState` of a Cox bundle (design from the manifest, float64 arrays
+    from ``model.safetensors``)."""
+    from safetensors.numpy import load_file
+
+    from survpgc.models.coxph import ClinicalDesign, CoxPHState
+
+    if len(bundle.manifest["members"]) != 1:
+        raise DataError(f"{bundle.path}: a Cox bundle has one member, this one {len(bundle.manifest['members'])}")
+    member = bundle.manifest["members"][0]
+    prefix = member["prefix"]
+    arrays = {k[len(prefix) :]: v for k, v in load_file(str(bundle.weights_file)).items() if k.startswith(prefix)}
+    names = ("coefficients", "norm_mean", "times", "baseline_cumhaz")
+    if sorted(arrays) != sorted(names):
+        raise DataError(f"{bundle.weights_file}: a Cox bundle holds {list(names)} under {prefix!r}, found "
+                        f"{sorted(arrays)}")  # fmt: skip
+    return CoxPHState(ClinicalDesign.from_dict(member["coxph_design"]), *(arrays[k] for k in names))
+
+
 # ------------------------------------------------------------------------------------------------ predict
+def _bag_sizes(dataset: Any) -> np.ndarray:
+    """Bytes of each case's feature files: proportional to its bag length for one extraction (read from the file
+    system, not the files), used to put bags of similar length in one batch."""
+    if "pathology" not in dataset.modalities:
+        return np.zeros(len(dataset), dtype=np.int64)
+    return np.array([sum(os.stat(f).st_size for f in dataset.feature_files(i)) for i in range(len(dataset))])
+
+
+def predict_batched(
+    models: list[Any],
+    dataset: Any,
+    *,
+    overrides: list[Any] | None = None,
+    device: str = "cpu",
+    max_cases: int = MAX_BATCH_CASES,
+    max_elements: int = MAX_BATCH_ELEMENTS,
+) -> list[dict[str, np.ndarray]]:
+    """Every case of ``dataset`` through each model of ``models``, in padded, length-sorted batches.
+
+    Cases are ordered by the size of their feature files, read once each (``dataset[i]``), and collected into
+    batches of at most ``max_cases`` cases and ``max_elements`` padded pathology values; each batch is collated
+    once (:func:`~survpgc.data.dataset.collate_survival`: zero-padded bags with masks) and run by every model (eval
+    mode, no gradients: :func:`survpgc.train.loop.predict`). ``overrides[k]``, when given, is a dataset of the same
+    cases whose items replace keys of the shared items for model ``k`` (an ensemble member's own genomic tokens).
+    A dataset with a feature cache (``data.cache``: features rounded to float16 as in training) has its cache
+    emptied after each batch, so memory stays bounded by one batch.
+
+    Returns per model ``{"risk": (n,), "survival": (n, n_bins)}`` in ``dataset`` order (float64).
+    """
+    import torch
+
+    from survpgc.data.dataset import collate_survival
+    from survpgc.train.loop import predict
+
+    n = len(dataset)
+    dim = int(dataset.dims.get("pathology", 1))
+    overrides = overrides or [None] * len(models)
+    outs: list[dict[str, Any]] = [{"risk": np.zeros(n), "survival": None} for _ in models]
+    items: list[dict[str, Any]] = []
+    where: list[int] = []
+
+    def flush() -> None:
+        with _torch_threads(1):  # copying many small bags: thread start-up costs more than it saves
+            batch = collate_survival(items)
+        for k, model in enumerate(models):
+            b = batch
+            if overrides[k] is not None:
+                with _torch_threads(1):
+                    own = collate_survival([overrides[k][i] for i in where])
+                b = {**batch, **{key: v for key, v in own.items() if key not in ("case_id", "time", "event", "bin")}}
+            p = predict(model, [b], device=device)
+            if outs[k]["survival"] is None:
+                outs[k]["survival"] = np.zeros((n, p["survival"].shape[1]))
+            outs[k]["risk"][where] = p["risk"]
+            outs[k]["survival"][where] = p["survival"]
+        items.clear()
+        where.clear()
+        for ds in (dataset, *overrides):
+            if ds is not None and getattr(ds, "cache", False):
+                ds.clear_cache()  # every file is read once: a cache would only grow (it is kept for its rounding)
+
+    longest = 0
+    for model in models:
+        model.eval()
+    with torch.inference_mode():
+        for i in np.argsort(_bag_sizes(dataset), kind="stable").tolist():
+            item = dataset[i]
+            length = int(item["path"].shape[0]) if "path" in item else 0
+            padded = max(longest, length, 1)
+            if items and (len(items) >= max_cases or (len(items) + 1) * padded * dim > max_elements):
+                flush()
+                longest, padded = 0, max(length, 1)
+            items.append(item)
+            where.append(i)
+            longest = padded
+        if items:
+            flush()
+    return [{"risk": o["risk"], "survival": o["survival"] if o["survival"] is not None else np.zeros((0, 0))}
+            for o in outs]  # fmt: skip
+
+
+class _torch_threads:
+    """Run a block with ``n`` torch intra-op threads, then restore the previous number."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.before = n, None
+
+    def __enter__(self) -> None:
+        import torch
+
+        self.before = torch.get_num_threads()
+        if self.before != self.n:
+            torch.set_num_threads(self.n)
+
+    def __exit__(self, *exc: object) -> None:
+        import torch
+
+        if self.before is not None and torch.get_num_threads() != self.before:
+            torch.set_num_threads(self.before)
+
+
 def _combine(bundle: Bundle, outputs: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
     """``(risk, survival on the bundle's bins)`` of the members' ``(risk, survival)``: one member as is; an
     ensemble's mean risk and mean survival function at the bundle's edges."""
@@ -202,12 +346,12 @@ def predict_cohort(
     the first member's model and its dataset factory (``dataset(ids)``) while the inputs are open (heatmaps).
     """
     from survpgc.data.dataset import SurvivalDataset
-    from survpgc.inputs import make_loader
-    from survpgc.train.loop import predict
 
     b = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
     mods = b.modalities
     check_population(b, cohort, allow_other=allow_other_population)
+    if b.family == "coxph":
+        return _predict_coxph(b, cohort)
     if "pathology" in mods:
         check_pathology(b, cohort)
     missing_genes = check_genes(b, cohort.omics, cohort.name) if "genomic" in mods else []
@@ -225,35 +369,46 @@ def predict_cohort(
                     f"tokens have {clin.dim}"
                 )
         models = build_models(b, device=device)
-        outputs, datasets = [], []
-        bs = int(b.manifest.get("predict_batch_size", 8))
-        for member, model in zip(b.members, models, strict=True):
-            gen = _genomic_source(b, cohort, member.scaler, missing_genes) if "genomic" in mods else None
+        members = b.members
+        gens = [_genomic_source(b, cohort, m.scaler, missing_genes) if "genomic" in mods else None for m in members]
 
-            def dataset(case_ids, gen=gen):
-                return SurvivalDataset(
-                    cohort,
-                    list(case_ids),
-                    bins=np.zeros(len(case_ids), dtype=np.int64),
-                    modalities=mods,
-                    clinical=clin,
-                    genomic=gen,
-                    n_patches=None,
-                    train=False,
-                    cache=bool(b.manifest.get("feature_cache", False)),
-                    path_dim=dims.get("path_dim") if "pathology" in mods else None,
-                )
+        def dataset(case_ids, gen=gens[0], modalities=mods):
+            return SurvivalDataset(
+                cohort,
+                list(case_ids),
+                bins=np.zeros(len(case_ids), dtype=np.int64),
+                modalities=modalities,
+                clinical=clin if "clinical" in modalities else None,
+                genomic=gen,
+                n_patches=None,
+                train=False,
+                # as in training: its cache rounds features to float16 (emptied after each batch, see predict_batched)
+                cache=bool(b.manifest.get("feature_cache", False)),
+                path_dim=dims.get("path_dim") if "pathology" in modalities else None,
+            )
 
-            ds = dataset(ids)
-            if explain is not None and not outputs:
-                explain(model, dataset)
-            pred = predict(model, make_loader(ds, bs, False, 0, 0), device=device)
-            if list(pred["case_id"]) != ids:
-                raise DataError("internal: predictions came back in another order than the cohort's cases")
-            outputs.append((pred["risk"], pred["survival"]))
-            datasets.append(ds)
-    risk, surv = _combine(b, outputs)
-    return _frame(b, ids, risk, surv, _present(mods, datasets[0], clin))
+        shared = dataset(ids)
+        if explain is not None:
+            explain(models[0], dataset)
+        # an ensemble's members differ only in their genomic tokens (each its own scaler): features read once
+        overrides = [None] + [dataset(ids, g, ("genomic",)) if g is not None else None for g in gens[1:]]
+        preds = predict_batched(models, shared, overrides=overrides, device=device)
+    risk, surv = _combine(b, [(p["risk"], p["survival"]) for p in preds])
+    return _frame(b, ids, risk, surv, _present(mods, shared, clin))
+
+
+def _predict_coxph(b: Bundle, cohort: Any) -> pd.DataFrame:
+    """A Cox bundle on ``cohort``: the clinical columns its design reads are checked, then risk and survival at the
+    bin ends come from the exported state (float64, as the fitted model computes them)."""
+    check_clinical_columns(b, cohort)
+    state = coxph_state(b)
+    ids = list(cohort.case_ids)
+    cases = cohort.cases.loc[ids]
+    risk = state.predict_risk(cases)
+    surv = state.predict_survival(cases)
+    need = list(b.inputs["clinical_table"]["columns"])
+    has = cases[need].notna().any(axis=1).to_numpy()
+    return _frame(b, ids, risk, surv, ["clinical" if h else "none" for h in has])
 
 
 def _present(mods: tuple[str, ...], ds: Any, clin: Any) -> list[str]:

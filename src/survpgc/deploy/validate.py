@@ -23,11 +23,16 @@ cohort's follow-up).  Evaluation times outside the validation follow-up are skip
 Several bundles on one cohort are compared with the first by a paired bootstrap of Harrell's C
 (:func:`~survpgc.survival.stats.paired_bootstrap_cindex`: both risks on the same resamples).
 
-A bundle validated on its own training cohort gets the label **apparent performance** (optimistic). The
-bundle stores a summary of its training cohort, not patient ids, so the rule compares survival summaries:
-the same number of cases and deaths, the same median and range of follow-up (to 1e-6 months) mean the same
-cases; a cohort of the same name whose summary differs (a subset, an update) is noted as possibly
-overlapping.
+A bundle validated on its own training cohort gets the label **apparent (training cohort)** (optimistic). The
+bundle holds no patient ids but hashes of them (:func:`~survpgc.deploy.bundle.training_cases_record`): when the
+validation cohort's sorted case ids hash to the training cohort's value it is the training cohort; when only
+some of its cases were training cases (their salted hashes are among the bundle's), the result is labelled
+apparent too, with how many (``12 of 40 cases were in the training cohort``). A case counts when its id and its
+survival time and event are a training case's: ids that match with other survival data (two samples of the
+synthetic generator both number their cases SYN-0001, ...) are noted, not labelled. Bundles of format version 1 lack
+the hashes: the rule then compares survival summaries (the same number of cases and deaths, the same median and
+range of follow-up, to 1e-6 months, mean the same cases; a cohort of the same name whose summary differs is
+noted as possibly overlapping), and a note says so.
 
 Outputs under ``out`` (each written atomically): ``metrics.csv`` (one row per bundle), ``calibration.csv``
 (one row per bundle, time and group), ``comparisons.csv``, ``predictions.csv`` (one row per bundle and case),
@@ -53,9 +58,11 @@ from survpgc.survival.stats import uno_on_resamples
 
 __all__ = [
     "DEFAULT_TIMES",
+    "Apparent",
     "BundleValidation",
     "ValidationResult",
     "apparent_check",
+    "apparent_performance",
     "step_survival",
     "validate_bundles",
     "validate_to_dir",
@@ -136,6 +143,70 @@ def apparent_check(training: Mapping[str, Any] | None, cohort_summary: Mapping[s
             f"({cohort_summary.get('n_cases')} vs {training.get('n_cases')} cases): cases may overlap with training"
         )
     return False, ""
+
+
+@dataclass
+class Apparent:
+    """Whether a validation is (partly) on the bundle's training cases: ``label`` is what the CLI and the tables
+    show ("apparent (training cohort)", "apparent: 12 of 40 cases were in the training cohort", or empty);
+    ``n_training`` the validation cases that were training cases (None when the bundle cannot tell); ``rule``
+    how it was decided; ``reason`` the report's sentence (empty when unrelated); ``notes`` anything to add."""
+
+    apparent: bool
+    label: str
+    n_training: int | None
+    rule: str
+    reason: str
+    notes: list[str] = field(default_factory=list)
+
+
+def apparent_performance(
+    manifest: Mapping[str, Any],
+    case_ids: Sequence[Any],
+    cohort_summary: Mapping[str, Any],
+    where: str = "bundle",
+    *,
+    time: Any = None,
+    event: Any = None,
+) -> Apparent:
+    """Apparent performance by the bundle's hashed training case ids (see the module docstring); bundles without
+    them (format version 1) fall back to :func:`apparent_check` on the cohort summary, with a note.
+
+    With ``time`` and ``event`` a case counts as a training case when its id *and* its survival data are a
+    training case's; ids alone that match (other patients numbered alike, or updated follow-up) are noted, not
+    labelled."""
+    from survpgc.deploy.bundle import training_overlap
+
+    n = len({str(c) for c in case_ids})
+    got = training_overlap(manifest, case_ids, time, event)
+    if got is None:
+        apparent, reason = apparent_check(manifest.get("training_cohort"), cohort_summary)
+        version = manifest.get("format_version")
+        note = (
+            f"{where} (format version {version}) records no hashed training case ids: apparent performance was judged "
+            "by the cohort summary (the same number of cases and deaths, median and range of follow-up); retrain the "
+            "bundle with this survpgc for an exact check"
+        )
+        label = "apparent (training cohort)" if apparent else ""
+        return Apparent(apparent, label, None, "cohort summary", reason, [note])
+    k = got.n_ids if got.n_cases is None else got.n_cases
+    rule = "case-id hashes" if got.n_cases is None else "case-id and survival hashes"
+    notes = []
+    if got.n_ids > k:
+        notes.append(
+            f"{got.n_ids - k} of {n} case ids are training case ids but with other survival data (time or event): "
+            "taken as other patients numbered alike (e.g. another sample of the synthetic generator); if they are "
+            "the training patients with updated follow-up, their performance is apparent too"
+        )
+    if got.same_ids and k == n:
+        reason = (f"the validation cohort's case ids hash to the training cohort's (the same {n} cases): apparent "
+                  "performance on the training cases, optimistic")  # fmt: skip
+        return Apparent(True, "apparent (training cohort)", k, rule, reason, notes)
+    if k:
+        what = f"{k} of {n} cases were in the training cohort"
+        reason = f"{what} (by the bundle's hashed training cases): apparent performance for them, optimistic"
+        return Apparent(True, f"apparent: {what}", k, rule, reason, notes)
+    return Apparent(False, "", 0, rule, "", notes)
 
 
 def step_survival(edges: np.ndarray, surv: np.ndarray, times: Any) -> np.ndarray:
@@ -270,12 +341,17 @@ def _score_bundle(
     except SurvpgcError as exc:
         notes.append(f"D-calibration: {exc}")
         metrics["dcal_statistic"], metrics["dcal_p"] = float("nan"), float("nan")
-    apparent, reason = apparent_check(getattr(bundle, "manifest", {}).get("training_cohort"), cohort_summary)
-    metrics["apparent"] = apparent
-    if reason:
-        notes.append(reason)
-    return BundleValidation(label, str(bundle.model_id), str(bundle.path), metrics, cal, dcal, preds, apparent,
-                            reason, str(getattr(bundle, "card", "") or ""), notes=notes)  # fmt: skip
+    app = apparent_performance(getattr(bundle, "manifest", None) or {}, list(preds["case_id"]), cohort_summary,
+                               f"bundle {bundle.path}", time=time, event=event)  # fmt: skip
+    metrics["apparent"] = app.apparent
+    metrics["apparent_label"] = app.label
+    metrics["n_training_cases"] = app.n_training
+    metrics["apparent_rule"] = app.rule
+    notes += app.notes
+    if app.reason:
+        notes.append(app.reason)
+    return BundleValidation(label, str(bundle.model_id), str(bundle.path), metrics, cal, dcal, preds, app.apparent,
+                            app.reason, str(getattr(bundle, "card", "") or ""), notes=notes)  # fmt: skip
 
 
 def _calibration_frame(results: Sequence[BundleValidation]) -> pd.DataFrame:
@@ -335,6 +411,7 @@ def validate_bundles(
     predict: Callable[..., pd.DataFrame] | None = None,
     created: str | None = None,
     oracle: Mapping[str, float] | None = None,
+    clinical_tokens: str | os.PathLike[str] | None = None,
 ) -> ValidationResult:
     """Validate each bundle on ``cohort`` (with survival) and write the tables, plots and ``report.html``.
 
@@ -363,6 +440,10 @@ def validate_bundles(
         For cohorts with known truth (a synthetic cohort's ``truth.csv``): the C-index of the true risk on the
         same cases, with its bootstrap interval, is reported beside every bundle's (``oracle_cindex*`` columns and
         a note) -- the ceiling of any model on this sample.
+    clinical_tokens : path-like, optional
+        A folder of `survpgc encode-clinical` tokens of the cohort, made with the bundles' settings (checked against
+        each bundle that reads clinical tokens), instead of encoding them with each bundle's text encoder; passed to
+        ``predict`` as ``clinical_tokens=`` when given.
     """
     from survpgc.locks import output_dir
     from survpgc.report.validate import write_validation_report
@@ -394,7 +475,8 @@ def validate_bundles(
         results = []
         for bundle, label in zip(loaded, labels, strict=True):
             log.info("validating %s on %s (%d cases)", label, cohort.name, len(ids))
-            preds = predict(bundle, cohort, device=device)
+            extra = {} if clinical_tokens is None else {"clinical_tokens": clinical_tokens}
+            preds = predict(bundle, cohort, device=device, **extra)
             if list(preds["case_id"].astype(str)) != [str(i) for i in ids]:
                 raise InputError(f"predictions of {label} do not follow the cohort's cases (internal error)")
             preds = preds.copy()
@@ -483,9 +565,11 @@ def validate_to_dir(
     time_unit: str = "months",
     on_missing_features: str = "error",
     omics_nonfinite: str = "error",
+    clinical_tokens: str | os.PathLike[str] | None = None,
 ) -> ValidationResult:
     """``survpgc validate``: load the bundles, open ``cohort`` (a built-in name or TCGA-layout folder, with
-    survival), and :func:`validate_bundles` into ``out``."""
+    survival; ``time_unit`` the unit of its survival times, converted to months), and :func:`validate_bundles` into
+    ``out`` (``clinical_tokens``: the cohort's encoded clinical tokens, instead of encoding them here)."""
     from survpgc.deploy.bundle import load_bundle
     from survpgc.deploy.predict import open_cohort_for
     from survpgc.locks import output_dir
@@ -504,5 +588,6 @@ def validate_to_dir(
         )
         oracle = read_truth(cohort) if Path(cohort).is_dir() else None
         return validate_bundles(
-            bundles, c, out, times=times, n_bootstrap=n_bootstrap, seed=seed, device=device, oracle=oracle
-        )
+            bundles, c, out, times=times, n_bootstrap=n_bootstrap, seed=seed, device=device, oracle=oracle,
+            clinical_tokens=clinical_tokens,
+        )  # fmt: skip

@@ -13,7 +13,10 @@ statistics of the *training* cases only:
   warning;
 * columns constant on the training cases are dropped (e.g. ``subtype`` in a one-subtype cohort).
 
-:class:`CoxPHBaseline` fits lifelines' ``CoxPHFitter`` on that matrix.
+:class:`CoxPHBaseline` fits lifelines' ``CoxPHFitter`` on that matrix. Its fitted state can be exported without
+pickle (:meth:`CoxPHBaseline.export_state`): a :class:`CoxPHState` holds the design (plain JSON), the
+coefficients, lifelines' centring means and the Breslow baseline cumulative hazard at chosen times (float64
+arrays), and predicts exactly what the fitted model predicts at those times.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from survpgc.errors import ConfigError, InputError, NotFittedError
 from survpgc.models.registry import register_model
 from survpgc.survival.convention import check_survival
 
-__all__ = ["DEFAULT_COLUMNS", "ClinicalDesign", "CoxPHBaseline", "main_stage"]
+__all__ = ["DEFAULT_COLUMNS", "ClinicalDesign", "CoxPHBaseline", "CoxPHState", "main_stage"]
 
 log = logging.getLogger(__name__)
 
@@ -187,6 +190,88 @@ class ClinicalDesign:
         """:meth:`fit` then :meth:`transform` on the same cases."""
         return self.fit(cases).transform(cases)
 
+    @property
+    def required_columns(self) -> list[str]:
+        """The clinical columns :meth:`transform` reads (those kept by :meth:`fit`), in design order."""
+        if not self._fitted:
+            raise NotFittedError("ClinicalDesign.required_columns used before fit")
+        return [*self.numeric_, *self.levels_]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fitted design as plain JSON values (floats exact in JSON: Python writes the shortest repr that
+        reads back to the same double)."""
+        if not self._fitted:
+            raise NotFittedError("ClinicalDesign.to_dict called before fit")
+        return {
+            "columns": list(self.columns),
+            "stage_columns": list(self.stage_columns),
+            "numeric": {c: {"mean": m, "sd": s, "median": md} for c, (m, s, md) in self.numeric_.items()},
+            "categorical": {c: {"reference": r, "levels": list(lv)} for c, (r, lv) in self.levels_.items()},
+            "design_columns": list(self.columns_),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ClinicalDesign:
+        """Inverse of :meth:`to_dict`: a fitted design."""
+        try:
+            design = cls(d["columns"], d["stage_columns"])
+            num, cat = d["numeric"], d["categorical"]
+            design.numeric_ = {c: (float(v["mean"]), float(v["sd"]), float(v["median"])) for c, v in num.items()}
+            design.levels_ = {c: (str(v["reference"]), [str(x) for x in v["levels"]]) for c, v in cat.items()}
+            design.columns_ = [str(c) for c in d["design_columns"]]
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise InputError(f"not a ClinicalDesign state ({type(exc).__name__}: {exc})") from None
+        design._fitted = True
+        return design
+
+
+class CoxPHState:
+    """A fitted Cox model without lifelines: design, coefficients, centring means and the Breslow baseline
+    cumulative hazard ``H0`` at ``times``.
+
+    ``predict_risk`` is the linear predictor ``x . beta`` (as :meth:`CoxPHBaseline.predict_risk`);
+    ``predict_survival`` is ``exp(-H0(t) exp((x - mean) . beta))`` at ``times`` only (as lifelines'
+    ``predict_survival_function`` computes it, with ``H0`` linearly interpolated between event times when the
+    state was exported).
+    """
+
+    def __init__(
+        self, design: ClinicalDesign, coefficients: Any, norm_mean: Any, times: Any, baseline_cumhaz: Any
+    ) -> None:
+        self.design = design
+        self.coefficients = np.asarray(coefficients, dtype=np.float64)
+        self.norm_mean = np.asarray(norm_mean, dtype=np.float64)
+        self.times = np.asarray(times, dtype=np.float64)
+        self.baseline_cumhaz = np.asarray(baseline_cumhaz, dtype=np.float64)
+        k = len(design.columns_)
+        if self.coefficients.shape != (k,) or self.norm_mean.shape != (k,):
+            raise InputError(
+                f"Cox state: {k} design columns but coefficients {self.coefficients.shape} and centring means "
+                f"{self.norm_mean.shape}"
+            )
+        if self.times.ndim != 1 or self.baseline_cumhaz.shape != self.times.shape:
+            raise InputError(
+                f"Cox state: baseline cumulative hazard {self.baseline_cumhaz.shape} does not match times "
+                f"{self.times.shape}"
+            )
+
+    def predict_risk(self, cases: pd.DataFrame) -> np.ndarray:
+        """(n,) linear predictor ``x . beta``; higher = worse."""
+        x = self.design.transform(cases)
+        return x.to_numpy(dtype=float) @ self.coefficients
+
+    def predict_survival(self, cases: pd.DataFrame) -> np.ndarray:
+        """(n, len(times)) survival probabilities at the state's ``times``."""
+        x = self.design.transform(cases).to_numpy(dtype=float)
+        v = np.exp(np.dot((x - self.norm_mean) / 1, self.coefficients))
+        cumhaz = self.baseline_cumhaz[:, None] * v
+        return np.clip(np.exp(-cumhaz).T, 0.0, 1.0)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The numeric state (float64): ``coefficients``, ``norm_mean``, ``times``, ``baseline_cumhaz``."""
+        return {"coefficients": self.coefficients, "norm_mean": self.norm_mean, "times": self.times,
+                "baseline_cumhaz": self.baseline_cumhaz}  # fmt: skip
+
 
 @register_model(
     "coxph",
@@ -257,6 +342,25 @@ class CoxPHBaseline:
         """(n,) linear predictor ``x . beta`` (log hazard ratio vs. the all-reference case); higher = worse."""
         x = self.design_matrix(cases)
         return x.to_numpy(dtype=float) @ self.params_.reindex(x.columns).to_numpy(dtype=float)
+
+    def export_state(self, times: Any) -> CoxPHState:
+        """The fitted model as a :class:`CoxPHState` that predicts the same risks and the same survival at
+        ``times`` (finite, >= 0, increasing) without lifelines or pickle."""
+        t = np.asarray(times, dtype=float).reshape(-1)
+        if t.size == 0 or not np.isfinite(t).all() or (t < 0).any() or (np.diff(t) <= 0).any():
+            raise InputError(f"`times` must be increasing finite times >= 0, got {times!r}")
+        fitter = self._check_fitted()
+        assert self.design_ is not None
+        names = list(self.design_.columns_)
+        base = fitter.baseline_cumulative_hazard_
+        h0 = np.interp(t, base.index.values, base.values.reshape(base.shape[0]))
+        return CoxPHState(
+            self.design_,
+            fitter.params_.reindex(names).to_numpy(dtype=float),
+            fitter._norm_mean.reindex(names).to_numpy(dtype=float),
+            t,
+            h0,
+        )
 
     def predict_survival(self, cases: pd.DataFrame, times: Any) -> np.ndarray:
         """(n, len(times)) survival probabilities S(t | x) (Breslow baseline of lifelines)."""
