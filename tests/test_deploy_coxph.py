@@ -155,3 +155,13 @@ def test_lihc_coxph_bundle_refuses_brca_tumours_and_brca_without_its_columns(lih
     short = open_cohort(tmp_path / "brca", survival="optional")
     with pytest.raises(InputMismatchError, match=r"the table of cohort 'brca' lacks \['race'\]"):
         predict_cohort(lihc_cox, short, allow_other_population=True)
+
+
+def test_coxph_predict_says_it_uses_no_clinical_tokens_and_draws_no_heatmaps(cox, syn, tmp_path, caplog):
+    from survpgc.deploy.predict import predict_to_dir
+
+    with caplog.at_level(logging.WARNING, logger="survpgc"):
+        res = predict_to_dir(cox[0], syn / "ext", tmp_path / "p", clinical_tokens=tmp_path / "tok", heatmaps=True)
+    assert len(res.predictions) == 60 and not (tmp_path / "p" / "heatmaps").exists()
+    assert "is a Cox model on the clinical columns of the cohort table: the clinical tokens" in caplog.text
+    assert "is a Cox model, which reads no pathology: no heatmaps to draw" in caplog.text

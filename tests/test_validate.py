@@ -211,6 +211,7 @@ def test_apparent_performance_by_hashed_training_case_ids(tmp_path):
                for n in res.notes)  # fmt: skip
     page = (tmp_path / "v" / "report.html").read_text()
     assert "Apparent performance: part." in page and "40 of 300 cases were in the training cohort" in page
+    assert "part · apparent (40 of 300 cases)" in page and "same · apparent<" in page
     assert "Apparent performance: other." not in page and "Apparent performance: alike." not in page
     assert not any("cohort summary" in n for n in res.notes)
 

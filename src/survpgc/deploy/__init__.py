@@ -3,7 +3,7 @@
 * :mod:`survpgc.deploy.bundle` -- the bundle format (a folder: ``model.safetensors``, ``bundle.json``,
   ``model_card.md``), :func:`~survpgc.deploy.bundle.load_bundle` and the input checks that refuse a mismatch;
 * :mod:`survpgc.deploy.fit` -- :func:`~survpgc.deploy.fit.train_bundle`: one model fitted on all cases (epochs
-  from a finished CV run or set explicitly), or an ensemble of a run's fold models;
+  from a finished CV run or set explicitly; a Cox model in closed form), or an ensemble of a run's fold models;
 * :mod:`survpgc.deploy.predict` -- :func:`~survpgc.deploy.predict.predict_cohort` (risk, survival curve,
   S(1/3/5 y), risk group, modalities present) and :func:`~survpgc.deploy.predict.predict_to_dir` (the CSV and
   HTML of ``survpgc predict``);

@@ -7,24 +7,30 @@ Layout (written by :func:`write_bundle`, atomically: built in a temporary folder
     bundle.json         the manifest (strict JSON; see below)
     model_card.md       intended use, training cohort, inputs, CV metrics, known limits
 
-The manifest holds ``format`` / ``format_version`` (a bundle of another format version is refused), the
-survpgc version, the model (registry name, params, modalities, the input dims it was built with), the
-kind (``refit`` / ``ensemble``) and how the epochs were chosen, the time bins (edges in months; the last bin
-is open, written as ``null``), the risk cutoff (median training risk), the training cohort summary, the CV
-metrics of the run it came from, and the input spec of every modality the model reads:
+The manifest holds ``format`` / ``format_version`` (a bundle of a format version not in
+:data:`READABLE_FORMAT_VERSIONS` is refused), the survpgc version, the model (registry name, ``family``
+``neural`` or ``coxph``, params, modalities, the input dims it was built with), the kind (``refit`` /
+``ensemble``) and how the epochs were chosen, the time bins (edges in months; the last bin is open, written as
+``null``), the risk cutoff (median training risk), the training cohort summary, the hashed training case ids
+(``training_cases``, :func:`training_cases_record`: no id is stored), the CV metrics of the run it came from, and
+the input spec of every modality the model reads:
 
 * ``pathology`` -- patch encoder name and weight fingerprint, feature dim, patch size, magnification and the
   other extraction settings recorded in the feature files;
 * ``clinical`` -- text encoder name and identity (weight fingerprint), template set name, hash and content,
   n_templates, seed, missing-value policy, fields, token dim;
 * ``genomic`` -- tokenizer kind, the gene (omics column) list in order, gene groups, and per member the omics
-  scaler's values (training patient ids are not stored).
+  scaler's values (training patient ids are not stored);
+* ``clinical_table`` -- for a Cox bundle: the clinical columns of the cohort table its design reads (the design
+  itself, per member, under ``coxph_design``; its coefficients, centring means and baseline cumulative hazard at
+  the bin ends are the tensors of ``model.safetensors``).
 
-:func:`load_bundle` checks the format and the weights; :func:`check_pathology`, :func:`check_genes` and
-:func:`check_clinical` compare the bundle with the inputs of a cohort and raise :class:`InputMismatchError`, one
-line naming both sides, on: another patch encoder, weights, feature dim, patch size or magnification; more
-than :data:`MISSING_GENES_TOLERANCE` of the genes missing (fewer are filled with the training mean, i.e. 0
-after z-scoring, with a warning); another text encoder or template set.
+:func:`load_bundle` checks the format and the weights; :func:`check_pathology`, :func:`check_genes`,
+:func:`check_clinical` and :func:`check_clinical_columns` compare the bundle with the inputs of a cohort and raise
+:class:`InputMismatchError`, one line naming both sides, on: another patch encoder, weights, feature dim, patch
+size or magnification; more than :data:`MISSING_GENES_TOLERANCE` of the genes missing (fewer are filled with the
+training mean, i.e. 0 after z-scoring, with a warning); another text encoder or template set; a clinical column of
+a Cox design missing from the cohort table.
 """
 
 from __future__ import annotations

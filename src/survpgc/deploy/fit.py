@@ -265,7 +265,6 @@ def _write(
         "training_cases": training_cases_record(inputs.cohort.case_ids, inputs.cohort.time, inputs.cohort.event),
         "cv_metrics": cv,
         "apparent_metrics": apparent,
-        "predict_batch_size": max(cfg.train.batch_size, 8),
         "feature_cache": bool(cfg.data.cache),
         "config": cfg.to_dict(),
     }

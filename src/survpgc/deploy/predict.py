@@ -250,7 +250,7 @@ def predict_batched(
     where: list[int] = []
 
     def flush() -> None:
-        with _torch_threads(1):  # copying many small bags: thread start-up costs more than it saves
+        with _torch_threads(1):  # many small copies: threads would mostly wait on each other (shared CPUs)
             batch = collate_survival(items)
         for k, model in enumerate(models):
             b = batch
@@ -351,6 +351,11 @@ def predict_cohort(
     mods = b.modalities
     check_population(b, cohort, allow_other=allow_other_population)
     if b.family == "coxph":
+        if clinical_tokens is not None:
+            log.warning("bundle %s is a Cox model on the clinical columns of the cohort table: the clinical tokens %s "
+                        "are not used", b.path, clinical_tokens)  # fmt: skip
+        if explain is not None:
+            log.warning("bundle %s is a Cox model, which reads no pathology: no heatmaps to draw", b.path)
         return _predict_coxph(b, cohort)
     if "pathology" in mods:
         check_pathology(b, cohort)

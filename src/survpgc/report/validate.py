@@ -130,8 +130,11 @@ def _metrics_blocks(metrics: pd.DataFrame, times: Sequence[float]) -> list[Block
     rows = []
     for _, r in metrics.iterrows():
         apparent = bool(r.get("apparent", False))
+        k, n = r.get("n_training_cases"), r.get("n_cases")
+        part = not is_missing(k) and not is_missing(n) and 0 < int(k) < int(n)
+        badge = f"{r['model']} · apparent ({int(k)} of {int(n)} cases)" if part else f"{r['model']} · apparent"
         row: list[str | Cell] = [
-            Cell(f"{r['model']} · apparent", badge=True) if apparent else Cell(str(r["model"])),
+            Cell(badge, badge=True) if apparent else Cell(str(r["model"])),
             num(r.get("n_cases")),
             num(r.get("n_events")),
             _ci(r.get("cindex"), r.get("cindex_low"), r.get("cindex_high")),
