@@ -165,3 +165,21 @@ def test_coxph_predict_says_it_uses_no_clinical_tokens_and_draws_no_heatmaps(cox
     assert len(res.predictions) == 60 and not (tmp_path / "p" / "heatmaps").exists()
     assert "is a Cox model on the clinical columns of the cohort table: the clinical tokens" in caplog.text
     assert "is a Cox model, which reads no pathology: no heatmaps to draw" in caplog.text
+
+
+def test_cox_state_export_checks_its_inputs():
+    from survpgc.errors import InputError
+    from survpgc.models.coxph import ClinicalDesign, CoxPHBaseline, CoxPHState
+
+    cases = open_cohort("tcga-lihc").cases
+    model = CoxPHBaseline().fit(cases)
+    state = model.export_state([6.0, 24.0])
+    again = ClinicalDesign.from_dict(json.loads(json.dumps(state.design.to_dict())))
+    assert again.columns_ == model.design_.columns_ and again.numeric_ == model.design_.numeric_
+    np.testing.assert_array_equal(again.transform(cases), model.design_matrix(cases))
+    with pytest.raises(InputError, match="increasing finite times"):
+        model.export_state([24.0, 6.0])
+    with pytest.raises(InputError, match="not a ClinicalDesign state"):
+        ClinicalDesign.from_dict({"columns": ["age"]})
+    with pytest.raises(InputError, match=r"design columns but coefficients \(2,\)"):
+        CoxPHState(state.design, [0.1, 0.2], state.norm_mean, state.times, state.baseline_cumhaz)
