@@ -5,8 +5,9 @@ Writes a synthetic cohort of ``--n`` patients (no rendered slides) with one feat
 it (or reuses such a folder: ``--data DIR``, kept with ``--keep DIR``). Then it times
 :func:`survpgc.deploy.predict.predict_cohort` on all patients ``--repeats`` times, each in a fresh process (the
 bundle loaded from disk, input checks included; the cohort opened before the clock starts), and prints the mean
-± sd of the seconds and patients/s, and each process's peak RSS (and its RSS before predicting: imports and the
-opened cohort).
+± sd of the seconds and patients/s, each run's CPU time (all threads; less sensitive than the wall time to other
+processes on the machine), and each process's peak RSS (and its RSS before predicting: imports and the opened
+cohort).
 
 Run on demand: ``python benchmarks/predict_speed.py [--n 1000] [--model abmil] [--patches 256] [--dim 512]
 [--repeats 3]``. To compare two versions of survpgc on the same files, prepare once with ``--keep DIR`` and run
@@ -35,12 +36,12 @@ from survpgc.deploy.predict import predict_cohort
 root = Path(sys.argv[1])
 cohort = open_cohort(root / "syn", feature_dir=root / "feat")
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-t0 = time.perf_counter()
+t0, c0 = time.perf_counter(), time.process_time()
 df = predict_cohort(load_bundle(root / "bundle"), cohort)
-sec = time.perf_counter() - t0
+sec, cpu = time.perf_counter() - t0, time.process_time() - c0
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 import survpgc, torch
-print(json.dumps({"n": len(df), "seconds": sec, "peak_mb": peak, "before_mb": before,
+print(json.dumps({"n": len(df), "seconds": sec, "cpu_seconds": cpu, "peak_mb": peak, "before_mb": before,
                   "survpgc": str(Path(survpgc.__file__).parent), "threads": torch.get_num_threads()}))
 """
 
@@ -96,16 +97,20 @@ def main() -> None:
             )
             runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
             r = runs[-1]
-            print(f"run {k + 1}: {r['n']} patients in {r['seconds']:.2f} s ({r['n'] / r['seconds']:.0f} patients/s); "
-                  f"peak RSS {r['peak_mb']:.0f} MB ({r['before_mb']:.0f} MB before predicting)")  # fmt: skip
+            rate = r["n"] / r["seconds"]
+            print(f"run {k + 1}: {r['n']} patients in {r['seconds']:.2f} s ({rate:.0f} patients/s; CPU time "
+                  f"{r['cpu_seconds']:.1f} s); peak RSS {r['peak_mb']:.0f} MB ({r['before_mb']:.0f} MB before "
+                  "predicting)")  # fmt: skip
         sec = [r["seconds"] for r in runs]
+        cpu = [r["cpu_seconds"] for r in runs]
         rate = [r["n"] / s for r, s in zip(runs, sec, strict=True)]
         sd = lambda v: statistics.stdev(v) if len(v) > 1 else float("nan")  # noqa: E731
         print(
             f"survpgc {runs[0]['survpgc']}, torch threads {runs[0]['threads']}, OMP_NUM_THREADS "
             f"{os.environ.get('OMP_NUM_THREADS', 'unset')}, load average {os.getloadavg()[0]:.1f}: "
             f"{statistics.mean(sec):.2f} ± {sd(sec):.2f} s, {statistics.mean(rate):.0f} ± {sd(rate):.0f} patients/s "
-            f"over {len(runs)} runs; peak RSS {max(r['peak_mb'] for r in runs):.0f} MB"
+            f"(CPU time {statistics.mean(cpu):.1f} ± {sd(cpu):.1f} s) over {len(runs)} runs; peak RSS "
+            f"{max(r['peak_mb'] for r in runs):.0f} MB"
         )
 
 

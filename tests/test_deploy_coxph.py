@@ -183,3 +183,17 @@ def test_cox_state_export_checks_its_inputs():
         ClinicalDesign.from_dict({"columns": ["age"]})
     with pytest.raises(InputError, match=r"design columns but coefficients \(2,\)"):
         CoxPHState(state.design, [0.1, 0.2], state.norm_mean, state.times, state.baseline_cumhaz)
+
+
+@pytest.mark.slow  # a whole CV run with its report
+def test_coxph_bundle_from_a_cv_run_records_its_metrics(syn, tmp_path):
+    from survpgc.train.cv import run_cv
+
+    cfg = load_config(None, [f"cohort.source={syn / 'train'}", "models=[coxph]", "splits.folds=2", "eval.bootstrap=5"])
+    run_cv(cfg, tmp_path / "run")
+    res = train_bundle(None, tmp_path / "b", from_run=tmp_path / "run")
+    m = load_bundle(tmp_path / "b").manifest
+    assert m["training"]["from_run"] == str(tmp_path / "run") and m["training"]["epochs"] is None
+    assert m["cv_metrics"]["cindex_mean"] is not None
+    assert "cross-validation" in load_bundle(tmp_path / "b").card
+    assert len(res.train_predictions) == 60
