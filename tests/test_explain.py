@@ -22,6 +22,7 @@ from survpgc.config import load_config
 from survpgc.data.features import write_feature_file
 from survpgc.errors import ConfigError, InputError
 from survpgc.explain.attention import (
+    DRAWN_SCORES,
     attention_key,
     draw_heatmap,
     heatmap_for_case,
@@ -230,6 +231,44 @@ def test_heatmap_for_case_writes_figures_scores_and_report(slide_run):
     assert a["key"] == "patch"
     rel = pd.read_csv(a["slides"][0]["scores"])["relevance"]
     assert np.isfinite(rel).all() and rel.abs().sum() > 0
+
+
+def test_heatmaps_with_masks_beside_the_cohort_give_each_slide_its_auroc(slide_run, tmp_path):
+    """The cohort's masks/ are found: every score's localisation AUROC per slide goes into the record, the
+    scores CSV (``planted``), the figure title and the report; the headline score is drawn first."""
+    import json
+
+    from survpgc.explain.attention import HEATMAP_SCORE, localisation_auroc
+
+    out, syn = slide_run
+    ctx = RunContext(out)
+    xs, ys = np.meshgrid(np.arange(0, 1536, 256), np.arange(0, 1024, 256))
+    coords = np.stack([xs.ravel(), ys.ravel()], axis=1)
+
+    def n_planted(cid):
+        mask = np.asarray(Image.open(syn / "masks" / f"{cid}-DX1.png"))
+        return int((patch_mask_fraction(mask, coords, 256, MASK_DOWNSAMPLE) >= 0.5).sum())
+
+    case = next(c for c in ctx.splits[0].test if 0 < n_planted(c) < 24)
+    res = heatmap_for_case(out, case, ctx=ctx, top_k=2)
+    (entry,) = res["slides"]
+    scores = pd.read_csv(entry["scores"])
+    assert scores["planted"].sum() == entry["n_planted"] == n_planted(case)
+    for name in ("attention", "relevance", "ig", "grad_input", "occlusion"):
+        expected = localisation_auroc(scores[name].to_numpy(), scores["planted"].to_numpy())
+        assert entry["auroc"][name] == pytest.approx(expected)
+    assert res["headline"] == HEATMAP_SCORE and entry["drawn"][0] == HEATMAP_SCORE
+    meta = json.loads((entry["scores"].parent / "clinic-to-patch.json").read_text())
+    (slide,) = meta["slides"]
+    assert list(slide["files"])[0] == HEATMAP_SCORE and slide["auroc"]["ig"] == pytest.approx(entry["auroc"]["ig"])
+    html = (out / "report.html").read_text()
+    assert f"{slide['slide_id']} {HEATMAP_SCORE} · AUROC vs mask {entry['auroc'][HEATMAP_SCORE]:.2f}" in html
+    # an explicit masks folder that does not exist is refused; an empty one gives no AUROC
+    with pytest.raises(InputError, match="--masks"):
+        heatmap_for_case(out, case, ctx=ctx, masks_dir=tmp_path / "nope", refresh_report=False)
+    (tmp_path / "empty").mkdir()
+    res = heatmap_for_case(out, case, ctx=ctx, masks_dir=tmp_path / "empty", refresh_report=False, top_k=2)
+    assert "auroc" not in res["slides"][0]
 
 
 def test_relevance_is_attention_times_risk_gradient(slide_run):
@@ -442,7 +481,7 @@ def test_heatmap_never_reads_level0_whole(slide_run, monkeypatch):
     # a 256-px thumbnail of the 1536 x 1024 slide comes from pyramid level 1 (4x)
     heatmap_for_case(out, ctx.splits[0].test[2], ctx=ctx, top_k=6, refresh_report=False, max_size=256)
     level0 = [s for lvl, s in reads if lvl == 0]
-    assert len(level0) == 2 * 6  # the two montages' patches (attention, relevance), nothing else
+    assert len(level0) == len(DRAWN_SCORES) * 6  # one montage per drawn score, nothing else
     assert all(w <= 256 and h <= 256 for w, h in level0)
     assert any(lvl > 0 for lvl, _ in reads)  # the thumbnail came from a downsampled level
 

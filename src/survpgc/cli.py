@@ -712,9 +712,19 @@ def heatmap_cmd(
         None, "--slide-dir", help="Folder with the slide files (<slide id> or <stem>.<svs|tiff|ndpi|...>)."
     ),
     max_size: int = typer.Option(1024, "--max-size", help="Longest side of the slide thumbnail (px)."),
+    outline_top: float = typer.Option(
+        0.1, "--outline-top", help="Share of each slide's patches framed as its top scores (0 = none)."
+    ),
+    masks: str | None = typer.Option(
+        None,
+        "--masks",
+        help="Folder of <slide stem>.png masks of a known region (default: masks/ beside the "
+        "cohort when it has one): each slide's localisation AUROC per score is written with its heatmaps.",
+    ),
     device: str = typer.Option("cpu", help="cpu | cuda[:i]."),
 ) -> None:
-    """Attention and relevance heatmaps on the slide thumbnail + top patches, into <run>/interpret/heatmaps."""
+    """Per-patch score heatmaps (headline score, attention, relevance) on the slide thumbnail + top patches,
+    into <run>/interpret/heatmaps."""
     from survpgc.explain.attention import heatmap_for_case
     from survpgc.rundir import RunContext
 
@@ -723,12 +733,16 @@ def heatmap_cmd(
     for i, cid in enumerate(case):
         res = heatmap_for_case(
             run, cid, model_id=model, path=p, fold=fold, top_k=top_k, slide=slide, slide_dir=slide_dir,
-            max_size=max_size,
+            max_size=max_size, outline_top=outline_top, masks_dir=masks,
             device=device, ctx=ctx, refresh_report=i == len(case) - 1,
         )  # fmt: skip
         typer.echo(f"{cid}: fold {res['fold']}, risk {res['risk']:+.3f}, {res['key']} attention")
         for e in res["slides"]:
-            typer.echo(f"  {e['slide_id']}: {e['n_patches']} patches -> {Path(e['relevance']['figure']).parent}")
+            auc = e.get("auroc", {})
+            where = Path(e[res["headline"]]["figure"]).parent
+            loc = ", ".join(f"{k} {v:.2f}" for k, v in auc.items() if v == v)
+            loc = f" (AUROC vs mask: {loc})" if loc else ""
+            typer.echo(f"  {e['slide_id']}: {e['n_patches']} patches -> {where}{loc}")
     if res.get("report"):
         typer.echo(f"report: {res['report']}")
 
@@ -781,20 +795,18 @@ def explain_localisation_cmd(
     model: str = typer.Option("survpgc", "--model", help="Model id in the run."),
     downsample: float = typer.Option(16.0, help="Mask size = level-0 size / downsample."),
 ) -> None:
-    """AUROC of per-patch attention and relevance against known masks, per test case (synthetic ground truth)."""
+    """AUROC of every per-patch score against known masks, per test case (synthetic ground truth)."""
     from survpgc.explain.attention import localisation_table
     from survpgc.report.blocks import mean_sd
 
     table = localisation_table(run, masks, model_id=model, downsample=downsample)
+    cols = [c for c in table.columns if c.startswith("auroc_")]
     for key, g in table.groupby("path"):
-        typer.echo(
-            f"{key}: AUROC attention {mean_sd(g['auroc_attention'].mean(), g['auroc_attention'].std())}, "
-            f"relevance {mean_sd(g['auroc_relevance'].mean(), g['auroc_relevance'].std())} "
-            f"(mean ± sd over {g['auroc_relevance'].notna().sum()} slides with both classes)"
-        )
+        each = ", ".join(f"{c.removeprefix('auroc_')} {mean_sd(g[c].mean(), g[c].std())}" for c in cols)
+        typer.echo(f"{key}: AUROC {each} (mean ± sd over {g[cols[0]].notna().sum()} slides with both classes)")
 
 
-study_app = typer.Typer(help="The paper's studies: template diversity, clinical integration.")
+study_app = typer.Typer(help="Studies: the paper's (template diversity, clinical integration); the truth study.")
 app.add_typer(study_app, name="study")
 
 

@@ -1,30 +1,20 @@
-"""Per-patch attention scores of a trained model, drawn on the slide: heatmaps and top-patch montages.
+"""Per-patch scores of a trained model, drawn on the slide: heatmaps, top-patch montages, localisation.
 
-Score definition (the same for every model and every figure survpgc draws):
+The scores themselves are computed in :mod:`survpgc.explain.scores` (re-exported here): per attention path the
+post-softmax ``attention`` (a *view* of where the model looks, no direction) and its ``relevance``
+(attention × ∂risk/∂attention, signed); per case the signed ``grad_input``, ``ig`` (integrated gradients over
+the patch bag) and ``occlusion`` scores. :data:`HEATMAP_SCORE` is the headline score, drawn first.
 
-* **Post-softmax.** For a cross-attention path (``clinic->patch``, ``genomic->patch``) we take the attention
-  weights each query token puts on each patch *after* the softmax -- the weights that actually mix the
-  patches' values into that token's output (for SurvPGC the softmax runs over [modality tokens ‖ patches];
-  only the patch part is used). Pre-softmax logits are not comparable across tokens (each token's softmax
-  has its own shift) and are not what the model uses.
-* **z-scored per token, over the bag.** Tokens differ in how peaked their attention is (a nearly uniform
-  token has weights ≈ 1/L with tiny spread); z-scoring each token's weights over the case's real patches
-  lets every token vote with the same weight instead of the most peaked one dominating.
-* **Averaged over the real tokens** (masked / missing tokens excluded) -- the mean of z-scores, which ranks
-  patches exactly as their sum.
+Drawing: every score gets an overlay on the slide thumbnail, a figure with its colour bar and a montage of its
+top patches. Signed scores use a diverging map centred at 0 (red raises the risk) with limits from the
+slide's own |score| quantile (:func:`colour_limits`: one extreme patch cannot wash out the rest); attention is
+drawn as its percentile within the case. The top ``outline_top`` share of the slide's patches by the drawn
+score are framed in green (:data:`OUTLINE_RGB`). When masks of a known region exist (a synthetic cohort's
+``masks/``), each slide's record holds the localisation AUROC of every score, and
+:func:`localisation_table` gives it for every test case of a run.
 
-Single-query attention (ABMIL-style ``patch`` weights, one row) is the same with one token. A case with
-several slides is scored over its whole bag (the model sees one bag); each slide is then drawn on its own.
-Colours show the score's percentile within the case (0 = least attended, 100 = most), which reads the same
-on every slide; the raw scores are written beside the figures.
-
-Attention has no direction: a model can carry "how much of texture T" by attending to T or to everything
-but T. So every heatmap is drawn twice, the second time with the **relevance** of each patch: the sum over
-heads and query tokens of ``A * d risk / d A`` (attention times the gradient of the predicted risk with
-respect to that attention weight) -- the first-order change of the risk if the patch's weight were scaled
-up, i.e. the patch's contribution through that attention (in the spirit of Chefer et al.'s gradient-weighted
-attention, kept signed: positive raises the risk). It is computed with one backward pass through the same
-attention tensor the model used.
+A case with several slides is scored over its whole bag (the model sees one bag); each slide is then drawn on
+its own.
 """
 
 from __future__ import annotations
@@ -40,20 +30,43 @@ import numpy as np
 import pandas as pd
 
 from survpgc.errors import ConfigError, DataError, InputError
+from survpgc.explain.scores import (
+    CASE_SCORES,
+    HEATMAP_SCORE,
+    PATH_SCORES,
+    SCORES,
+    patch_keys,
+    reduce_attention,
+    score_patches,
+)
 from survpgc.files import atomic_write, atomic_write_text
 from survpgc.report.run import rebuild_report
 
 __all__ = [
+    "CASE_SCORES",
+    "DRAWN_SCORES",
+    "HEATMAP_SCORE",
+    "OUTLINE_RGB",
+    "OUTLINE_TOP",
+    "PATH_SCORES",
+    "SCORES",
+    "SCORE_STYLES",
     "CaseScores",
     "attention_key",
+    "case_heatmaps",
     "case_patch_scores",
     "case_scores_by_path",
+    "colour_limits",
     "draw_heatmap",
     "heatmap_for_case",
     "localisation_auroc",
     "localisation_table",
+    "masks_beside_cohort",
     "patch_mask_fraction",
     "reduce_attention",
+    "score_columns",
+    "score_patches",
+    "top_k_mask",
     "top_patch_montage",
 ]
 
@@ -84,32 +97,12 @@ def attention_key(attention: dict[str, Any], path: str | None) -> str:
     return key
 
 
-def reduce_attention(weights: np.ndarray, token_mask: np.ndarray | None = None) -> np.ndarray:
-    """Post-softmax weights ``(n_tokens, n_patches)`` (or ``(n_patches,)``) of the real patches -> one score
-    per patch: each real token's weights z-scored over the patches, then averaged over the real tokens.
-
-    A token whose weights are all equal (e.g. a single patch) contributes zeros. No real token -> zeros.
-    """
-    w = np.asarray(weights, dtype=np.float64)
-    if w.ndim == 1:
-        w = w[None, :]
-    if w.ndim != 2:
-        raise InputError(f"attention weights must be 1-D or 2-D, got shape {w.shape}")
-    if token_mask is not None:
-        w = w[np.asarray(token_mask, dtype=bool)]
-    if w.shape[0] == 0 or w.shape[1] == 0:
-        return np.zeros(w.shape[1])
-    if not np.isfinite(w).all():
-        raise DataError("attention weights contain NaN/inf")
-    sd = w.std(axis=1, keepdims=True)
-    z = np.where(sd > 0, (w - w.mean(axis=1, keepdims=True)) / np.where(sd > 0, sd, 1.0), 0.0)
-    return z.mean(axis=0)
-
-
 @dataclass
 class CaseScores:
-    """Per-patch scores of one case: ``table`` has ``slide_index, feature_path, x, y, attention,
-    attention_pct, relevance, relevance_pct`` (``*_pct``: percentile within the case, 0-100)."""
+    """Per-patch scores of one case: ``table`` has ``slide_index, feature_path, x, y`` and for every computed
+    score of :data:`SCORES` (``attention``, ``relevance``, ``grad_input``, ``ig``, ``occlusion``; per-head
+    ``relevance_h<i>`` with several heads) its value and ``<score>_pct``, its percentile within the case
+    (0-100). ``ig_delta``: completeness residual of the integrated gradients."""
 
     case_id: str
     model_id: str
@@ -118,6 +111,14 @@ class CaseScores:
     risk: float
     table: pd.DataFrame
     feature_files: list[str]
+    ig_delta: float = float("nan")
+
+
+def score_columns(table: pd.DataFrame) -> list[str]:
+    """The score columns of a per-patch table (:data:`SCORES` first, then per-head ``relevance_h<i>``)."""
+    known = [c for c in SCORES if c in table.columns]
+    heads = sorted(c for c in table.columns if c.startswith("relevance_h") and not c.endswith("_pct"))
+    return known + heads
 
 
 def _pct(values: np.ndarray) -> np.ndarray:
@@ -125,18 +126,26 @@ def _pct(values: np.ndarray) -> np.ndarray:
     return 100.0 * (ranks - 1) / max(len(values) - 1, 1)
 
 
-def case_patch_scores(loaded, case_id: str, path: str | None) -> CaseScores:
-    """Run the fold model on the case's full bag and score every patch (see the module docstring): the
-    attention score and the relevance (attention x gradient of the risk) of ``path``."""
-    return case_scores_by_path(loaded, case_id, [path])[0]
+def case_patch_scores(loaded, case_id: str, path: str | None, **kwargs: Any) -> CaseScores:
+    """Run the fold model on the case's full bag and score every patch of ``path`` (see
+    :mod:`survpgc.explain.scores`); ``kwargs`` as :func:`case_scores_by_path`."""
+    return case_scores_by_path(loaded, case_id, [path], **kwargs)[0]
 
 
-def case_scores_by_path(loaded, case_id: str, paths: list[str | None] | None = None) -> list[CaseScores]:
+def case_scores_by_path(
+    loaded,
+    case_id: str,
+    paths: list[str | None] | None = None,
+    *,
+    scores: tuple[str, ...] = SCORES,
+    ig_steps: int = 32,
+    ig_baseline: str = "mean",
+) -> list[CaseScores]:
     """:func:`case_patch_scores` for several paths from one forward pass (``paths`` None: every attention
-    over patches the model has), in the order asked."""
-    import torch
-
-    from survpgc.data.dataset import BAG_KEYS, collate_survival
+    over patches the model has), in the order asked. ``scores``: which of :data:`SCORES` to compute
+    (``attention`` and ``relevance`` always are); ``ig_steps`` / ``ig_baseline``: see
+    :mod:`survpgc.explain.scores`."""
+    from survpgc.data.dataset import collate_survival
     from survpgc.devices import to_device
 
     ds = loaded.dataset([case_id])
@@ -146,58 +155,39 @@ def case_scores_by_path(loaded, case_id: str, paths: list[str | None] | None = N
         raise InputError(f"case {case_id!r} has no feature file in this run; heatmaps need its patch features")
     batch = collate_survival([ds[0]])
     batch = to_device(batch, next(loaded.model.parameters()).device)
-    model = loaded.model.eval()
     p_mask = batch["path_mask"][0].cpu().numpy()
     coords = batch["path_coords"][0].cpu().numpy()[p_mask]
     slide_idx = batch["path_slide"][0].cpu().numpy()[p_mask]
     files = ds.feature_files(0)
-    token_masks = {"clinic": BAG_KEYS["clinical"] + "_mask", "genomic": BAG_KEYS["genomic"] + "_mask"}
+
+    def resolve(attention):
+        if paths is None:
+            return patch_keys(attention)
+        return [attention_key(attention, p) for p in paths]
+
+    wanted = tuple(dict.fromkeys((*PATH_SCORES, *scores)))
+    try:
+        res = score_patches(
+            loaded.model, batch, None, scores=wanted, ig_steps=ig_steps, ig_baseline=ig_baseline, resolve_key=resolve
+        )
+    except ConfigError as exc:
+        raise ConfigError(f"model {loaded.model_id!r}: {exc}") from exc
     results = []
-    with torch.enable_grad():
-        out = model(batch, return_attention=True)
-        if not out.attention:
-            raise ConfigError(f"model {loaded.model_id!r} returns no attention weights")
-        keys = [attention_key(out.attention, p) for p in paths] if paths is not None else _patch_keys(out.attention)
-        risk = out.risk.sum()
-        for i, key in enumerate(keys):
-            graph_att = out.attention.get(f"{key}/heads", out.attention[key])
-            if not graph_att.requires_grad:
-                raise ConfigError(f"model {loaded.model_id!r}: its {key!r} attention is not part of the computation")
-            (grad,) = torch.autograd.grad(risk, graph_att, retain_graph=i < len(keys) - 1)
-            # relevance: sum over heads and tokens of attention x d risk / d attention (first-order contribution)
-            contrib = (graph_att.detach() * grad)[0].float().cpu().numpy()
-            relevance = contrib.reshape(-1, contrib.shape[-1]).sum(axis=0)[p_mask]
-            att = out.attention[key][0].detach().float().cpu().numpy()
-            tok_mask = None
-            if att.ndim == 2:
-                mkey = token_masks.get(key.split("->")[0])
-                tok_mask = batch[mkey][0].cpu().numpy() if mkey in batch else None
-                att = att[:, p_mask]
-            else:
-                att = att[p_mask]
-            attention = reduce_attention(att, tok_mask)
-            table = pd.DataFrame(
-                {
-                    "slide_index": slide_idx.astype(int),
-                    "feature_path": [files[j] for j in slide_idx],
-                    "x": coords[:, 0].astype(np.int64),
-                    "y": coords[:, 1].astype(np.int64),
-                    "attention": attention,
-                    "attention_pct": _pct(attention),
-                    "relevance": relevance.astype(np.float64),
-                    "relevance_pct": _pct(relevance),
-                }
-            )
-            results.append(
-                CaseScores(case_id, loaded.model_id, loaded.fold, key, float(out.risk[0].detach()), table, files)
-            )
+    for key in res.keys:
+        vals = res.by_key[key]
+        cols: dict[str, Any] = {
+            "slide_index": slide_idx.astype(int),
+            "feature_path": [files[j] for j in slide_idx],
+            "x": coords[:, 0].astype(np.int64),
+            "y": coords[:, 1].astype(np.int64),
+        }
+        for name in (*SCORES, *sorted(n for n in vals if n not in SCORES)):
+            if name in vals:
+                cols[name] = np.asarray(vals[name], dtype=np.float64)
+                cols[f"{name}_pct"] = _pct(cols[name])
+        table = pd.DataFrame(cols)
+        results.append(CaseScores(case_id, loaded.model_id, loaded.fold, key, res.risk, table, files, res.ig_delta))
     return results
-
-
-def _patch_keys(attention: dict[str, Any]) -> list[str]:
-    """The attention maps over patches: ``<query>->patch`` of cross-attention, else single-query ``patch``."""
-    found = [k for k in sorted(attention) if k.endswith("->patch")]
-    return found or (["patch"] if "patch" in attention else [])
 
 
 def _patch_size0(attrs: dict[str, Any]) -> int:
@@ -212,20 +202,93 @@ def _colormap(name: str):
     return matplotlib.colormaps[name]
 
 
+def _patch_rects(
+    shape: tuple[int, int], coords: np.ndarray, scale: tuple[float, float], size0: int
+) -> list[tuple[int, int, int, int] | None]:
+    """Pixel rectangle ``(x0, y0, x1, y1)`` of each patch on an (h, w) canvas (None: off the canvas)."""
+    h, w = shape
+    sx, sy = scale
+    rects: list[tuple[int, int, int, int] | None] = []
+    for x, y in np.asarray(coords).tolist():
+        x0, y0 = math.floor(x * sx), math.floor(y * sy)
+        x1, y1 = math.ceil((x + size0) * sx), math.ceil((y + size0) * sy)
+        x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(max(x1, x0 + 1), w), min(max(y1, y0 + 1), h)
+        rects.append((x0, y0, x1, y1) if x0 < w and y0 < h else None)
+    return rects
+
+
 def _fill_canvas(
     shape: tuple[int, int], coords: np.ndarray, values: np.ndarray, scale: tuple[float, float], size0: int
 ) -> np.ndarray:
     """Values painted into an (h, w) float canvas (NaN = no patch) at level-0 ``coords`` scaled by ``scale``."""
-    h, w = shape
-    canvas = np.full((h, w), np.nan)
-    sx, sy = scale
-    for (x, y), v in zip(coords.tolist(), values.tolist(), strict=True):
-        x0, y0 = math.floor(x * sx), math.floor(y * sy)
-        x1, y1 = math.ceil((x + size0) * sx), math.ceil((y + size0) * sy)
-        x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(max(x1, x0 + 1), w), min(max(y1, y0 + 1), h)
-        if x0 < w and y0 < h:
-            canvas[y0:y1, x0:x1] = v
+    canvas = np.full(shape, np.nan)
+    for r, v in zip(_patch_rects(shape, coords, scale, size0), np.asarray(values, float).tolist(), strict=True):
+        if r is not None:
+            canvas[r[1] : r[3], r[0] : r[2]] = v
     return canvas
+
+
+#: Colour of the top-k outline (pure green: in neither the diverging map nor a stain colour).
+OUTLINE_RGB: tuple[int, int, int] = (0, 255, 0)
+#: Default share of a slide's patches outlined as its top scores.
+OUTLINE_TOP: float = 0.1
+#: Quantile of the slide's scores that sets the colour limits (taken at or below it: with a few dozen patches
+#: the largest value is never the limit); the patches beyond it saturate.
+COLOUR_QUANTILE: float = 0.95
+
+
+def colour_limits(values: np.ndarray, signed: bool, quantile: float = COLOUR_QUANTILE) -> tuple[float, float]:
+    """Colour-scale limits from the slide's own scores, robust to outliers. Signed scores: ``(-qn, qp)`` with
+    ``qn`` the ``quantile`` of the negative scores' magnitudes and ``qp`` that of the positive scores, to be
+    drawn with a diverging map centred at 0 (white = no effect; each side uses its whole colour range, so small
+    risk-raising scores are as visible as large risk-lowering ones); a side without scores takes the other
+    side's limit. Unsigned scores: the ``1 - quantile`` .. ``quantile`` quantiles. Beyond the limits colours
+    saturate, so one extreme patch cannot wash out the rest of the slide."""
+    v = np.asarray(values, float)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return (-1.0, 1.0) if signed else (0.0, 1.0)
+    if signed:
+        pos, neg = v[v > 0], -v[v < 0]
+        qp = float(np.quantile(pos, quantile, method="lower")) if pos.size else 0.0
+        qn = float(np.quantile(neg, quantile, method="lower")) if neg.size else 0.0
+        qp, qn = qp or qn or 1.0, qn or qp or 1.0
+        return -qn, qp
+    lo, hi = float(np.quantile(v, 1.0 - quantile, method="higher")), float(np.quantile(v, quantile, method="lower"))
+    return (lo, hi) if hi > lo else (lo - 0.5, lo + 0.5)
+
+
+def _normalise(values: np.ndarray, vmin: float, vmax: float, center: float | None) -> np.ndarray:
+    """Values to [0, 1]: linear between the limits, or with ``center`` strictly inside them two linear slopes
+    meeting at 0.5 (matplotlib's ``TwoSlopeNorm``)."""
+    if center is not None and vmin < center < vmax:
+        below = 0.5 * (values - vmin) / (center - vmin)
+        above = 0.5 + 0.5 * (values - center) / (vmax - center)
+        return np.clip(np.where(values < center, below, above), 0, 1)
+    return np.clip((values - vmin) / max(vmax - vmin, 1e-12), 0, 1)
+
+
+def top_k_mask(values: np.ndarray, top: float = OUTLINE_TOP) -> np.ndarray:
+    """The ``ceil(top * n)`` highest values (ties: the earlier patch first); ``top`` in [0, 1]."""
+    v = np.asarray(values, float)
+    if not 0 <= top <= 1:
+        raise InputError(f"outline share must be in [0, 1] (e.g. 0.1 = the top 10 % of the slide's patches), got {top}")
+    k = math.ceil(top * len(v))
+    out = np.zeros(len(v), bool)
+    out[np.argsort(-np.nan_to_num(v, nan=-np.inf), kind="stable")[:k]] = True
+    return out
+
+
+def _draw_outlines(img: np.ndarray, rects, outline: np.ndarray, width: int) -> None:
+    """Paint a ``width``-pixel frame of :data:`OUTLINE_RGB` inside each outlined patch's rectangle."""
+    for r, on in zip(rects, np.asarray(outline, bool).tolist(), strict=True):
+        if not on or r is None:
+            continue
+        x0, y0, x1, y1 = r
+        t = max(1, min(width, (x1 - x0) // 2, (y1 - y0) // 2))
+        for sl in (np.s_[y0 : y0 + t, x0:x1], np.s_[y1 - t : y1, x0:x1], np.s_[y0:y1, x0 : x0 + t],
+                   np.s_[y0:y1, x1 - t : x1]):  # fmt: skip
+            img[sl] = OUTLINE_RGB
 
 
 def draw_heatmap(
@@ -242,11 +305,17 @@ def draw_heatmap(
     vmin: float = 0.0,
     vmax: float = 100.0,
     cmap: str = "jet",
-    alpha: float = 0.45,
+    alpha: float = 0.6,
     max_size: int = 1024,
+    outline: np.ndarray | None = None,
+    center: float | None = None,
 ) -> tuple[Path, Path | None]:
     """Write the overlay (thumbnail size, the slide's aspect ratio, no margins) and optionally a figure with a
-    title and a colour bar. ``thumbnail`` None -> drawn on white (slide file not available)."""
+    title and a colour bar. ``thumbnail`` None -> drawn on white (slide file not available). Under the scored
+    patches the tissue is shown in grey so that the colours read as the score, not as the stain; the rest of
+    the slide keeps its colours. ``outline``: a boolean per patch; those patches get a :data:`OUTLINE_RGB`
+    frame (e.g. :func:`top_k_mask`). ``center`` (e.g. 0 for signed scores): the colour map's middle, with
+    separate slopes on each side (limits as :func:`colour_limits`)."""
     from PIL import Image
 
     w0, h0 = level0_size
@@ -255,29 +324,38 @@ def draw_heatmap(
         thumbnail = np.full((max(1, round(h0 / f)), max(1, round(w0 / f)), 3), 255, np.uint8)
     th, tw = thumbnail.shape[:2]
     scale = (tw / w0, th / h0)
-    canvas = _fill_canvas((th, tw), np.asarray(coords), np.asarray(values, float), scale, patch_size_level0)
-    norm = np.clip((canvas - vmin) / max(vmax - vmin, 1e-12), 0, 1)
+    coords = np.asarray(coords)
+    canvas = _fill_canvas((th, tw), coords, np.asarray(values, float), scale, patch_size_level0)
+    norm = _normalise(canvas, vmin, vmax, center)
     rgba = _colormap(cmap)(np.nan_to_num(norm))[..., :3]
     has = ~np.isnan(canvas)
     base = thumbnail.astype(np.float64) / 255.0
-    blend = np.where(has[..., None], (1 - alpha) * base + alpha * rgba, base)
+    grey = (0.5 + 0.5 * (base @ np.array([0.299, 0.587, 0.114])))[..., None]  # lightened luminance
+    blend = np.where(has[..., None], (1 - alpha) * grey + alpha * rgba, base)
     img = (np.clip(blend, 0, 1) * 255).round().astype(np.uint8)
+    if outline is not None:
+        if len(outline) != len(coords):
+            raise InputError(f"outline has {len(outline)} entries for {len(coords)} patches")
+        cell = patch_size_level0 * min(scale)
+        _draw_outlines(img, _patch_rects((th, tw), coords, scale, patch_size_level0), outline, round(cell / 10))
     overlay_png = Path(overlay_png)
     atomic_write(overlay_png, lambda t: Image.fromarray(img).save(t, format="PNG"))
     fig_path = None
     if figure_png is not None:
         fig_path = Path(figure_png)
-        _heatmap_figure(img, fig_path, title, colorbar_label, vmin, vmax, cmap)
+        _heatmap_figure(img, fig_path, title, colorbar_label, vmin, vmax, cmap, center)
     return overlay_png, fig_path
 
 
-def _heatmap_figure(img: np.ndarray, path: Path, title: str, label: str, vmin: float, vmax: float, cmap: str) -> None:
+def _heatmap_figure(
+    img: np.ndarray, path: Path, title: str, label: str, vmin: float, vmax: float, cmap: str, center: float | None
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
     from matplotlib.cm import ScalarMappable
-    from matplotlib.colors import Normalize
+    from matplotlib.colors import Normalize, TwoSlopeNorm
 
     h, w = img.shape[:2]
     width = 8.0
@@ -286,7 +364,8 @@ def _heatmap_figure(img: np.ndarray, path: Path, title: str, label: str, vmin: f
     ax.set_axis_off()
     if title:
         ax.set_title(title, fontsize=9)
-    sm = ScalarMappable(norm=Normalize(vmin, vmax), cmap=_colormap(cmap))
+    two = center is not None and vmin < center < vmax
+    sm = ScalarMappable(norm=TwoSlopeNorm(center, vmin, vmax) if two else Normalize(vmin, vmax), cmap=_colormap(cmap))
     fig.colorbar(sm, ax=ax, fraction=0.04, pad=0.02, label=label)
     atomic_write(path, lambda t: fig.savefig(t, format="png", dpi=110))
     plt.close(fig)
@@ -381,11 +460,24 @@ def _slide_for(
     return slide_id, (str(sp) if isinstance(sp, str) and sp and Path(sp).is_file() else None)
 
 
-#: How each score is drawn: (column, colour-bar label, colormap, symmetric limits around 0).
+#: How each score is drawn: (column, colour-bar label, colormap, signed). Signed scores get a diverging map
+#: centred at 0 with limits from the slide's |score| quantile (:func:`colour_limits`); attention is drawn as
+#: its percentile within the case (0-100).
 SCORE_STYLES: dict[str, tuple[str, str, str, bool]] = {
-    "attention": ("attention_pct", "attention: percentile within case", "jet", False),
-    "relevance": ("relevance", "relevance: attention × d risk / d attention (+ raises risk)", "RdBu_r", True),
+    "attention": ("attention_pct", "attention percentile in case (no direction)", "jet", False),
+    "relevance": ("relevance", "relevance: A × ∂risk/∂A (+ raises risk)", "RdBu_r", True),
+    "grad_input": ("grad_input", "gradient × input (+ raises risk)", "RdBu_r", True),
+    "ig": ("ig", "integrated gradients (+ raises risk)", "RdBu_r", True),
+    "occlusion": ("occlusion", "risk − risk without patch (+ raises risk)", "RdBu_r", True),
 }
+#: The scores drawn for every slide: the headline score first, then the attention view and the relevance.
+DRAWN_SCORES: tuple[str, ...] = tuple(dict.fromkeys((HEATMAP_SCORE, "attention", "relevance")))
+
+
+def masks_beside_cohort(cohort_source: str | Path) -> Path | None:
+    """``<cohort folder>/masks`` when the cohort is a folder holding one (a synthetic cohort), else None."""
+    folder = Path(str(cohort_source)) / "masks"
+    return folder if folder.is_dir() else None
 
 
 def heatmap_for_case(
@@ -402,19 +494,28 @@ def heatmap_for_case(
     device: str = "cpu",
     ctx=None,
     refresh_report: bool = True,
+    outline_top: float = OUTLINE_TOP,
+    masks_dir: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Attention and relevance heatmaps, top-``top_k`` montages and a scores CSV for every slide of
-    ``case_id``, under ``<run>/interpret/heatmaps/<model>/<case>/``. The case is explained by the model of
-    the fold that tested it (``fold`` overrides). Returns the written paths and the case's risk."""
+    """Heatmaps of every drawn score (:data:`DRAWN_SCORES`), top-``top_k`` montages and a scores CSV for every
+    slide of ``case_id``, under ``<run>/interpret/heatmaps/<model>/<case>/``. The case is explained by the model
+    of the fold that tested it (``fold`` overrides). ``masks_dir``: folder of ``<slide stem>.png`` masks of a
+    known region (default: ``masks/`` beside the run's cohort when it has one); each slide's localisation AUROC
+    per score is then written with its heatmaps. Returns the written paths and the case's risk."""
     from survpgc.rundir import RunContext, safe_name
 
     ctx = ctx or RunContext(run_dir)
     k = ctx.test_fold_of(case_id) if fold is None else int(fold)
     loaded = ctx.load(model_id, k, device=device)
     out_dir = ctx.interpret_dir / "heatmaps" / safe_name(model_id) / safe_name(case_id)
+    if masks_dir is None:
+        masks_dir = masks_beside_cohort(ctx.cfg.cohort.source)
+    elif not Path(masks_dir).is_dir():
+        raise InputError(f"--masks {masks_dir}: not a folder (it should hold <slide stem>.png masks)")
     [written] = case_heatmaps(
         loaded, case_id, ctx.cohort, out_dir, paths=[path], title=f"{model_id} fold {k} · case {case_id}",
-        slide=slide, slide_dir=slide_dir, top_k=top_k, max_size=max_size,
+        slide=slide, slide_dir=slide_dir, top_k=top_k, max_size=max_size, outline_top=outline_top,
+        masks_dir=masks_dir,
     )  # fmt: skip
     if refresh_report:
         written["report"] = rebuild_report(ctx)
@@ -433,21 +534,32 @@ def case_heatmaps(
     slide_dir: str | Path | None = None,
     top_k: int = 50,
     max_size: int = 1024,
+    outline_top: float = OUTLINE_TOP,
+    masks_dir: str | Path | None = None,
+    draw: tuple[str, ...] = DRAWN_SCORES,
 ) -> list[dict[str, Any]]:
     """Heatmaps of one case for a trained model, wherever the model comes from (a run's fold model, a bundle).
 
     ``loaded``: the model with ``model_id``, ``fold``, ``model``, ``setup.modalities`` and ``dataset(ids)`` (as
     :class:`survpgc.rundir.LoadedModel`); ``cohort``: where the case's slide files are looked up; ``paths``: the
     attentions to draw (``clinic`` / ``genomic`` / None for single-query MIL; None: every attention over patches).
-    For each attention and slide: attention and relevance overlays, figures, top-``top_k`` montages and a scores
-    CSV under ``out_dir``, plus one JSON record per attention. Returns one record per attention.
+    For each attention and slide: an overlay, a figure and a top-``top_k`` montage per score of ``draw`` (colours
+    from the slide's own quantiles, the top ``outline_top`` share of patches outlined), and a scores CSV under
+    ``out_dir``, plus one JSON record per attention. With ``masks_dir`` (``<feature stem>.png`` masks at any
+    downsample of level 0), each slide's CSV gets a ``planted`` column and its record the AUROC of every score
+    (``auroc``). Returns one record per attention.
     """
+    unknown = [n for n in draw if n not in SCORE_STYLES]
+    if unknown:
+        raise InputError(f"unknown heatmap score(s) {unknown}; choose from {list(SCORE_STYLES)}")
+    top_k_mask(np.zeros(1), outline_top)  # validates the share before any work
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     records = []
     for scores in case_scores_by_path(loaded, case_id, paths):
         written: dict[str, Any] = {
-            "case_id": case_id, "fold": loaded.fold, "risk": scores.risk, "key": scores.key, "slides": []
+            "case_id": case_id, "fold": loaded.fold, "risk": scores.risk, "key": scores.key, "slides": [],
+            "headline": draw[0],
         }  # fmt: skip
         for idx, fpath in enumerate(scores.feature_files):
             part = scores.table[scores.table["slide_index"] == idx]
@@ -457,7 +569,7 @@ def case_heatmaps(
             slide_id, slide_file = _slide_for(cohort, fpath, override, slide_dir)
             written["slides"].append(
                 _slide_heatmaps(scores, part, fpath, slide_id, slide_file, out_dir, title, top_k=top_k,
-                                max_size=max_size)
+                                max_size=max_size, outline_top=outline_top, masks_dir=masks_dir, draw=draw)
             )  # fmt: skip
         _write_heatmap_meta(out_dir / f"{scores.key.replace('->', '-to-')}.json", loaded.model_id, written)
         records.append(written)
@@ -474,8 +586,28 @@ def _slide_canvas(slide_obj, attrs: dict[str, Any], coords: np.ndarray, size0: i
     return level0, None
 
 
-def _slide_heatmaps(scores, part, fpath, slide_id, slide_file, out_dir: Path, title: str, *, top_k, max_size):
-    """Overlay, figure and montage of each score for one slide of the case, and its scores CSV."""
+def _planted_of(masks_dir, fpath, coords: np.ndarray, size0: int, level0: tuple[int, int]) -> np.ndarray | None:
+    """Planted flag per patch (at least half of it masked) from ``masks_dir/<feature stem>.png``, the mask's
+    downsample read from its width against the slide's level-0 width; None without a mask."""
+    from PIL import Image
+
+    if masks_dir is None:
+        return None
+    mask_path = Path(masks_dir) / f"{Path(fpath).stem}.png"
+    if not mask_path.is_file():
+        log.info("no mask %s: no localisation AUROC for this slide", mask_path)
+        return None
+    with Image.open(mask_path) as im:
+        mask = np.asarray(im.convert("L"))
+    downsample = level0[0] / mask.shape[1]
+    return patch_mask_fraction(mask, coords, size0, downsample) >= 0.5
+
+
+def _slide_heatmaps(
+    scores, part, fpath, slide_id, slide_file, out_dir: Path, title: str, *, top_k, max_size, outline_top,
+    masks_dir, draw,
+):  # fmt: skip
+    """Overlay, figure and montage of each drawn score for one slide of the case, and its scores CSV."""
     from survpgc.data.features import read_feature_attrs
     from survpgc.data.slides import slide_stem
     from survpgc.wsi.reader import open_slide
@@ -488,17 +620,30 @@ def _slide_heatmaps(scores, part, fpath, slide_id, slide_file, out_dir: Path, ti
     psize = int(attrs.get("patch_size") or size0)
     base = out_dir / f"{slide_stem(slide_id)}_{scores.key.replace('->', '-to-')}"
     slide_obj = open_slide(slide_file) if slide_file is not None else None
+    table = part.drop(columns=["slide_index"]).assign(slide_id=slide_id)
     try:
         level0, thumb = _slide_canvas(slide_obj, attrs, coords, size0, max_size, slide_id)
         entry: dict[str, Any] = {"slide_id": slide_id, "n_patches": len(part), "level0_size": level0}
-        for name, (col, label, cmap, symmetric) in SCORE_STYLES.items():
+        planted = _planted_of(masks_dir, fpath, coords, size0, level0)
+        if planted is not None:
+            table["planted"] = planted
+            entry["n_planted"] = int(planted.sum())
+            entry["auroc"] = {n: localisation_auroc(part[n].to_numpy(float), planted) for n in score_columns(part)}
+        n_top = math.ceil(outline_top * len(part))
+        for name in draw:
+            col, label, cmap, signed = SCORE_STYLES[name]
+            if name not in part.columns:
+                continue
             values = part[col].to_numpy(float)
-            lim = float(np.abs(values).max()) or 1.0
-            vmin, vmax = (-lim, lim) if symmetric else (0.0, 100.0)
+            vmin, vmax = colour_limits(values, True) if signed else (0.0, 100.0)
+            auc = entry.get("auroc", {}).get(name)
+            what = f" · AUROC vs mask {auc:.2f}" if auc is not None and np.isfinite(auc) else ""
             overlay, figure = draw_heatmap(
                 thumb, level0, coords, values, size0, f"{base}_{name}_overlay.png", f"{base}_{name}.png",
-                title=f"{title} · {slide_id} · {scores.key} {name} · risk {scores.risk:+.3f}",
-                colorbar_label=label, vmin=vmin, vmax=vmax, cmap=cmap, max_size=max_size,
+                title=f"{title} · {slide_id} · {scores.key} {name} · risk {scores.risk:+.3f}{what}\n"
+                f"green frames: the top {n_top} of {len(part)} patches by {name}",
+                colorbar_label=label, vmin=vmin, vmax=vmax, cmap=cmap, center=0.0 if signed else None,
+                max_size=max_size, outline=top_k_mask(part[name].to_numpy(float), outline_top),
             )  # fmt: skip
             entry[name] = {"overlay": overlay, "figure": figure}
             if slide_obj is not None:
@@ -509,23 +654,29 @@ def _slide_heatmaps(scores, part, fpath, slide_id, slide_file, out_dir: Path, ti
     finally:
         if slide_obj is not None:
             slide_obj.close()
-    table = part.drop(columns=["slide_index"]).assign(slide_id=slide_id)
     csv = Path(f"{base}_scores.csv")
-    atomic_write(csv, lambda t, tb=table: tb.sort_values("relevance", ascending=False).to_csv(t, index=False))
+    atomic_write(csv, lambda t, tb=table: tb.sort_values(draw[0], ascending=False).to_csv(t, index=False))
     entry["scores"] = csv
+    entry["drawn"] = [n for n in draw if n in entry]
     return entry
 
 
 def _write_heatmap_meta(meta: Path, model_id: str, written: dict[str, Any]) -> None:
-    """The case's heatmap record (read by the report's heatmap section)."""
+    """The case's heatmap record (read by the report's heatmap section): per slide the files of each drawn
+    score, the headline score first, and with masks the localisation AUROC of every score."""
+    slides = []
+    for e in written["slides"]:
+        rec = {"slide_id": e["slide_id"], "n_patches": e["n_patches"],
+               "files": {n: {kk: Path(v).name for kk, v in e[n].items()} for n in e["drawn"]}}  # fmt: skip
+        if "auroc" in e:
+            rec["n_planted"] = e["n_planted"]
+            rec["auroc"] = {n: (float(v) if np.isfinite(v) else None) for n, v in e["auroc"].items()}
+        slides.append(rec)
     atomic_write_text(
         meta,
         json.dumps(
             {"case_id": written["case_id"], "model": model_id, "fold": written["fold"], "key": written["key"],
-             "risk": written["risk"],
-             "slides": [{"slide_id": e["slide_id"], "n_patches": e["n_patches"],
-                         "files": {n: {kk: Path(v).name for kk, v in e[n].items()} for n in SCORE_STYLES}}
-                        for e in written["slides"]]},
+             "risk": written["risk"], "headline": written["headline"], "slides": slides},
             indent=1,
         ),
     )  # fmt: skip
@@ -597,14 +748,14 @@ def localisation_table(
                     part = sc.table[sc.table["slide_index"] == idx]
                     xy = part[["x", "y"]].to_numpy()
                     planted = patch_mask_fraction(mask, xy, size0, downsample) >= min_fraction
-                    rows.append(
-                        {
-                            "case_id": cid, "fold": k, "path": sc.key, "slide": Path(fpath).stem,
-                            "n_patches": len(part), "n_planted": int(planted.sum()),
-                            "auroc_attention": localisation_auroc(part["attention"].to_numpy(), planted),
-                            "auroc_relevance": localisation_auroc(part["relevance"].to_numpy(), planted),
-                        }
-                    )  # fmt: skip
+                    row = {
+                        "case_id": cid, "fold": k, "path": sc.key, "slide": Path(fpath).stem,
+                        "n_patches": len(part), "n_planted": int(planted.sum()), "risk": sc.risk,
+                    }  # fmt: skip
+                    for name in score_columns(sc.table):
+                        row[f"auroc_{name}"] = localisation_auroc(part[name].to_numpy(), planted)
+                    row["ig_delta"] = sc.ig_delta
+                    rows.append(row)
     table = pd.DataFrame(rows)
     out = ctx.interpret_dir / f"localisation_{safe_name(model_id)}.csv"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -22,14 +22,19 @@ log = logging.getLogger(__name__)
 
 _HEATMAP_INTRO = Paragraph(
     (
-        "Per-patch scores of the fold model that tested the case. ",
-        Span("attention", "b"),
-        ": post-softmax weights of each query token over the patches, z-scored per token over the case's "
-        "patches, averaged over the tokens; colours are percentiles within the case (red = most attended). ",
+        "Per-patch scores of the fold model that tested the case, the headline score first. ",
+        Span("ig", "b"),
+        ": integrated gradients of the predicted risk over the patch features, from a bag in which every patch "
+        "is the bag's mean (red raises the risk, blue lowers it). ",
         Span("relevance", "b"),
-        ": attention × ∂risk/∂attention summed over heads and tokens -- the first-order contribution of each "
-        "attended patch to the predicted risk (red raises it, blue lowers it). Montages: the highest-relevance "
-        "patches read from the slide at the extraction magnification. Raw scores: ",
+        ": attention × ∂risk/∂attention summed over heads and tokens -- the contribution of each patch through "
+        "that one attention. ",
+        Span("attention", "b"),
+        ": post-softmax weights z-scored per query token, as percentiles within the case -- a view of where the "
+        "model looks, with no direction (a model can read an amount of texture by looking away from it). "
+        "Signed colours are centred at 0 with limits from the slide's own 98th percentile of |score|; green "
+        "frames mark the slide's top-scoring patches; with known masks each figure gives the slide's "
+        "localisation AUROC. Montages: the top patches read from the slide. Raw scores: ",
         Span("interpret/heatmaps/<model>/<case>/*_scores.csv"),
         ".",
     )
@@ -80,17 +85,31 @@ def interpret_sections(
     return sections
 
 
-def _slide_figures(folder: Path, slide: dict[str, Any]) -> list[Figure]:
-    """The attention and relevance overlays of one slide and its top-patch montage."""
+def _slide_figures(folder: Path, slide: dict[str, Any], headline: str = "relevance") -> list[Figure]:
+    """The overlays of one slide (the order of its record: the headline score first), each with the slide's
+    localisation AUROC when masks were known, and the top-patch montage of the headline score."""
     figs = []
-    for name in ("attention", "relevance"):
-        f = slide["files"].get(name, {}).get("figure")
+    auroc = slide.get("auroc") or {}
+    for name, files in slide["files"].items():
+        f = files.get("figure")
         if f:
-            figs.append(figure(f"{slide['slide_id']} {name}", folder / f, jpeg_max_width=900))
-    mont = slide["files"].get("relevance", {}).get("montage")
+            auc = auroc.get(name)
+            label = f"{slide['slide_id']} {name}" + (f" · AUROC vs mask {auc:.2f}" if auc is not None else "")
+            figs.append(figure(label, folder / f, jpeg_max_width=900))
+    mont = slide["files"].get(headline, {}).get("montage")
     if mont:
-        figs.append(figure(f"{slide['slide_id']} top patches by relevance", folder / mont, jpeg_max_width=1100))
+        figs.append(figure(f"{slide['slide_id']} top patches by {headline}", folder / mont, jpeg_max_width=1100))
     return figs
+
+
+def _slide_auroc_table(meta: dict[str, Any]) -> list[Block]:
+    """Per-slide localisation AUROC of every score, when the heatmaps were drawn with masks."""
+    rows = [
+        {"slide": s["slide_id"], "patches": s.get("n_patches"), "planted": s.get("n_planted"),
+         **{f"AUROC {k}": ("-" if v is None else f"{v:.3f}") for k, v in s["auroc"].items()}}
+        for s in meta["slides"] if s.get("auroc")
+    ]  # fmt: skip
+    return [frame_table(pd.DataFrame(rows))] if rows else []
 
 
 def _heatmaps(root: Path) -> list[Block]:
@@ -106,7 +125,9 @@ def _heatmaps(root: Path) -> list[Block]:
                 f"predicted risk {meta['risk']:+.3f}"
             )
         )
-        blocks += [Grid(tuple(_slide_figures(meta_path.parent, s))) for s in meta["slides"]]
+        blocks += _slide_auroc_table(meta)
+        headline = meta.get("headline", "relevance")
+        blocks += [Grid(tuple(_slide_figures(meta_path.parent, s, headline))) for s in meta["slides"]]
     return blocks
 
 
@@ -188,9 +209,10 @@ def _localisation(root: Path) -> list[Block]:
     for path in files:
         t = pd.read_csv(path)
         rows = []
+        cols = [c for c in t.columns if c.startswith("auroc_")]
         for key, g in t.groupby("path", sort=False):
-            row = {"path": key, "slides": int(g["auroc_relevance"].notna().sum())}
-            for col in ("auroc_attention", "auroc_relevance"):
+            row = {"path": key, "slides": int(g[cols].notna().any(axis=1).sum())}
+            for col in cols:
                 row[col.removeprefix("auroc_")] = mean_sd(g[col].mean(), g[col].std())
             rows.append(row)
         blocks += [Heading(path.stem.removeprefix("localisation_")), frame_table(pd.DataFrame(rows))]
