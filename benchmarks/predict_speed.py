@@ -33,13 +33,24 @@ from pathlib import Path
 from survpgc.data.cohort import open_cohort
 from survpgc.deploy.bundle import load_bundle
 from survpgc.deploy.predict import predict_cohort
+
+def peak_mb():
+    # VmHWM: this process's own peak (ru_maxrss keeps the parent's peak across exec on Linux)
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
 root = Path(sys.argv[1])
 cohort = open_cohort(root / "syn", feature_dir=root / "feat")
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+before = peak_mb()
 t0, c0 = time.perf_counter(), time.process_time()
 df = predict_cohort(load_bundle(root / "bundle"), cohort)
 sec, cpu = time.perf_counter() - t0, time.process_time() - c0
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+peak = peak_mb()
 import survpgc, torch
 print(json.dumps({"n": len(df), "seconds": sec, "cpu_seconds": cpu, "peak_mb": peak, "before_mb": before,
                   "survpgc": str(Path(survpgc.__file__).parent), "threads": torch.get_num_threads()}))
