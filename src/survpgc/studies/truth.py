@@ -51,7 +51,9 @@ log = logging.getLogger(__name__)
 
 #: Seeds of synthetic cohorts used while developing the patch scores, the recipe and the tests; the study never
 #: draws them, so its figures come from cohorts nobody tuned on.
-DEVELOPMENT_SEEDS = frozenset({0, 1, 2, 3, 7, 11, 12, 13, 21, 22, 23, 31, 32, 33, 42, 101, 202, 303})
+DEVELOPMENT_SEEDS = frozenset(
+    {0, 1, 2, 3, 7, 11, 12, 13, 21, 22, 23, 31, 32, 33, 42, 101, 202, 303, *range(4000, 4010)}
+)
 
 #: Models of the study: SurvPGC, a pathology-only attention MIL, and one baseline per other modality.
 DEFAULT_MODELS = (
@@ -348,9 +350,7 @@ def summarise_study(out: str | Path) -> dict[str, pd.DataFrame]:
         cidx.append(_seed_cindex(folder / "run").assign(seed=seed))
         t = pd.read_csv(folder / "localisation.csv")
         if not t.empty:
-            scores = [c for c in t.columns if c.startswith("auroc_")]
-            per = t.groupby(["model", "path"])[scores].mean().reset_index()
-            loc.append(per.melt(["model", "path"], var_name="score", value_name="auroc").assign(seed=seed))
+            loc.append(_localisation_by_score(t).assign(seed=seed))
         if (folder / "ig_shares.csv").is_file():
             s = pd.read_csv(folder / "ig_shares.csv")
             cols = [c for c in s.columns if c.startswith("path:")]
@@ -368,6 +368,19 @@ def summarise_study(out: str | Path) -> dict[str, pd.DataFrame]:
     atomic_write_text(out / "summary.md", _markdown(record, tables, summary))
     tables["summary"] = summary
     return tables
+
+
+def _localisation_by_score(t: pd.DataFrame) -> pd.DataFrame:
+    """Per model, path and score: the mean per-slide AUROC. Scores of the whole bag (the same for every path:
+    gradient x input, IG, occlusion) are kept once, with the path ``whole bag``."""
+    from survpgc.explain.scores import CASE_SCORES
+
+    scores = [c for c in t.columns if c.startswith("auroc_")]
+    per = t.groupby(["model", "path"], sort=False)[scores].mean().reset_index()
+    long = per.melt(["model", "path"], var_name="score", value_name="auroc")
+    case = long["score"].str.removeprefix("auroc_").isin(CASE_SCORES)
+    bag = long[case].drop_duplicates(["model", "score"]).assign(path="whole bag")
+    return pd.concat([long[~case], bag], ignore_index=True)
 
 
 def _seed_cindex(run: Path) -> pd.DataFrame:
