@@ -100,11 +100,22 @@ def entry(model: str, dropout: float | None) -> str:
     return MODEL_ENTRIES[model]
 
 
+def _finished(run_dir: Path, n_pairs: int) -> bool:
+    """All fold × model records written, and predictions.csv built after the last of them."""
+    records = list((run_dir / "folds").glob("*.json"))
+    table = run_dir / "predictions.csv"
+    return (
+        len(records) == n_pairs and table.exists() and table.stat().st_mtime >= max(r.stat().st_mtime for r in records)
+    )
+
+
 def run_one(cohort: Path, feat: Path, tokens: Path, out: Path, recipe: dict, models: list[str], folds: int):
     """One run_cv (resumable) of ``models`` under ``recipe``; returns the run directory."""
     from survpgc.config import load_config
     from survpgc.train.cv import run_cv
 
+    if _finished(out, len(models) * folds):
+        return out  # nothing to train; run_cv would only rebuild the same tables and report
     ents = ", ".join(entry(m, recipe["dropout"]) for m in models)
     cfg = load_config(
         None,
@@ -115,8 +126,29 @@ def run_one(cohort: Path, feat: Path, tokens: Path, out: Path, recipe: dict, mod
     return out
 
 
-def fold_means(run_dir: Path, truth: dict[str, float]) -> list[dict]:
-    """Per model: val C, test C and the oracle's test C, each the mean over folds (NaN folds left out)."""
+#: parts of the true risk (truth.csv columns, weighted by the generator's coefficients) whose C on the test cases
+#: says what each modality alone could reach: pathology = the tumour texture, clinical = stage + age,
+#: genomic = the pathway score; "no pathology" = everything but the texture
+PARTS = {"oracle_path": ("texture",), "oracle_clin": ("stage", "age"), "oracle_gen": ("pathway",),
+         "oracle_no_path": ("stage", "age", "pathway")}  # fmt: skip
+
+
+def truth_risks(truth_csv: Path) -> dict[str, dict[str, float]]:
+    """case id -> risk, for the oracle (``true_risk``) and each of :data:`PARTS`."""
+    import pandas as pd
+
+    from survpgc.synth.truth import COEFFICIENTS
+
+    t = pd.read_csv(truth_csv, dtype={"case_id": str}).set_index("case_id")
+    out = {"oracle_c": t["true_risk"].to_dict()}
+    for key, parts in PARTS.items():
+        out[key] = sum(COEFFICIENTS[p] * t[f"{p}_score"] for p in parts).to_dict()
+    return out
+
+
+def fold_means(run_dir: Path, truth: dict[str, dict[str, float]]) -> list[dict]:
+    """Per model: val C, test C, the oracle's (and its parts') test C, and the oracle's val C, each the mean
+    over folds (NaN folds left out: a small validation part may have no comparable pair)."""
     import numpy as np
     import pandas as pd
 
@@ -136,41 +168,63 @@ def fold_means(run_dir: Path, truth: dict[str, float]) -> list[dict]:
         per_fold = []
         for _, f in g.groupby("fold"):
             val, test = f[f["split"] == "val"], f[f["split"] == "test"]
-            per_fold.append({"val_c": c(val, val["risk"]), "test_c": c(test, test["risk"]),
-                             "oracle_c": c(test, [truth[x] for x in test["case_id"]]),
-                             "oracle_val_c": c(val, [truth[x] for x in val["case_id"]])})  # fmt: skip
+            row = {"val_c": c(val, val["risk"]), "test_c": c(test, test["risk"])}
+            row.update({k: c(test, [r[x] for x in test["case_id"]]) for k, r in truth.items()})
+            row["oracle_val_c"] = c(val, [truth["oracle_c"][x] for x in val["case_id"]])
+            per_fold.append(row)
         pf = pd.DataFrame(per_fold)
-        be = metrics.loc[metrics["model"] == model, "best_epoch"]
+        m = metrics[metrics["model"] == model]
         rows.append({"model": model, **pf.mean(skipna=True).to_dict(), "n_folds": len(pf),
-                     "best_epoch": float(pd.to_numeric(be, errors="coerce").mean()),
-                     "seconds": float(metrics.loc[metrics["model"] == model, "seconds"].sum())})  # fmt: skip
+                     "best_epoch": float(pd.to_numeric(m["best_epoch"], errors="coerce").mean()),
+                     "seconds": float(m["seconds"].mean())})  # fmt: skip
     return rows
 
 
 def summarise(runs, by: list[str]):
+    """Mean and sd over cohorts of every C column, and the paired difference of val C to the recipe's center
+    (``dval``; a center's own is to ``ref``: the same cohort and folds, so much of the validation parts' noise
+    cancels)."""
     import pandas as pd
 
-    cols = ["val_c", "test_c", "oracle_c"]
-    agg = runs.groupby(by, sort=False)[cols].agg(["mean", "std", "count"])
+    cols = ["val_c", "test_c", "oracle_c", "dval", *PARTS]
+    runs = runs.copy()
+    center = runs.set_index(["cohort", "model", "recipe"])["val_c"]
+    runs["dval"] = [
+        v - center.get((c, m, r.split(",")[0] if "," in r else "ref"), float("nan"))
+        for c, m, r, v in zip(runs["cohort"], runs["model"], runs["recipe"], runs["val_c"], strict=True)
+    ]
+    g = runs.groupby(by, sort=False)
+    agg = g[cols].agg(["mean", "std"])
     out = pd.DataFrame(index=agg.index)
     for c in cols:
         out[f"{c}_mean"], out[f"{c}_sd"] = agg[(c, "mean")], agg[(c, "std")]
-    out["n_cohorts"] = agg[(cols[0], "count")]
-    out["best_epoch"] = runs.groupby(by, sort=False)["best_epoch"].mean()
-    out["train_s"] = runs.groupby(by, sort=False)["seconds"].mean()
+    out["n_cohorts"] = g["val_c"].count()
+    out["best_epoch"] = g["best_epoch"].mean()
+    out["s_per_fold"] = g["seconds"].mean()
     return out.reset_index()
 
 
-def show(table, label: str) -> str:
-    lines = [label]
+def markdown(table, keys: list[str]) -> str:
+    """The table as Markdown: mean ± sd over cohorts."""
+
+    def ms(r, c):
+        return "" if r[f"{c}_mean"] != r[f"{c}_mean"] else f"{r[f'{c}_mean']:.3f} ± {r[f'{c}_sd']:.3f}"
+
+    head = [
+        *keys,
+        "val C (selection)",
+        "Δ val C vs center (ref)",
+        "test C",
+        "oracle C",
+        "best epoch",
+        "s / fold",
+        "cohorts",
+    ]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, r in table.iterrows():
-        skip = ("n_cohorts", "best_epoch", "train_s")
-        key = "  ".join(f"{r[k]}" for k in table.columns if not k.endswith(("_mean", "_sd")) and k not in skip)
-        lines.append(
-            f"  {key:<40} val {r['val_c_mean']:.3f} ± {r['val_c_sd']:.3f}   test {r['test_c_mean']:.3f} ± "
-            f"{r['test_c_sd']:.3f}   oracle {r['oracle_c_mean']:.3f} ± {r['oracle_c_sd']:.3f}   "
-            f"epoch {r['best_epoch']:.1f}  {r['train_s']:.0f} s  (n={r['n_cohorts']})"
-        )
+        cells = [str(r[k]) for k in keys] + [ms(r, "val_c"), ms(r, "dval"), ms(r, "test_c"), ms(r, "oracle_c")]
+        cells += [f"{r['best_epoch']:.1f}", f"{r['s_per_fold']:.0f}", str(r["n_cohorts"])]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -217,24 +271,24 @@ def main() -> None:
     for spec in args.cohort:
         syn, _, feat = spec.partition("=")
         syn, feat = Path(syn), Path(feat)
-        truth_df = pd.read_csv(syn / "truth.csv", dtype={"case_id": str})
-        name = f"{syn.name}_n{len(truth_df)}"
+        truth = truth_risks(syn / "truth.csv")
+        name = f"{syn.name}_n{len(truth['oracle_c'])}"
         tokens = out / name / "clinical"
         if not (tokens / "manifest.json").exists():
             encode_clinical(syn, tokens)  # once per cohort, shared by every run
-        cohorts.append((name, syn, feat, tokens, dict(zip(truth_df["case_id"], truth_df["true_risk"], strict=True))))
+        cohorts.append((name, syn, feat, tokens, truth))
 
     rows = []
 
-    def collect(name, n, recipe_name, run_dir, truth):
+    def collect(name, recipe_name, run_dir, truth):
         for r in fold_means(run_dir, truth):
-            rows.append({"cohort": name, "n_patients": n, "recipe": recipe_name, **r})
+            rows.append({"cohort": name, "n_patients": len(truth["oracle_c"]), "recipe": recipe_name, **r})
 
     for name, syn, feat, tokens, truth in cohorts:
         for rname in chosen:
             t0 = time.perf_counter()
             run_dir = run_one(syn, feat, tokens, out / name / rname, all_recipes[rname], ["survpgc"], args.folds)
-            collect(name, len(truth), rname, run_dir, truth)
+            collect(name, rname, run_dir, truth)
             r = rows[-1]
             print(f"{name} {rname:<16} val {r['val_c']:.3f} test {r['test_c']:.3f} oracle {r['oracle_c']:.3f} "
                   f"best epoch {r['best_epoch']:.1f} ({time.perf_counter() - t0:.0f} s)", flush=True)  # fmt: skip
@@ -250,7 +304,7 @@ def main() -> None:
             t0 = time.perf_counter()
             run_dir = run_one(syn, feat, tokens, out / name / f"baselines@{at}", all_recipes[at], args.baselines,
                               args.folds)  # fmt: skip
-            collect(name, len(truth), f"baselines@{at}", run_dir, truth)
+            collect(name, f"baselines@{at}", run_dir, truth)
             print(f"{name} baselines@{at} ({time.perf_counter() - t0:.0f} s)", flush=True)
         runs = pd.DataFrame(rows)
     runs.to_csv(out / "runs.csv", index=False)
@@ -260,14 +314,25 @@ def main() -> None:
     table = pd.concat([summarise(sel, ["recipe", "model"]).assign(size="all"),
                        summarise(sel, ["size", "recipe", "model"])], ignore_index=True)  # fmt: skip
     table.to_csv(out / "table.csv", index=False)
-    pd.set_option("display.width", 220)
-    print(f"\nsurvpgc per recipe, mean ± sd over {len(cohorts)} cohorts ({args.folds}-fold nested; by val C):")
-    print(show(by_recipe[["recipe", *by_recipe.columns[1:]]], "recipe"))
-    for size, g in sel.groupby("size"):
-        print(show(summarise(g, ["recipe", "model"]).sort_values("val_c_mean", ascending=False), f"\n{size}:"))
+    parts = [f"survpgc per recipe, mean ± sd over {len(cohorts)} cohorts ({args.folds}-fold nested), by val C:\n",
+             markdown(by_recipe, ["recipe"])]  # fmt: skip
+    for size, g in table.groupby("size", sort=False):
+        is_s = g["model"] == "survpgc"
+        g = pd.concat([g[is_s].sort_values("val_c_mean", ascending=False), g[~is_s]])
+        parts += [f"\n\n{size} (survpgc per recipe, then the baselines at {at}):\n", markdown(g, ["recipe", "model"])]
+    # the test folds are the same for every recipe of a cohort: the parts' C from one recipe's survpgc rows
+    one = sel[(sel["recipe"] == chosen[0]) & (sel["model"] == "survpgc")]
+    parts.append("\n\nthe true risk and its parts on the same test cases (C of the part alone):\n")
+    parts.append("| size | oracle_c | " + " | ".join(PARTS) + " |\n|" + "---|" * (len(PARTS) + 2))
+    for size, g in pd.concat([one.assign(size="all"), one]).groupby("size", sort=False):
+        cells = [f"{g[k].mean():.3f} ± {g[k].std():.3f}" for k in ("oracle_c", *PARTS)]
+        parts.append(f"\n| {size} | " + " | ".join(cells) + " |")
+    text = "".join(parts)
+    (out / "table.md").write_text(text + "\n")
+    print("\n" + text)
     print(
         f"\nchosen by val C: {best}; baselines at {at}. Val C is that of the epoch selected on the same part"
-        f" (optimistic). Total {time.perf_counter() - t_all:.0f} s. Files: {out / 'runs.csv'}, {out / 'table.csv'}"
+        f" (optimistic). Total {time.perf_counter() - t_all:.0f} s. Files: {out}/runs.csv, table.csv, table.md"
     )
 
 
