@@ -78,6 +78,7 @@ def test_a_model_that_looks_away_from_the_texture():
     assert localisation_auroc(vals["occlusion"], truth) == 1.0
     assert localisation_auroc(vals["ig"], truth) == 1.0
     assert localisation_auroc(vals["relevance"], truth) == 1.0
+    assert localisation_auroc(vals["grad_input"], truth) == 0.0 and (vals["grad_input"][truth] < 0).all()
 
 
 @pytest.mark.parametrize("baseline", ["mean", "zero"])

@@ -366,7 +366,10 @@ def _heatmap_figure(
         ax.set_title(title, fontsize=9)
     two = center is not None and vmin < center < vmax
     sm = ScalarMappable(norm=TwoSlopeNorm(center, vmin, vmax) if two else Normalize(vmin, vmax), cmap=_colormap(cmap))
-    fig.colorbar(sm, ax=ax, fraction=0.04, pad=0.02, label=label)
+    bar = fig.colorbar(sm, ax=ax, fraction=0.04, pad=0.02, label=label)
+    if two:  # each side has its own scale: ticks at both limits, their halves and the centre
+        bar.set_ticks([vmin, (vmin + center) / 2, center, (vmax + center) / 2, vmax])
+        bar.ax.set_yticklabels([f"{t:.2g}" for t in (vmin, (vmin + center) / 2, center, (vmax + center) / 2, vmax)])
     atomic_write(path, lambda t: fig.savefig(t, format="png", dpi=110))
     plt.close(fig)
 
@@ -719,12 +722,18 @@ def localisation_table(
     min_fraction: float = 0.5,
     device: str = "cpu",
     ctx=None,
+    scores: tuple[str, ...] = SCORES,
+    ig_steps: int = 32,
+    ig_baseline: str = "mean",
 ) -> pd.DataFrame:
     """How well per-patch scores find a known region: for every test case of every trained fold, the AUROC
-    of the attention and relevance scores against ``masks_dir/<slide stem>.png`` (a patch is planted when at
-    least ``min_fraction`` of it is masked; masks at level-0 size / ``downsample``, as the synthetic cohort
-    writes them). ``paths`` None = every attention over patches the model has. Writes
-    ``<run>/interpret/localisation_<model>.csv``; one row per case, path and slide."""
+    of every score (``auroc_<score>`` for each of ``scores``, default all of :data:`SCORES`; attention and
+    relevance always) against ``masks_dir/<slide stem>.png`` (a patch is planted when at least
+    ``min_fraction`` of it is masked; masks at level-0 size / ``downsample``, as the synthetic cohort writes
+    them). ``paths`` None = every attention over patches the model has. Case-level scores (``grad_input``,
+    ``ig``, ``occlusion``) repeat on every path's row. Also per row: the case's ``risk`` and ``ig_delta``, the
+    integrated gradients' completeness residual. Writes ``<run>/interpret/localisation_<model>.csv``; one row
+    per case, path and slide."""
     from PIL import Image
 
     from survpgc.data.features import read_feature_attrs
@@ -736,7 +745,10 @@ def localisation_table(
     for k in ctx.trained_folds(model_id):
         loaded = ctx.load(model_id, k, device=device)
         for cid in ctx.splits[k].test:
-            by_path = case_scores_by_path(loaded, cid, None if paths is None else list(paths))
+            by_path = case_scores_by_path(
+                loaded, cid, None if paths is None else list(paths), scores=scores, ig_steps=ig_steps,
+                ig_baseline=ig_baseline,
+            )  # fmt: skip
             for idx, fpath in enumerate(by_path[0].feature_files):
                 mask_path = masks_dir / f"{Path(fpath).stem}.png"
                 if not mask_path.is_file():

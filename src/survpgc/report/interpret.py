@@ -22,19 +22,20 @@ log = logging.getLogger(__name__)
 
 _HEATMAP_INTRO = Paragraph(
     (
-        "Per-patch scores of the fold model that tested the case, the headline score first. ",
+        "Per-patch scores of the fold model that tested the case, the headline score (named in each heading) first. ",
         Span("ig", "b"),
         ": integrated gradients of the predicted risk over the patch features, from a bag in which every patch "
-        "is the bag's mean (red raises the risk, blue lowers it). ",
+        "is the bag's mean (red raises the risk, blue lowers it; the default headline). ",
         Span("relevance", "b"),
         ": attention × ∂risk/∂attention summed over heads and tokens -- the contribution of each patch through "
         "that one attention. ",
         Span("attention", "b"),
         ": post-softmax weights z-scored per query token, as percentiles within the case -- a view of where the "
         "model looks, with no direction (a model can read an amount of texture by looking away from it). "
-        "Signed colours are centred at 0 with limits from the slide's own 98th percentile of |score|; green "
-        "frames mark the slide's top-scoring patches; with known masks each figure gives the slide's "
-        "localisation AUROC. Montages: the top patches read from the slide. Raw scores: ",
+        "Signed colours are centred at 0 (white), each side scaled to the slide's own 95th percentile; the "
+        "tissue under the scores is grey; green frames mark the slide's top-scoring patches; with known masks "
+        "each figure gives the slide's localisation AUROC (1 = the planted patches score highest, 0.5 = "
+        "chance). Montages: the top patches by the headline score, read from the slide. Raw scores: ",
         Span("interpret/heatmaps/<model>/<case>/*_scores.csv"),
         ".",
     )
@@ -123,6 +124,7 @@ def _heatmaps(root: Path) -> list[Block]:
             Heading(
                 f"{meta['model']} · case {meta['case_id']} · fold {meta['fold']} · {meta['key']} · "
                 f"predicted risk {meta['risk']:+.3f}"
+                + (f" · headline: {meta['headline']}" if "headline" in meta else "")
             )
         )
         blocks += _slide_auroc_table(meta)
