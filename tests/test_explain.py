@@ -260,7 +260,7 @@ def test_heatmaps_with_masks_beside_the_cohort_give_each_slide_its_auroc(slide_r
     assert res["headline"] == HEATMAP_SCORE and entry["drawn"][0] == HEATMAP_SCORE
     meta = json.loads((entry["scores"].parent / "clinic-to-patch.json").read_text())
     (slide,) = meta["slides"]
-    assert list(slide["files"])[0] == HEATMAP_SCORE and slide["auroc"]["ig"] == pytest.approx(entry["auroc"]["ig"])
+    assert next(iter(slide["files"])) == HEATMAP_SCORE and slide["auroc"]["ig"] == pytest.approx(entry["auroc"]["ig"])
     html = (out / "report.html").read_text()
     assert f"{slide['slide_id']} {HEATMAP_SCORE} · AUROC vs mask {entry['auroc'][HEATMAP_SCORE]:.2f}" in html
     # an explicit masks folder that does not exist is refused; an empty one gives no AUROC
@@ -376,7 +376,7 @@ def test_cli_defaults_match_the_library():
         assert (opt.default if isinstance(opt, typer.models.OptionInfo) else opt) == lib[name].default, name
     lib = inspect.signature(heatmap_for_case).parameters
     cli = inspect.signature(heatmap_cmd).parameters
-    for name in ("top_k", "max_size", "path"):
+    for name in ("top_k", "max_size", "path", "outline_top"):
         assert cli[name].default.default == lib[name].default, name
 
 
@@ -393,6 +393,26 @@ def test_cli_heatmap_and_attribution(slide_run):
     r = runner.invoke(app, ["explain", "attribution", "--run", str(out), "--model", "abmil", "--n-steps", "8"])
     assert r.exit_code == 0, r.output
     assert "IG share per fused vector" in r.stdout
+
+
+def test_localisation_gives_every_score_and_the_report_shows_them(slide_run):
+    """One row per test slide and path with the AUROC of every score (case-level scores equal on both paths),
+    IG's completeness residual small; the CLI prints every score; the report's table has a column per score."""
+    from survpgc.explain.attention import SCORES
+
+    out, syn = slide_run
+    r = runner.invoke(app, ["explain", "localisation", "--run", str(out), "--masks", str(syn / "masks")])
+    assert r.exit_code == 0, r.output
+    for name in SCORES:
+        assert f" {name} " in r.stdout, name
+    t = pd.read_csv(out / "interpret" / "localisation_survpgc.csv")
+    assert {f"auroc_{n}" for n in SCORES} <= set(t.columns) and len(t) == 2 * 17  # 16 cases + 1 second slide
+    by = t.pivot_table(index=["case_id", "slide"], columns="path", values="auroc_ig")
+    np.testing.assert_array_equal(by["clinic->patch"].to_numpy(), by["genomic->patch"].to_numpy())
+    assert (t["ig_delta"].abs() < 0.05 * t["risk"].abs().max()).all()
+    rebuild_report(RunContext(out))
+    html = (out / "report.html").read_text()
+    assert "Localisation against known masks" in html and "grad_input" in html and "occlusion" in html
 
 
 # ============================================================================ studies
