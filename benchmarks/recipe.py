@@ -70,13 +70,20 @@ CENTERS: dict[str, list[str]] = {
     "b16": ["train.batch_size=16"],
     "b16+init": ["train.batch_size=16", "train.init_hazard_bias=true"],
 }
+
+
+def _num(x: float) -> str:
+    """A number as YAML reads it as a float (``2e-3`` is a string to YAML 1.1; ``0.002`` is not)."""
+    return f"{x:.10f}".rstrip("0")
+
+
 #: one setting changed at a time; the epoch variations keep selection in the second half of training
 VARIATIONS: dict[str, dict] = {
     "": {"train": [], "dropout": None},
     **{f"epochs={e}": {"train": [f"train.epochs={e}", f"train.select_from_epoch={e // 2}"], "dropout": None}
        for e in (10, 40)},
-    **{f"lr={lr}": {"train": [f"train.lr={lr}"], "dropout": None} for lr in ("1e-4", "2e-3")},
-    **{f"wd={wd}": {"train": [f"train.weight_decay={wd}"], "dropout": None} for wd in ("1e-5", "1e-2")},
+    **{f"lr={lr:g}": {"train": [f"train.lr={_num(lr)}"], "dropout": None} for lr in (1e-4, 2e-3)},
+    **{f"wd={wd:g}": {"train": [f"train.weight_decay={_num(wd)}"], "dropout": None} for wd in (1e-5, 1e-2)},
     **{f"dropout={d:g}": {"train": [], "dropout": d} for d in (0.0, 0.25, 0.5)},
     **{f"patches={p}": {"train": [f"data.n_patches={p}"], "dropout": None} for p in (8, 16)},
 }  # fmt: skip
@@ -133,6 +140,11 @@ PARTS = {"oracle_path": ("texture",), "oracle_clin": ("stage", "age"), "oracle_g
          "oracle_no_path": ("stage", "age", "pathway")}  # fmt: skip
 
 
+#: Spearman correlation of a model's test risk with each standardised component of the true risk (whose
+#: coefficients are texture 1.0, stage 0.7, age 0.35, pathway 0.7): which inputs a model actually uses
+RHOS = ("rho_texture", "rho_stage", "rho_age", "rho_pathway")
+
+
 def truth_risks(truth_csv: Path) -> dict[str, dict[str, float]]:
     """case id -> risk, for the oracle (``true_risk``) and each of :data:`PARTS`."""
     import pandas as pd
@@ -143,6 +155,8 @@ def truth_risks(truth_csv: Path) -> dict[str, dict[str, float]]:
     out = {"oracle_c": t["true_risk"].to_dict()}
     for key, parts in PARTS.items():
         out[key] = sum(COEFFICIENTS[p] * t[f"{p}_score"] for p in parts).to_dict()
+    for p in COEFFICIENTS:  # for the correlations of a model's risk with each component (not C columns)
+        out[f"score:{p}"] = t[f"{p}_score"].to_dict()
     return out
 
 
@@ -151,6 +165,7 @@ def fold_means(run_dir: Path, truth: dict[str, dict[str, float]]) -> list[dict]:
     over folds (NaN folds left out: a small validation part may have no comparable pair)."""
     import numpy as np
     import pandas as pd
+    from scipy.stats import spearmanr
 
     from survpgc.errors import SurvpgcError
     from survpgc.survival.metrics import harrell_cindex
@@ -169,7 +184,12 @@ def fold_means(run_dir: Path, truth: dict[str, dict[str, float]]) -> list[dict]:
         for _, f in g.groupby("fold"):
             val, test = f[f["split"] == "val"], f[f["split"] == "test"]
             row = {"val_c": c(val, val["risk"]), "test_c": c(test, test["risk"])}
-            row.update({k: c(test, [r[x] for x in test["case_id"]]) for k, r in truth.items()})
+            for k, r in truth.items():
+                x = np.array([r[i] for i in test["case_id"]], float)
+                if k.startswith("score:"):  # Spearman correlation of the model's test risk with the component
+                    row[f"rho_{k[6:]}"] = float(spearmanr(test["risk"], x).statistic)
+                else:
+                    row[k] = c(test, x)
             row["oracle_val_c"] = c(val, [truth["oracle_c"][x] for x in val["case_id"]])
             per_fold.append(row)
         pf = pd.DataFrame(per_fold)
@@ -198,6 +218,8 @@ def summarise(runs, by: list[str]):
     out = pd.DataFrame(index=agg.index)
     for c in cols:
         out[f"{c}_mean"], out[f"{c}_sd"] = agg[(c, "mean")], agg[(c, "std")]
+    for c in RHOS:
+        out[c] = g[c].mean() if c in runs else float("nan")
     out["n_cohorts"] = g["val_c"].count()
     out["best_epoch"] = g["best_epoch"].mean()
     out["s_per_fold"] = g["seconds"].mean()
@@ -320,6 +342,15 @@ def main() -> None:
         is_s = g["model"] == "survpgc"
         g = pd.concat([g[is_s].sort_values("val_c_mean", ascending=False), g[~is_s]])
         parts += [f"\n\n{size} (survpgc per recipe, then the baselines at {at}):\n", markdown(g, ["recipe", "model"])]
+    # which components of the true risk each model's risk follows, at the chosen recipe
+    at_rows = sel[((sel["recipe"] == at) & (sel["model"] == "survpgc")) | (sel["recipe"] == f"baselines@{at}")]
+    comp = pd.concat([summarise(at_rows, ["model"]).assign(size="all"), summarise(at_rows, ["size", "model"])])
+    parts.append(f"\n\nSpearman correlation of each model's test risk with the true risk's components, at {at}"
+                 " (the true coefficients: texture 1.0, stage 0.7, age 0.35, pathway 0.7):\n")  # fmt: skip
+    parts.append("| size | model | test C | " + " | ".join(RHOS) + " |\n|" + "---|" * (len(RHOS) + 3))
+    for _, r in comp.iterrows():
+        cells = [f"{r[c]:.2f}" for c in RHOS]
+        parts.append(f"\n| {r['size']} | {r['model']} | {r['test_c_mean']:.3f} | " + " | ".join(cells) + " |")
     # the test folds are the same for every recipe of a cohort: the parts' C from one recipe's survpgc rows
     one = sel[(sel["recipe"] == chosen[0]) & (sel["model"] == "survpgc")]
     parts.append("\n\nthe true risk and its parts on the same test cases (C of the part alone):\n")
