@@ -549,8 +549,9 @@ def case_heatmaps(
     For each attention and slide: an overlay, a figure and a top-``top_k`` montage per score of ``draw`` (colours
     from the slide's own quantiles, the top ``outline_top`` share of patches outlined), and a scores CSV under
     ``out_dir``, plus one JSON record per attention. With ``masks_dir`` (``<feature stem>.png`` masks at any
-    downsample of level 0), each slide's CSV gets a ``planted`` column and its record the AUROC of every score
-    (``auroc``). Returns one record per attention.
+    downsample of level 0), every score is computed, each slide's CSV gets a ``planted`` column and its record
+    the AUROC of every score (``auroc``); without masks only the drawn scores are computed. Returns one record
+    per attention.
     """
     unknown = [n for n in draw if n not in SCORE_STYLES]
     if unknown:
@@ -559,7 +560,8 @@ def case_heatmaps(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     records = []
-    for scores in case_scores_by_path(loaded, case_id, paths):
+    wanted = SCORES if masks_dir is not None else draw  # without masks, only what is drawn (occlusion is costly)
+    for scores in case_scores_by_path(loaded, case_id, paths, scores=tuple(n for n in wanted if n in SCORES)):
         written: dict[str, Any] = {
             "case_id": case_id, "fold": loaded.fold, "risk": scores.risk, "key": scores.key, "slides": [],
             "headline": draw[0],
