@@ -507,14 +507,14 @@ def heatmap_for_case(
     per score is then written with its heatmaps. Returns the written paths and the case's risk."""
     from survpgc.rundir import RunContext, safe_name
 
+    if masks_dir is not None and not Path(masks_dir).is_dir():
+        raise InputError(f"--masks {masks_dir}: not a folder (it should hold <slide stem>.png masks)")
     ctx = ctx or RunContext(run_dir)
+    if masks_dir is None:
+        masks_dir = masks_beside_cohort(ctx.cfg.cohort.source)
     k = ctx.test_fold_of(case_id) if fold is None else int(fold)
     loaded = ctx.load(model_id, k, device=device)
     out_dir = ctx.interpret_dir / "heatmaps" / safe_name(model_id) / safe_name(case_id)
-    if masks_dir is None:
-        masks_dir = masks_beside_cohort(ctx.cfg.cohort.source)
-    elif not Path(masks_dir).is_dir():
-        raise InputError(f"--masks {masks_dir}: not a folder (it should hold <slide stem>.png masks)")
     [written] = case_heatmaps(
         loaded, case_id, ctx.cohort, out_dir, paths=[path], title=f"{model_id} fold {k} · case {case_id}",
         slide=slide, slide_dir=slide_dir, top_k=top_k, max_size=max_size, outline_top=outline_top,
