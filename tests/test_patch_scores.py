@@ -180,3 +180,15 @@ def test_bad_arguments_are_refused():
         score_patches(model, batch, None, scores=("saliency",))
     with pytest.raises(InputError, match="ig_baseline"):
         score_patches(model, batch, None, ig_baseline="median")
+
+
+def test_relevance_per_head_sums_to_the_relevance():
+    """With several heads each head's signed A x dR/dA is kept (relevance_h<i>); their sum is the relevance."""
+    torch.manual_seed(2)
+    model = create_model("survpgc", heads=2, dim_head=8, **DIMS).double().eval()
+    vals = score_patches(model, make_batch(11, pad=2, dtype=torch.float64), ["clinic->patch"]).by_key["clinic->patch"]
+    assert {"relevance_h0", "relevance_h1"} <= set(vals) and "relevance_h2" not in vals
+    np.testing.assert_allclose(vals["relevance_h0"] + vals["relevance_h1"], vals["relevance"], atol=1e-12)
+    assert not np.allclose(vals["relevance_h0"], vals["relevance_h1"])
+    one = score_patches(create_model("survpgc", **DIMS).eval(), make_batch(11), None).by_key["clinic->patch"]
+    assert not any(k.startswith("relevance_h") for k in one)  # one head: nothing more than the relevance
