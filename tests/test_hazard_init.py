@@ -157,8 +157,8 @@ def test_hazard_heads_refuses_none_or_ambiguous():
 
 
 # ------------------------------------------------------------------------------------------------ config and fit
-def test_config_key_defaults_off_and_is_strict():
-    assert TrainConfig().init_hazard_bias is False
+def test_config_key_defaults_on_and_is_strict():
+    assert TrainConfig().init_hazard_bias is True and TrainConfig().batch_size == 16  # benchmarks/recipe.py
     assert load_config(None, ["train.init_hazard_bias=true"]).train.init_hazard_bias is True
     with pytest.raises(ConfigError, match=r"train\.init_hazard_bias"):
         TrainConfig(init_hazard_bias="yes")

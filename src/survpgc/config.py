@@ -192,7 +192,12 @@ class TrainConfig(_Section):
         "cosine", description="learning-rate schedule (cosine: after a linear warm-up)"
     )
     warmup_epochs: float = Field(1.0, ge=0, description="linear warm-up length in epochs (cosine schedule)")
-    batch_size: int = Field(1, ge=1, description="cases per optimisation step")
+    batch_size: int = Field(
+        16,
+        ge=1,
+        description="cases per optimisation step (16: chosen on validation parts by benchmarks/recipe.py; "
+        "the reference implementation uses 1)",
+    )
     alpha: float = Field(0.0, ge=0, le=1, description="NLL loss weight on the uncensored term")
     beta: float = Field(0.0, ge=0, le=1, description="weight of the cosine loss between SurvPGC's two paths")
     cosine_margin: float = Field(0.2, ge=-1, le=1, description="margin of that cosine loss (a cosine: in [-1, 1])")
@@ -206,7 +211,9 @@ class TrainConfig(_Section):
     device: Text = Field("auto", description="torch device (auto, cpu, cuda, cuda:1, mps)")
     seed: int = Field(0, ge=0, description="seed of weight initialisation and batch order")
     init_hazard_bias: bool = Field(
-        False, description="start the hazard head's bias at the training cases' constant (Kaplan-Meier) hazards"
+        True,
+        description="start the hazard head's bias at the training cases' constant (Kaplan-Meier) hazards "
+        "(on: chosen on validation parts by benchmarks/recipe.py; the reference implementation starts at 0)",
     )
 
 

@@ -109,12 +109,12 @@ def parse_synth_settings(items: Sequence[str]) -> dict[str, Any]:
     return out
 
 
-def _check_seeds(seeds: Sequence[int]) -> list[int]:
+def _check_seeds(seeds: Sequence[int], *, allow_development: bool = False) -> list[int]:
     seeds = [int(s) for s in seeds]
     if len(set(seeds)) != len(seeds):
         raise InputError(f"--seed-list repeats a seed: {seeds}")
     dev = sorted(set(seeds) & DEVELOPMENT_SEEDS)
-    if dev:
+    if dev and not allow_development:
         raise InputError(
             f"seed(s) {dev} were used while developing the scores and the recipe (DEVELOPMENT_SEEDS); "
             "a result on them is not a result on an unseen cohort: choose other seeds or let --seeds draw them"
@@ -160,6 +160,7 @@ def truth_study(
     device: str = "cpu",
     data_from: str | Path | None = None,
     localise: bool = True,
+    allow_development_seeds: bool = False,
 ) -> dict[str, pd.DataFrame]:
     """Run the study (see the module docstring) into ``out``; returns its tables.
 
@@ -173,6 +174,8 @@ def truth_study(
         permute: also train SurvPGC on cohorts with the clinical or the genomic modality permuted, for the IG
             check.
         ig_steps: integrated-gradients steps.
+        allow_development_seeds: accept seeds of :data:`DEVELOPMENT_SEEDS` (the suite's reduced study; recorded,
+            and ``summary.md`` then says that its seeds are development seeds).
         localise: score the patches of every test slide and measure localisation (off: C-index and IG only).
         data_from: another study folder whose cohorts and features (same seeds and generator settings) are
             used instead of making new ones -- e.g. to compare two recipes on the very same cohorts.
@@ -181,7 +184,10 @@ def truth_study(
     from survpgc.locks import output_dir
 
     out = Path(out)
-    chosen = draw_seeds(seeds) if isinstance(seeds, int) else _check_seeds(seeds)
+    if isinstance(seeds, int):
+        chosen = draw_seeds(seeds)
+    else:
+        chosen = _check_seeds(seeds, allow_development=allow_development_seeds)
     settings = {
         "seeds": chosen,
         "n_patients": int(n_patients),
@@ -418,13 +424,20 @@ def _summary_rows(tables: dict[str, pd.DataFrame]) -> list[dict[str, Any]]:
     return rows
 
 
+def _seed_origin(seeds: Sequence[int]) -> str:
+    dev = sorted(set(seeds) & DEVELOPMENT_SEEDS)
+    if dev:
+        return f"development seeds {dev}: a check of the pipeline, not a result on unseen cohorts"
+    return "none is a development seed"
+
+
 def _markdown(record: dict[str, Any], tables: dict[str, pd.DataFrame], summary: pd.DataFrame) -> str:
     n = tables["cindex"]["seed"].nunique() if not tables["cindex"].empty else 0
     lines = [
         "# Truth study",
         "",
-        f"{n} of {len(record['seeds'])} seeds finished: {', '.join(map(str, record['seeds']))} (drawn at run time; "
-        f"none is a development seed). {record['n_patients']} patients per cohort; recipe overrides: "
+        f"{n} of {len(record['seeds'])} seeds finished: {', '.join(map(str, record['seeds']))} "
+        f"({_seed_origin(record['seeds'])}). {record['n_patients']} patients per cohort; recipe overrides: "
         f"{', '.join(record['overrides']) or 'the defaults'}; synthetic settings: "
         f"{json.dumps(record['synth']) if record['synth'] else 'the defaults'}.",
         "",

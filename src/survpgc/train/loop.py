@@ -5,8 +5,8 @@ one warm-up epoch, 20 epochs, batch size 1, discrete-time NLL (alpha 0), and sel
 best validation C-index among epochs 10-20 (ties go to the later epoch). Mixed precision (bf16 autocast) is
 an option; the loss and everything after the logits run in float32.
 
-``train.init_hazard_bias`` (off by default) starts the hazard head's bias at the maximum-likelihood constant
-hazards of the training cases (:func:`survpgc.survival.losses.constant_hazard_logits`): from the default
+``train.init_hazard_bias`` (on by default: chosen by ``benchmarks/recipe.py``) starts the hazard head's bias at
+the maximum-likelihood constant hazards of the training cases (:func:`survpgc.survival.losses.constant_hazard_logits`): from the default
 hazard 0.5 per bin, an Adam-type optimiser at lr 5e-4 moves a bias by about lr per step, so a short run learns
 which cases are worse but not the baseline, and its survival curves are far below Kaplan-Meier.
 """
