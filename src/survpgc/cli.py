@@ -581,8 +581,9 @@ def _print_summary(res) -> None:
     if oracle is not None and len(oracle):
         vals = oracle["oracle_cindex"].astype(float)
         t.add_section()
-        t.add_row("oracle (true risk)", str(len(oracle)), str(int(oracle["n_test"].sum())) if "n_test" in oracle else "",
-                  mean_sd(vals.mean(), vals.std(ddof=1) if len(vals) > 1 else None), "-", "-", "-")  # fmt: skip
+        n_test = str(int(oracle["n_test"].sum())) if "n_test" in oracle else ""
+        sd = vals.std(ddof=1) if len(vals) > 1 else None
+        t.add_row("oracle (true risk)", str(len(oracle)), n_test, mean_sd(vals.mean(), sd), "-", "-", "-")
     con.print(t)
     if oracle is not None and len(oracle):
         con.print("oracle (true risk): Harrell's C-index of the cohort's true risk (truth.csv) on the same test "

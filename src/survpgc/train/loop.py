@@ -6,9 +6,10 @@ best validation C-index among epochs 10-20 (ties go to the later epoch). Mixed p
 an option; the loss and everything after the logits run in float32.
 
 ``train.init_hazard_bias`` (on by default: chosen by ``benchmarks/recipe.py``) starts the hazard head's bias at
-the maximum-likelihood constant hazards of the training cases (:func:`survpgc.survival.losses.constant_hazard_logits`): from the default
-hazard 0.5 per bin, an Adam-type optimiser at lr 5e-4 moves a bias by about lr per step, so a short run learns
-which cases are worse but not the baseline, and its survival curves are far below Kaplan-Meier.
+the maximum-likelihood constant hazards of the training cases
+(:func:`survpgc.survival.losses.constant_hazard_logits`): from the default hazard 0.5 per bin, an Adam-type
+optimiser at lr 5e-4 moves a bias by about lr per step, so a short run learns which cases are worse but not the
+baseline, and its survival curves are far below Kaplan-Meier.
 """
 
 from __future__ import annotations
