@@ -11,8 +11,15 @@ external cohort. Printed: per seed, then mean +- sd over seeds: Harrell C (and t
 oracle), the D-calibration p, the horizon calibration (GND) p and observed/expected deaths at 12 and 36
 months, and the mean predicted S(12) against the external cohort's Kaplan-Meier S(12).
 
+With ``--cv K`` (issue 15's check "external C within 0.05 of the CV estimate"), every model is also
+cross-validated on the training cohort with the same settings (K folds, nested protocol, seed of the cohort),
+and the table gains ``cv_cindex`` (mean test C over folds), ``cv_oracle`` (the true risk's C on the same folds)
+and ``ext_minus_cv`` (external C of the bundle minus the CV estimate); the init-on bundle is then trained as a
+user would, from that run (``survpgc train --from-run``: the median of the folds' selected epochs).
+
 Run on demand (about 1 min per seed and model on one CPU thread with the defaults):
-``OMP_NUM_THREADS=1 python benchmarks/calibration_init.py [--seeds 101 202 303] [--models snn:genomic abmil]``.
+``OMP_NUM_THREADS=1 python benchmarks/calibration_init.py [--seeds 101 202 303] [--models snn:genomic abmil]
+[--cv 5] [--settings init|both]``.
 """
 
 from __future__ import annotations
@@ -30,7 +37,8 @@ MODELS = {
 #: from validate_bundles (the horizon columns read S(t) as its step function), then the same horizons with S(t)
 #: by constant-hazard interpolation (survival.calibration.survival_at, which its D-calibration already uses)
 COLUMNS = ["cindex", "oracle_cindex", "dcal_p", "cal_p_12", "oe_12", "cal_p_36", "oe_36",
-           "cal_p_12_ch", "oe_12_ch", "cal_p_36_ch", "oe_36_ch", "S12_pred", "S12_km"]  # fmt: skip
+           "cal_p_12_ch", "oe_12_ch", "cal_p_36_ch", "oe_36_ch", "S12_pred", "S12_km",
+           "cv_cindex", "cv_oracle", "ext_minus_cv"]  # fmt: skip
 HORIZONS = (12.0, 36.0)
 
 
@@ -83,6 +91,27 @@ def calibration_columns(edges, surv, t_obs, e_obs) -> dict[str, float]:
     return out
 
 
+def cv_estimate(train_dir: Path, root: Path, model: str, seed: int, args) -> dict[str, float]:
+    """K-fold nested CV of ``model`` on the training cohort (init on, the run's other settings as the bundle's):
+    mean test C over folds and the oracle's on the same folds."""
+    from survpgc.config import load_config
+    from survpgc.train.cv import run_cv
+
+    cfg = load_config(None, [
+        f"cohort.source={train_dir}", f"pathology.feature_dir={root / f'feat_{train_dir.name}'}",
+        f"models=[{MODELS[model]}]", "train.device=cpu", f"train.batch_size={args.batch_size}",
+        "train.init_hazard_bias=true", f"seed={seed}", f"train.epochs={args.epochs}", f"splits.folds={args.cv}",
+        f"splits.seed={seed}", "eval.bootstrap=0",
+    ])  # fmt: skip
+    t0 = time.perf_counter()
+    run = root / f"cv_{seed}_{model.replace(':', '-')}"
+    res = run_cv(cfg, run)
+    row = res.summary.iloc[0]
+    print(f"seed {seed} {model}: {args.cv}-fold CV C {row['cindex_mean']:.3f} in {time.perf_counter() - t0:.0f} s")
+    return {"cv_cindex": float(row["cindex_mean"]), "cv_oracle": float(row.get("oracle_cindex_mean", float("nan"))),
+            "run": run}  # fmt: skip
+
+
 def main() -> None:
     import numpy as np
     import pandas as pd
@@ -103,6 +132,9 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=TrainConfig().batch_size, help="default: the recipe's")
     ap.add_argument("--dim", type=int, default=32, help="patch feature dim (abmil)")
     ap.add_argument("--out", default=None, help="keep cohorts, bundles and reports here (default: a temp dir)")
+    ap.add_argument("--cv", type=int, default=0, help="also K-fold CV on the training cohort (0: no)")
+    ap.add_argument("--settings", choices=["both", "init"], default="both",
+                    help="init_hazard_bias off and on, or on only (the default recipe)")  # fmt: skip
     args = ap.parse_args()
 
     rows = []
@@ -119,9 +151,13 @@ def main() -> None:
             oracle = dict(zip(truth["case_id"], truth["true_risk"], strict=True))
             ext = open_cohort(ext_dir, feature_dir=root / f"feat_{ext_dir.name}")
             t_ext, e_ext = (np.asarray(a) for a in ext.survival())
+            flags = (False, True) if args.settings == "both" else (True,)
             for model in args.models:
                 bundles = []
-                for flag in (False, True):
+                cv = {}
+                if args.cv:  # the CV estimate on the training cohort, same settings as the init-on bundle
+                    cv = cv_estimate(train_dir, root, model, seed, args)
+                for flag in flags:
                     out = root / f"bundle_{seed}_{model.replace(':', '-')}_{'init' if flag else 'default'}"
                     if not (out / "bundle.json").exists():
                         cfg = load_config(None, [
@@ -130,13 +166,15 @@ def main() -> None:
                             f"train.init_hazard_bias={'true' if flag else 'false'}", f"seed={seed}",
                         ])  # fmt: skip
                         t0 = time.perf_counter()
-                        train_bundle(cfg, out, epochs=args.epochs)
+                        if cv and flag:  # the user's path: survpgc train --from-run (median selected epoch)
+                            train_bundle(None, out, from_run=cv["run"])
+                        else:
+                            train_bundle(cfg, out, epochs=args.epochs)
                         print(f"seed {seed} {model} init={flag}: trained in {time.perf_counter() - t0:.1f} s")
                     bundles.append(out)
                 res = validate_bundles(bundles, ext, root / f"val_{seed}_{model.replace(':', '-')}", n_bootstrap=0,
                                        oracle=oracle, created="benchmark")  # fmt: skip
-                for flag, out, bv, (_, m) in zip((False, True), bundles, res.bundles, res.metrics.iterrows(),
-                                                 strict=True):  # fmt: skip
+                for flag, out, bv, (_, m) in zip(flags, bundles, res.bundles, res.metrics.iterrows(), strict=True):
                     edges = np.asarray(load_bundle(out).time_edges, dtype=float)
                     surv = bv.predictions[[f"surv_{k}" for k in range(len(edges) - 1)]].to_numpy(float)
                     mine = calibration_columns(edges, surv, t_ext, e_ext)
@@ -144,8 +182,12 @@ def main() -> None:
                     for k in ("dcal_p", "cal_p_12", "oe_12", "cal_p_36", "oe_36"):
                         k_mine = k if k == "dcal_p" else f"{k}_ch"
                         assert np.isclose(mine[k_mine], m[k], equal_nan=True), (k, mine[k_mine], m[k])
+                    extra = {}
+                    if cv and flag:
+                        extra = {"cv_cindex": cv["cv_cindex"], "cv_oracle": cv["cv_oracle"],
+                                 "ext_minus_cv": float(m["cindex"]) - cv["cv_cindex"]}  # fmt: skip
                     rows.append({"model": model, "init_hazard_bias": flag, "seed": seed,
-                                 **{k: m.get(k, float("nan")) for k in COLUMNS[:3]}, **mine})  # fmt: skip
+                                 **{k: m.get(k, float("nan")) for k in COLUMNS[:3]}, **mine, **extra})  # fmt: skip
             # control: the training cohort's constant hazards (closed form) for every external case -- calibrated in
             # the large by construction, no discrimination; on the last bundle's bins
             t_train, e_train = open_cohort(train_dir).survival()
@@ -155,7 +197,7 @@ def main() -> None:
             rows.append({"model": "constant (KM of training)", "init_hazard_bias": None, "seed": seed,
                          "cindex": 0.5, "oracle_cindex": float(res.metrics["oracle_cindex"].iloc[0]),
                          **calibration_columns(edges, surv, t_ext, e_ext)})  # fmt: skip
-    table = pd.DataFrame(rows)
+    table = pd.DataFrame(rows).reindex(columns=["model", "init_hazard_bias", "seed", *COLUMNS])
     pd.set_option("display.width", 200)
     print("\nper seed (external cohort):")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
