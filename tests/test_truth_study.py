@@ -57,7 +57,8 @@ def test_a_rerun_with_other_settings_is_refused(tmp_path):
     out = tmp_path / "s"
     out.mkdir()
     rec = {"seeds": [5000], "n_patients": 20, "models": ["coxph"], "overrides": [], "synth": {}, "permute": False,
-           "ig_steps": 32, "encoder": "efficientnet_lite0", "survpgc_version": "x", "data_from": None}  # fmt: skip
+           "localise": True, "ig_steps": 32, "encoder": "efficientnet_lite0", "survpgc_version": "x",
+           "data_from": None}  # fmt: skip
     (out / "study.json").write_text(json.dumps(rec))
     from survpgc import __version__
 
