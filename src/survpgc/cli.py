@@ -508,10 +508,15 @@ def run_cmd(
     out: str = typer.Option("runs/run", "--out", help="Run directory (rerun to resume)."),
     fold: list[int] | None = typer.Option(None, "--fold", help="Only this fold (repeatable; for job schedulers)."),
     model: list[str] | None = typer.Option(None, "--model", help="Only this model id (repeatable)."),
+    device: str | None = typer.Option(
+        None, "--device", help="Training device: auto | cpu | cuda | cuda:i (sets train.device; torchrun: cuda)."
+    ),
 ) -> None:
     """Cross-validate the configured models: fit, select, predict, metrics, comparisons, plots, report."""
     from survpgc.train.cv import run_cv
 
+    if device is not None:
+        overrides = [*(overrides or []), f"train.device={device}"]
     cfg = _cli_config(config, overrides)
     res = run_cv(cfg, out, only_folds=fold or None, only_models=model or None, progress=sys.stderr.isatty())
     _print_summary(res)

@@ -204,11 +204,15 @@ class TrainConfig(_Section):
     select_from_epoch: int = Field(
         10, ge=1, description="epoch selection window starts here (1-based) and ends at the last epoch"
     )
-    precision: Literal["fp32", "bf16", "auto"] = Field(
-        "auto", description="auto = bf16 autocast for patch-bag models on hardware that supports it"
+    precision: Literal["fp32", "bf16", "fp16", "auto"] = Field(
+        "auto",
+        description="auto = for patch-bag models bf16 autocast on hardware with native bf16 (GPUs of compute "
+        "capability >= 8, AVX512-BF16 / AMX CPUs), fp16 with a gradient scaler on older GPUs, else fp32",
     )
     max_grad_norm: Positive | None = Field(None, description="gradient-norm clipping; null = none")
-    device: Text = Field("auto", description="torch device (auto, cpu, cuda, cuda:1, mps)")
+    device: Text = Field(
+        "auto", description="torch device (auto, cpu, cuda, cuda:1, mps); under torchrun cuda = cuda:LOCAL_RANK"
+    )
     seed: int = Field(0, ge=0, description="seed of weight initialisation and batch order")
     init_hazard_bias: bool = Field(
         True,

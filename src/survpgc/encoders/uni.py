@@ -2,21 +2,40 @@
 
 timm ``vit_large_patch16_224`` with ``init_values=1e-5``, ``dynamic_img_size=True``, no head (CLS token
 features). Weights: ``weights=PATH`` (CLI ``--weights``), env ``SURVPGC_UNI_WEIGHTS``, or ``MahmoodLab/UNI``
-already in the Hugging Face cache. Gated, CC-BY-NC-ND 4.0.
+already in the Hugging Face cache. Gated, CC-BY-NC-ND 4.0. Without them, :func:`make_uni` fails with where to put
+them -- never a silent fallback; random weights of the real shapes (for speed benchmarks and tests of the
+pipeline, e.g. ``benchmarks/gpu_check.py``) only by asking: ``make_uni(random_weights=True)`` (or a seed), and
+the encoder's ``weights`` then says so, in every feature file written with it.
+
+``precision="auto"`` is bf16 on GPUs with bf16 (fp16 on older ones) and on CPUs with native bf16, else fp32.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from survpgc.devices import resolve_device
 from survpgc.encoders.checkpoints import load_into, read_state_dict
 from survpgc.encoders.patch_base import PatchEncoder, PatchEncoderSpec, encoder_from_spec, require_timm
 from survpgc.encoders.weights import describe_file, locate_weights, weights_file
+from survpgc.errors import InputError
 
-__all__ = ["UNI_MODEL_KWARGS", "UNI_REPO", "UNI_SPEC", "UNI_WEIGHTS_ENV", "make_uni", "uni_weights_path"]
+__all__ = [
+    "UNI_ARCH",
+    "UNI_MODEL_KWARGS",
+    "UNI_RANDOM_WEIGHTS",
+    "UNI_REPO",
+    "UNI_SPEC",
+    "UNI_WEIGHTS_ENV",
+    "make_uni",
+    "uni_weights_path",
+]
+
+log = logging.getLogger(__name__)
 
 #: Environment variable naming the local UNI weights file (``pytorch_model.bin`` or ``.safetensors``).
 UNI_WEIGHTS_ENV = "SURVPGC_UNI_WEIGHTS"
@@ -24,6 +43,10 @@ UNI_WEIGHTS_ENV = "SURVPGC_UNI_WEIGHTS"
 UNI_REPO = "MahmoodLab/UNI"
 #: timm arguments of ``vit_large_patch16_224`` that give the UNI architecture.
 UNI_MODEL_KWARGS: dict[str, Any] = {"init_values": 1e-5, "num_classes": 0, "dynamic_img_size": True}
+#: The timm architecture of UNI.
+UNI_ARCH = "vit_large_patch16_224"
+#: The start of the ``weights`` description of an encoder built with ``random_weights`` (also in feature files).
+UNI_RANDOM_WEIGHTS = "RANDOM weights (not UNI; benchmarks and tests only)"
 
 
 def uni_weights_path(weights: str | Path | None = None) -> Path:
@@ -48,15 +71,24 @@ def make_uni(
     *,
     device: str | torch.device | None = "cpu",
     precision: str = "auto",
+    random_weights: bool | int = False,
     **kwargs: Any,
 ) -> PatchEncoder:
-    """The UNI encoder from local weights (see :func:`uni_weights_path`), checked strictly against ViT-L/16."""
-    path = uni_weights_path(weights)
+    """The UNI encoder from local weights (see :func:`uni_weights_path`), checked strictly against ViT-L/16.
+
+    ``random_weights=True`` (seed 0) or ``=<seed>`` builds the same architecture with timm's random
+    initialisation instead -- the real shapes and cost, none of UNI's knowledge -- directly on ``device`` (so a
+    GPU run does not initialise 303 M parameters on the CPU first); the encoder's ``weights`` starts with
+    :data:`UNI_RANDOM_WEIGHTS`. It cannot be combined with ``weights``.
+    """
     timm = require_timm("uni")
+    if random_weights is not False:
+        return _random_uni(timm, weights, random_weights, device=device, precision=precision, **kwargs)
+    path = uni_weights_path(weights)
     arch = "UNI (timm vit_large_patch16_224)"
     sd = read_state_dict(path, what="uni", arch=arch)
     model = load_into(
-        lambda: timm.create_model("vit_large_patch16_224", pretrained=False, **UNI_MODEL_KWARGS),
+        lambda: timm.create_model(UNI_ARCH, pretrained=False, **UNI_MODEL_KWARGS),
         sd,
         what="uni",
         source=str(path),
@@ -67,6 +99,25 @@ def make_uni(
         ),
     )
     return encoder_from_spec(UNI_SPEC, model, weights=describe_file(path), device=device, precision=precision, **kwargs)
+
+
+def _random_uni(
+    timm: Any, weights: Any, seed: bool | int, *, device: Any, precision: str, **kwargs: Any
+) -> PatchEncoder:
+    """UNI's architecture with timm's random initialisation (seeded), built on ``device``."""
+    if weights is not None:
+        raise InputError(f"uni: pass either weights ({weights!r}) or random_weights, not both")
+    if seed is True:
+        seed = 0
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise InputError(f"uni: random_weights must be True, False or a seed >= 0, got {seed!r}")
+    dev = resolve_device(device)
+    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []), dev:
+        torch.manual_seed(seed)
+        model = timm.create_model(UNI_ARCH, pretrained=False, **UNI_MODEL_KWARGS)
+    log.warning("uni: %s, seed %d -- features carry no pathology knowledge", UNI_RANDOM_WEIGHTS, seed)
+    described = f"{UNI_RANDOM_WEIGHTS}, seed {seed}"
+    return encoder_from_spec(UNI_SPEC, model, weights=described, device=dev, precision=precision, **kwargs)
 
 
 UNI_SPEC = PatchEncoderSpec(
@@ -83,4 +134,5 @@ UNI_SPEC = PatchEncoderSpec(
     description="UNI pathology foundation model, ViT-L/16 (timm vit_large_patch16_224, LayerScale), CLS token",
     factory=make_uni,
     channels_last=False,
+    cuda_precision="bf16",  # ViT-L activations: bf16's range where the GPU has it (resolve_precision: else fp16)
 )

@@ -33,7 +33,14 @@ import numpy as np
 import pandas as pd
 
 from survpgc.config import RunConfig
-from survpgc.devices import barrier, is_distributed, is_main_process
+from survpgc.devices import (
+    barrier,
+    in_process_group,
+    is_distributed,
+    is_main_process,
+    process_group_backend,
+    resolve_device,
+)
 from survpgc.errors import ConfigError, Interrupted, SurvpgcError
 from survpgc.faults import fault_point
 from survpgc.files import atomic_write
@@ -70,18 +77,22 @@ class RunResult:
     elsewhere: list[str] = field(default_factory=list)
 
 
-def _init_distributed() -> bool:
-    """Join the process group torchrun describes (WORLD_SIZE > 1); True when this call created it."""
+def _init_distributed(device: str) -> bool:
+    """Join the process group torchrun describes (WORLD_SIZE, RANK and MASTER_ADDR set; one process or many);
+    True when this call created it. The backend follows the training device (``train.device``): nccl on GPUs,
+    each process on ``cuda:LOCAL_RANK``; gloo on CPUs (also on a GPU machine told ``train.device=cpu``)."""
     import torch
     import torch.distributed as dist
 
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available() or dist.is_initialized():
+    torchrun = all(k in os.environ for k in ("WORLD_SIZE", "RANK", "MASTER_ADDR"))
+    if not torchrun or not dist.is_available() or dist.is_initialized():
         return False
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    dist.init_process_group(backend=backend)
-    if torch.cuda.is_available():
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-    log.info("distributed training: rank %d of %d (%s)", dist.get_rank(), dist.get_world_size(), backend)
+    dev = resolve_device(device)
+    backend = process_group_backend(dev)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    dist.init_process_group(backend=backend, device_id=dev if dev.type == "cuda" else None)
+    log.info("distributed training: rank %d of %d (%s, %s)", dist.get_rank(), dist.get_world_size(), backend, dev)
     return True
 
 
@@ -126,7 +137,7 @@ def _run_neural(entry, data: RunInputs, fold, binner, mods, cfg: RunConfig, ck_p
     if bar is not None:
         bar.update(task, status=f"selected epoch {res.best_epoch}")
     if is_main_process():
-        tensors = {k: v.contiguous() for k, v in res.state_dict.items()}
+        tensors = {k: v.detach().to("cpu").contiguous() for k, v in res.state_dict.items()}  # opens without a GPU
 
         def write_checkpoint(tmp: Path) -> None:
             save_file(tensors, str(tmp), metadata={"model": entry.name})
@@ -208,12 +219,12 @@ def run_cv(
     ``progress`` shows a live bar per fold × model with the epoch, the training loss and the validation
     C-index (the CLI turns it on when stderr is a terminal). ``only_folds`` / ``only_models`` restrict the
     work to some fold × model pairs (for job schedulers: run pairs as independent processes, then once more
-    without restriction to build the tables over everything finished). Under ``torchrun`` (WORLD_SIZE > 1)
-    training is data-parallel (DDP; nccl on GPUs, gloo on CPUs): every process trains on its shard of each
-    fold's training cases with averaged gradients, and process 0 alone writes files.
+    without restriction to build the tables over everything finished). Under ``torchrun`` training is
+    data-parallel (DDP; nccl on GPUs, one per process, gloo on CPUs; one process included): every process trains
+    on its shard of each fold's training cases with averaged gradients, and process 0 alone writes files.
     """
     out = Path(out_dir)
-    created_group = _init_distributed()
+    created_group = _init_distributed(cfg.train.device)
     if progress and is_main_process():
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -273,10 +284,11 @@ def _run_cv(cfg: RunConfig, out: Path, only_folds, only_models, state: dict[str,
         buffer.flush()
         survpgc_log.removeHandler(buffer)
         survpgc_log.addHandler(handler)
-        if is_distributed():
+        if in_process_group():
             import torch.distributed as dist
 
-            log.info("distributed training: rank %d of %d", dist.get_rank(), dist.get_world_size())
+            log.info("distributed training: rank %d of %d (%s)", dist.get_rank(), dist.get_world_size(),
+                     dist.get_backend())  # fmt: skip
         _token_sources(run, data)
         return _run(cfg, run, data, only_folds, only_models)
     finally:

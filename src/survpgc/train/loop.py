@@ -2,8 +2,20 @@
 
 The reference implementation's recipe is the default: RAdam (lr 5e-4, weight decay 1e-3), a cosine schedule with
 one warm-up epoch, 20 epochs, batch size 1, discrete-time NLL (alpha 0), and selection of the epoch with the
-best validation C-index among epochs 10-20 (ties go to the later epoch). Mixed precision (bf16 autocast) is
-an option; the loss and everything after the logits run in float32.
+best validation C-index among epochs 10-20 (ties go to the later epoch).
+
+Precision (``train.precision``, decided by :func:`training_precision` from the device's description): ``fp32``;
+``bf16`` autocast; ``fp16`` autocast with a gradient scaler (:func:`grad_scaler`: the loss is scaled before the
+backward pass, steps whose gradients overflow are skipped and the scale lowered); ``auto`` = bf16 for models that
+read patch bags on hardware with native bf16 (CUDA compute capability >= 8.0, AVX512-BF16 / AMX CPUs), fp16 for
+them on older GPUs (V100, T4: tensor cores without bf16), fp32 for everything else (small clinical / omics models
+are slower under autocast). Whatever the precision, the loss and everything after the logits run in float32.
+
+Devices (``train.device``, :func:`survpgc.devices.resolve_device`): the model moves there, batches are copied from
+pinned memory without blocking (:func:`survpgc.devices.to_device`), and the selected weights come back as CPU
+tensors, so a checkpoint written from a GPU run opens on a CPU-only machine. Inside a ``torch.distributed``
+process group (``torchrun``, one process or many) the model trains under DistributedDataParallel (one GPU per
+process: ``cuda:LOCAL_RANK``).
 
 ``train.init_hazard_bias`` (on by default: chosen by ``benchmarks/recipe.py``) starts the hazard head's bias at
 the maximum-likelihood constant hazards of the training cases
@@ -14,7 +26,6 @@ baseline, and its survival curves are far below Kaplan-Meier.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import logging
 import math
@@ -27,11 +38,24 @@ import numpy as np
 import torch
 
 from survpgc.config import TrainConfig
-from survpgc.devices import is_distributed, resolve_device, to_device
+from survpgc.devices import device_caps, in_process_group, resolve_device, to_device
 from survpgc.errors import ConfigError
 from survpgc.survival.losses import nll_survival_loss
 
-__all__ = ["FitResult", "bf16_supported", "fit", "init_hazard_bias", "predict", "training_targets"]
+__all__ = [
+    "AUTOCAST_DTYPES",
+    "PRECISIONS",
+    "FitResult",
+    "bf16_supported",
+    "cpu_state_dict",
+    "fit",
+    "grad_scaler",
+    "init_hazard_bias",
+    "predict",
+    "train_step",
+    "training_precision",
+    "training_targets",
+]
 
 log = logging.getLogger(__name__)
 
@@ -49,29 +73,63 @@ class FitResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+#: The precisions a fit runs in (``train.precision`` also takes ``auto``).
+PRECISIONS = ("fp32", "bf16", "fp16")
+#: The autocast dtype of each reduced precision (fp32: no autocast).
+AUTOCAST_DTYPES: dict[str, torch.dtype] = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 def bf16_supported(device: torch.device) -> bool:
-    """True where bf16 autocast is fast: CUDA with bf16 support, or a CPU with AVX512-BF16 / AMX."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        try:
-            with open("/proc/cpuinfo") as fh:
-                flags = fh.read()
-        except OSError:
-            return False
-        return "avx512_bf16" in flags or "amx_bf16" in flags
-    return False
+    """True where bf16 autocast is fast: CUDA with native bf16 (compute capability >= 8.0; emulated bf16 on
+    older GPUs does not count), or a CPU with AVX512-BF16 / AMX."""
+    return device_caps(device).bf16
+
+
+def training_precision(precision: str, device_type: str, *, bf16_native: bool, reads_patches: bool) -> str:
+    """The precision a fit runs in, from ``train.precision`` and a description of the device: ``fp32``,
+    ``bf16`` or ``fp16`` as asked; for ``auto``:
+
+    ============================  =======================  ==================
+    device                        model reads patch bags   other models
+    ============================  =======================  ==================
+    CUDA with native bf16         bf16                     fp32
+    CUDA without (V100, T4)       fp16 + gradient scaler   fp32
+    CPU with AVX512-BF16 / AMX    bf16                     fp32
+    other CPUs, MPS, ...          fp32                     fp32
+    ============================  =======================  ==================
+
+    bf16 autocast measured 1.5-2.2x faster for SurvPGC at 4096 patches with an unchanged C-index (README);
+    small clinical / omics models are slower under autocast, so ``auto`` keeps them in fp32.
+    """
+    if precision in PRECISIONS:
+        return precision
+    if precision != "auto":
+        raise ConfigError(f"train.precision must be auto, {', '.join(PRECISIONS)}; got {precision!r}")
+    if not reads_patches:
+        return "fp32"
+    if device_type == "cuda":
+        return "bf16" if bf16_native else "fp16"
+    if device_type == "cpu" and bf16_native:
+        return "bf16"
+    return "fp32"
+
+
+def _precision(cfg: TrainConfig, device: torch.device, model: Any = None) -> str:
+    """:func:`training_precision` for this device and model (hardware asked through :func:`bf16_supported`)."""
+    reads_patches = "pathology" in getattr(model, "modalities", ())
+    bf16 = bf16_supported(device) if cfg.precision == "auto" and reads_patches else False
+    return training_precision(cfg.precision, device.type, bf16_native=bf16, reads_patches=reads_patches)
 
 
 def _autocast_dtype(cfg: TrainConfig, device: torch.device, model: Any = None) -> torch.dtype | None:
-    """bf16 autocast for ``bf16``; for ``auto`` only where it pays: hardware with native bf16 and a model
-    that reads patch bags (measured 1.5-2.2x faster for SurvPGC at 4096 patches with an unchanged
-    C-index; small clinical / omics models are slower under autocast, so they stay in fp32)."""
-    if cfg.precision == "bf16":
-        return torch.bfloat16
-    if cfg.precision == "auto" and bf16_supported(device) and "pathology" in getattr(model, "modalities", ()):
-        return torch.bfloat16
-    return None
+    """The autocast dtype of :func:`_precision` (None: fp32)."""
+    return AUTOCAST_DTYPES.get(_precision(cfg, device, model))
+
+
+def grad_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler:
+    """The gradient scaler of a fit: active for fp16 (whose small gradients would flush to zero unscaled), a
+    pass-through otherwise (``scale(loss)`` is the loss, ``step(opt)`` is ``opt.step()``)."""
+    return torch.amp.GradScaler(device.type, enabled=precision == "fp16")
 
 
 def _make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -129,10 +187,17 @@ def predict(
 ) -> dict[str, Any]:
     """Risk (higher = worse) and survival curves for every case of a loader, in loader order.
 
+    ``precision``: ``fp32``, ``bf16``, ``fp16`` (autocast; outputs in float32 either way) or ``auto`` (bf16 on
+    hardware with native bf16, else fp32).
+
     Returns ``{"case_id": list, "risk": (n,), "survival": (n, n_bins), "time": (n,), "event": (n,)}``.
     """
     dev = torch.device(device) if not isinstance(device, torch.device) else device
-    autocast = torch.bfloat16 if precision == "bf16" or (precision == "auto" and bf16_supported(dev)) else None
+    if precision == "auto":
+        precision = "bf16" if bf16_supported(dev) else "fp32"
+    if precision not in PRECISIONS:
+        raise ConfigError(f"predict: precision must be auto, {', '.join(PRECISIONS)}; got {precision!r}")
+    autocast = AUTOCAST_DTYPES.get(precision)
     model.eval()
     ids, risks, survs, times, events = [], [], [], [], []
     for batch in loader:
@@ -166,16 +231,24 @@ def _val_cindex(pred: dict[str, Any]) -> float:
         return float("nan")
 
 
+def _ddp_kwargs(device: torch.device) -> dict[str, Any]:
+    """DistributedDataParallel's device arguments: the process's one GPU, or none for CPU modules."""
+    if device.type == "cuda":
+        if device.index is None:
+            raise ConfigError(f"DDP needs an indexed CUDA device (cuda:LOCAL_RANK), got {device}")
+        return {"device_ids": [device.index], "output_device": device.index}
+    return {"device_ids": None}
+
+
 def _distributed(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
-    """The module to train: ``model`` itself, or under ``torch.distributed`` a DDP wrapper (gradients averaged
+    """The module to train: ``model`` itself, or inside a ``torch.distributed`` process group (of any size:
+    ``torchrun --nproc-per-node 1`` runs the same code as many processes) a DDP wrapper (gradients averaged
     across processes; every process sees its own shard of the training cases and keeps identical weights)."""
-    if not is_distributed():
+    if not in_process_group():
         return model
     from torch.nn.parallel import DistributedDataParallel
 
-    return DistributedDataParallel(
-        model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
-    )
+    return DistributedDataParallel(model, find_unused_parameters=True, **_ddp_kwargs(device))
 
 
 def _set_epoch(loader: Iterable[dict[str, Any]], epoch: int) -> None:
@@ -185,25 +258,70 @@ def _set_epoch(loader: Iterable[dict[str, Any]], epoch: int) -> None:
             part.set_epoch(epoch)
 
 
-def _train_epoch(train_model, model, loader, opt, sched, cfg: TrainConfig, device, autocast, epoch: int) -> float:
-    """One pass over the training loader; returns the mean training loss per case."""
+def train_step(
+    model: torch.nn.Module,
+    batch: dict[str, Any],
+    opt: torch.optim.Optimizer,
+    cfg: TrainConfig,
+    *,
+    device: torch.device,
+    precision: str = "fp32",
+    scaler: torch.amp.GradScaler | None = None,
+    train_model: torch.nn.Module | None = None,
+    epoch: int = 0,
+) -> torch.Tensor:
+    """One optimisation step of :func:`fit`: the batch to ``device``, forward under ``precision``'s autocast
+    (through ``train_model``, e.g. a DDP wrapper of ``model``), the float32 loss, backward (scaled by
+    ``scaler`` -- :func:`grad_scaler`, required for fp16), optional clipping of the unscaled gradients, the
+    optimiser step. Returns the loss (detached, float32, on ``device``)."""
+    if scaler is None:
+        if precision == "fp16":
+            raise ConfigError("train_step: fp16 needs a gradient scaler (grad_scaler(device, 'fp16'))")
+        scaler = _NO_SCALER
+    b = to_device(batch, device)
+    out = _forward(train_model or model, b, AUTOCAST_DTYPES.get(precision), device)
+    loss = _loss(out, b, cfg)
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"non-finite training loss at epoch {epoch} ({precision}); lower train.lr?")
+    opt.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if cfg.max_grad_norm:
+        scaler.unscale_(opt)  # clip the true gradients (a no-op without scaling)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+    scaler.step(opt)  # skipped when an fp16 gradient overflowed
+    scaler.update()
+    return loss.detach()
+
+
+_NO_SCALER = torch.amp.GradScaler("cpu", enabled=False)
+
+
+def _train_epoch(train_model, model, loader, opt, sched, cfg: TrainConfig, device, precision: str, scaler,
+                 epoch: int, counts: dict[str, int]) -> float:  # fmt: skip
+    """One pass over the training loader; returns the mean training loss per case (``counts["skipped"]``
+    counts the fp16 steps the gradient scaler skipped)."""
+    import warnings
+
     model.train()
     total, n = 0.0, 0
     for batch in loader:
-        b = to_device(batch, device)
-        out = _forward(train_model, b, autocast, device)
-        loss = _loss(out, b, cfg)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite training loss at epoch {epoch}; lower train.lr?")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.max_grad_norm:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-        opt.step()
-        sched.step()
+        before = scaler.get_scale() if scaler.is_enabled() else None
+        loss = train_step(model, batch, opt, cfg, device=device, precision=precision, scaler=scaler,
+                          train_model=train_model, epoch=epoch)  # fmt: skip
+        if before is not None and scaler.get_scale() < before:
+            counts["skipped"] = counts.get("skipped", 0) + 1
+        with warnings.catch_warnings():  # a skipped fp16 step makes torch warn that the schedule ran first
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()`")
+            sched.step()
         total += loss.item() * len(batch["case_id"])
         n += len(batch["case_id"])
     return total / max(1, n)
+
+
+def cpu_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of ``model``'s weights as contiguous CPU tensors (whatever device it trains on), so that the
+    checkpoint of a GPU run opens on a CPU-only machine."""
+    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
 
 
 class _EpochSelection:
@@ -217,12 +335,12 @@ class _EpochSelection:
     def offer(self, epoch: int, score: float, model: torch.nn.Module) -> None:
         if epoch >= self.window_start and not math.isnan(score) and (self.best is None or score >= self.best[0]):
             self.best = (score, epoch)
-            self.state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+            self.state = cpu_state_dict(model)
 
     def finish(self, model: torch.nn.Module, epochs: int) -> tuple[int, str, dict[str, torch.Tensor]]:
         """Leave ``model`` holding the selected weights; ``(epoch, how it was selected, weights)``."""
         if self.best is None:
-            return epochs, "last epoch", {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            return epochs, "last epoch", cpu_state_dict(model)
         model.load_state_dict(self.state)
         return self.best[1], f"best validation C-index in epochs {self.window_start}-{epochs}", self.state
 
@@ -288,7 +406,9 @@ def fit(
     keep_large_allocations()  # big bags: reuse activation memory across steps (linear time in the bag size)
     device = resolve_device(cfg.device)
     model.to(device)
-    autocast = _autocast_dtype(cfg, device, model)
+    precision = _precision(cfg, device, model)
+    scaler = grad_scaler(device, precision)
+    log.info("training on %s in %s", device, precision)
     extra: dict[str, Any] = {}
     if cfg.init_hazard_bias:  # before the seed: reading the targets must not shift the training's RNG
         extra["prior_logits"] = init_hazard_bias(model, *training_targets(train_loader), alpha=cfg.alpha).tolist()
@@ -298,13 +418,14 @@ def fit(
     sched = _make_scheduler(opt, cfg, len(train_loader) if hasattr(train_loader, "__len__") else 1)
     selection = _EpochSelection(min(cfg.select_from_epoch, cfg.epochs))
     history: list[dict[str, float]] = []
+    counts: dict[str, int] = {}
     t0 = time.perf_counter()
     for epoch in range(1, cfg.epochs + 1):
         _set_epoch(train_loader, epoch)
-        loss = _train_epoch(train_model, model, train_loader, opt, sched, cfg, device, autocast, epoch)
+        loss = _train_epoch(train_model, model, train_loader, opt, sched, cfg, device, precision, scaler, epoch, counts)
         row = {"epoch": epoch, "train_loss": loss, "lr": opt.param_groups[0]["lr"]}
         if val_loader is not None:
-            pred = predict(model, val_loader, device=device, precision="bf16" if autocast else "fp32")
+            pred = predict(model, val_loader, device=device, precision=precision)
             row["val_cindex"] = _val_cindex(pred)
             model.train()
         history.append(row)
@@ -312,12 +433,15 @@ def fit(
             on_epoch(row)
         selection.offer(epoch, row.get("val_cindex", float("nan")), model)
     best_epoch, how, state = selection.finish(model, cfg.epochs)
+    if scaler.is_enabled():
+        extra["fp16_skipped_steps"] = counts.get("skipped", 0)
+        log.info("fp16: the gradient scaler skipped %d step(s) (overflow)", extra["fp16_skipped_steps"])
     return FitResult(
         best_epoch=best_epoch,
         history=history,
         state_dict=state,
         seconds=time.perf_counter() - t0,
-        precision="bf16" if autocast else "fp32",
+        precision=precision,
         selection=how,
         extra=extra,
     )
