@@ -266,7 +266,7 @@ def test_overrides():
 
 def test_config_keys_cover_every_field_with_help():
     rows = {k.key: k for k in config_keys()}
-    assert len(rows) == 52
+    assert len(rows) == 55
     assert rows["train.lr"].type == "float > 0" and rows["train.lr"].default == "0.0005"
     assert rows["splits.val_fraction"].type == "float in (0, 1)"
     assert rows["splits.protocol"].type == "nested | paper | last-epoch"

@@ -703,6 +703,45 @@ def extract_cmd(
         raise typer.Exit(1)
 
 
+store_app = typer.Typer(help="Feature stores: a feature folder in one memory-mapped array, for training at scale.")
+app.add_typer(store_app, name="store")
+
+
+@store_app.command("build")
+def store_build_cmd(
+    features: str = typer.Option(..., "--features", help="Feature folder (<slide>.h5 / .pt, e.g. from extract)."),
+    out: str = typer.Option(..., "--out", help="Store folder: features.npy, coords.npy, slides.csv, store.json."),
+    dtype: str = typer.Option("float16", "--dtype", help="float16 (half the disk; as data.cache rounds) | float32."),
+) -> None:
+    """Build a feature store once (resumable: rerun after an interruption); train with data.store=OUT."""
+    from survpgc.data.store import build_store
+
+    def progress(done: int, total: int) -> None:
+        if sys.stderr.isatty():
+            sys.stderr.write(f"\r{done}/{total} files")
+            sys.stderr.flush()
+
+    res = build_store(features, out, dtype=dtype, progress=progress)
+    if sys.stderr.isatty():
+        sys.stderr.write("\n")
+    typer.echo(res.describe())
+    typer.echo(f"train with: data.store={res.path}")
+
+
+@store_app.command("info")
+def store_info_cmd(store: str = typer.Argument(..., help="Store folder.")) -> None:
+    """Print a store's size, dtype, source folder and extraction settings."""
+    import json
+
+    from survpgc.data.store import FeatureStore
+
+    st = FeatureStore(store)
+    rec = st.record
+    typer.echo(f"{st.path}: {len(st.files)} files, {st.n_rows} patches x {st.dim} {st.dtype}")
+    typer.echo(f"built {rec.get('created')} from {rec.get('source')}")
+    typer.echo(f"settings: {json.dumps(rec.get('settings', {}), sort_keys=True)}")
+
+
 @app.command("heatmap")
 def heatmap_cmd(
     run: str = typer.Option(..., "--run", help="Run directory written by `survpgc run`."),

@@ -177,6 +177,36 @@ class DataConfig(_Section):
     )
     cache: bool = Field(True, description="keep loaded inputs in memory between epochs")
     num_workers: int = Field(0, ge=0, description="data-loader worker processes (0 = load in the main process)")
+    store: Text | None = Field(
+        None,
+        description="feature store folder (`survpgc store build`) read instead of the feature files: only "
+        "the sampled patches are read and memory does not grow with the cohort; null = read the files",
+    )
+    cache_gb: Positive | None = Field(
+        None,
+        description="upper bound of the in-memory feature cache (data.cache, per process) in GB, least recently "
+        "used files first out; null = no bound; not used with data.store",
+    )
+    bucket: int = Field(
+        0,
+        ge=0,
+        description="training batches of similar bag length: cases of a random pool of this many batches are "
+        "sorted by length before batching (less padding at train.batch_size > 1); 0 = off",
+    )
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket_pool(cls, bucket: int) -> int:
+        if bucket == 1:
+            raise ValueError("must be 0 (off) or a pool of >= 2 batches, got 1 (a pool of one batch changes nothing)")
+        return bucket
+
+    @field_validator("store")
+    @classmethod
+    def _store_folder(cls, store: str | None) -> str | None:
+        if store is not None and not store.strip():
+            raise ValueError("must be a folder (a feature store) or null, got an empty string")
+        return store
 
 
 class TrainConfig(_Section):

@@ -7,11 +7,13 @@ bins, the same model shapes), so a fold model can be rebuilt and its checkpoint 
 * :class:`RunInputs` -- cohort, splits and the modality sources of a run, built once and shared by folds;
 * :func:`fold_setup` -- the untrained model of one model entry for one fold and its dataset factory;
 * :func:`model_modalities` -- which inputs a configured model reads, and whether it is a neural network;
-* :func:`make_loader` -- the ``DataLoader`` every stage uses (sharded under ``torch.distributed``).
+* :func:`make_loader` -- the ``DataLoader`` every stage uses (sharded under ``torch.distributed``; training
+  batches of similar bag length with ``data.bucket``).
 
 :meth:`RunInputs.check` looks at every input a run will read before its first fold trains: each feature file's
 header and shape, and that all feature files were made with the same settings (encoder, dim, patch size,
-magnification), so a bad or odd file is named at once rather than after hours of training.
+magnification), so a bad or odd file is named at once rather than after hours of training; with ``data.store``
+also that the feature store holds every file, unchanged since it was built (:mod:`survpgc.data.store`).
 """
 
 from __future__ import annotations
@@ -24,27 +26,21 @@ from typing import Any
 import numpy as np
 
 from survpgc.config import ModelEntry, RunConfig
+from survpgc.data.store import FEATURE_SETTINGS, check_feature_files
 from survpgc.devices import barrier, is_distributed, is_main_process
 from survpgc.errors import ConfigError, DataError
-from survpgc.files import same_setting
 
-__all__ = ["FEATURE_SETTINGS", "FoldSetup", "RunInputs", "fold_setup", "make_loader", "model_modalities"]
+__all__ = [
+    "FEATURE_SETTINGS",
+    "FoldSetup",
+    "RunInputs",
+    "check_feature_files",
+    "fold_setup",
+    "make_loader",
+    "model_modalities",
+]
 
 log = logging.getLogger(__name__)
-
-#: Feature-file attributes that must agree across the files of one run (besides the feature dim, from the shape).
-#: The one list of extraction settings: a model bundle records and compares the same ones
-#: (``survpgc.deploy.bundle.PATHOLOGY_KEYS`` is derived from it, adding the weights and naming the dim ``dim``).
-FEATURE_SETTINGS: tuple[str, ...] = (
-    "encoder",
-    "encoder_dim",
-    "patch_size",
-    "target_magnification",
-    "input_size",
-    "mean",
-    "std",
-    "interpolation",
-)
 
 
 class RunInputs:
@@ -74,6 +70,7 @@ class RunInputs:
         self.clinical_dir = Path(clinical_dir)
         self._clinical = None
         self._genomic: dict[tuple[str, ...], Any] = {}
+        self._store = None
         if write_splits:
             self.save_splits()
             barrier()
@@ -126,6 +123,16 @@ class RunInputs:
             barrier()
             self._clinical = load_clinical_tokens(path, case_ids=self.cohort.case_ids)
         return self._clinical
+
+    def feature_store(self):
+        """The run's feature store (``data.store``), opened once; None when the config names none."""
+        if self.cfg.data.store is None:
+            return None
+        if self._store is None:
+            from survpgc.data.store import FeatureStore
+
+            self._store = FeatureStore(self.cfg.data.store)
+        return self._store
 
     def genomic(self, train_ids: list[str]):
         """The fold's genomic token source (scaler fitted on ``train_ids``), built once per fold."""
@@ -190,37 +197,28 @@ class RunInputs:
         """
         self.check_models()
         if "pathology" in self.modalities():
-            check_feature_files([Path(p) for p in self.cohort.slides["feature_path"].dropna()])
+            paths = [Path(p) for p in self.cohort.slides["feature_path"].dropna()]
+            settings = check_feature_files(paths)
+            self.check_store(paths, settings)
 
+    def check_store(self, paths: list[Path], settings: dict[str, Any] | None = None) -> None:
+        """With ``data.store``: every feature file of the run is in the store and unchanged since it was built,
+        and the store's settings are the files' (:class:`DataError` naming the file or the setting)."""
+        store = self.feature_store()
+        if store is None:
+            return
+        from survpgc.files import same_setting
 
-def check_feature_files(paths: list[Path]) -> None:
-    """Open every feature file (header and shape only for HDF5) and check that all agree on the feature dim and
-    on each setting of :data:`FEATURE_SETTINGS` that both files record.
-
-    Raises :class:`DataError` naming the unreadable file, or two files that disagree and the setting.
-    """
-    from survpgc.data.features import feature_file_shape, read_feature_attrs
-
-    first: dict[str, tuple[Any, Path]] = {}
-    for path in paths:
-        try:
-            _, dim = feature_file_shape(path)
-            attrs = read_feature_attrs(path)
-        except DataError as exc:
-            raise DataError(f"{exc} (found before training; fix or re-extract this file, then rerun)") from exc
-        values = {"dim": dim, **{k: attrs[k] for k in FEATURE_SETTINGS if k in attrs}}
-        for key, value in values.items():
-            if key not in first:
-                first[key] = (value, path)
-                continue
-            seen, where = first[key]
-            if not same_setting(seen, value):
+        for p in paths:
+            store.locate(p)
+        for key, value in (settings or {}).items():
+            have = store.record.get("settings", {}).get(key)
+            if have is not None and not same_setting(have, value):
                 raise DataError(
-                    f"feature files disagree on {key}: {where} has {seen!r}, {path} has {value!r}; all slides of "
-                    "a run must be extracted with the same settings (re-extract the odd files, or point "
-                    "pathology.feature_dir at one extraction)"
+                    f"data.store {store.path} was built from files with {key} {have!r}, the run's feature files "
+                    f"have {value!r}; rebuild the store from pathology.feature_dir"
                 )
-    log.info("checked %d feature file(s): they agree on %s", len(paths), ", ".join(sorted(first)) or "nothing")
+        log.info("data.store %s holds all %d feature file(s) of the run", store.path, len(paths))
 
 
 def model_modalities(entry: ModelEntry) -> tuple[tuple[str, ...], bool]:
@@ -234,19 +232,38 @@ def model_modalities(entry: ModelEntry) -> tuple[tuple[str, ...], bool]:
     return tuple(mods), spec.neural
 
 
-def make_loader(ds, batch_size: int, shuffle: bool, workers: int, seed: int):
+def make_loader(ds, batch_size: int, shuffle: bool, workers: int, seed: int, *, bucket: int | None = None):
     """A ``DataLoader`` with survpgc's collate; shuffled training loaders shard the cases under DDP.
 
     The order of the cases is drawn from a generator of its own, seeded with ``seed``, so it does not depend on
     ``workers``: a ``DataLoader`` also draws a base seed from its ``generator`` each time an iterator is created
     (every epoch without persistent workers, once with them), which would shift a shared generator from the
     second epoch on. Patch sampling is seeded per (seed, epoch, case) in the dataset.
+
+    ``bucket`` (default: the dataset's ``bucket`` attribute, ``data.bucket``): for a shuffled loader with
+    ``batch_size`` > 1, pools of this many batches are sorted by bag length before batching
+    (:class:`~survpgc.data.buckets.BucketBatchSampler`, drawn from ``(seed, epoch)`` with the epoch read from the
+    dataset, sharded by batches under DDP); 0 = plain random batches.
     """
     import torch
 
     from survpgc.data.dataset import collate_survival
 
     g = torch.Generator().manual_seed(seed)
+    pool = int(getattr(ds, "bucket", 0) if bucket is None else bucket)
+    common = {"collate_fn": collate_survival, "num_workers": workers, "generator": g, "persistent_workers": workers > 0}
+    if shuffle and batch_size > 1 and pool >= 2 and hasattr(ds, "bag_lengths"):
+        from survpgc.data.buckets import BucketBatchSampler
+
+        replicas, rank = 1, 0
+        if is_distributed():
+            import torch.distributed as dist
+
+            replicas, rank = dist.get_world_size(), dist.get_rank()
+        batches = BucketBatchSampler(
+            ds.bag_lengths(), batch_size, pool=pool, seed=seed, epoch_source=ds, num_replicas=replicas, rank=rank
+        )
+        return torch.utils.data.DataLoader(ds, batch_sampler=batches, **common)
     sampler = None
     if shuffle and is_distributed():
         # each process trains on its own shard of the cases; the shards change every epoch (set_epoch)
@@ -258,10 +275,7 @@ def make_loader(ds, batch_size: int, shuffle: bool, workers: int, seed: int):
         batch_size=batch_size,
         shuffle=False if sampler is not None else shuffle,
         sampler=sampler,
-        collate_fn=collate_survival,
-        num_workers=workers,
-        generator=g,
-        persistent_workers=workers > 0,
+        **common,
     )
 
 
@@ -310,6 +324,7 @@ def fold_setup(entry, inputs: RunInputs, fold, binner, mods) -> FoldSetup:
     cfg, cohort = inputs.cfg, inputs.cohort
     sources, dims, extra = _fold_sources(entry, inputs, fold, mods)
     bin_of = dict(zip(cohort.case_ids, binner.transform(cohort.time), strict=True))
+    store = inputs.feature_store() if "pathology" in mods else None
 
     def ds(ids, train):
         return SurvivalDataset(
@@ -322,6 +337,9 @@ def fold_setup(entry, inputs: RunInputs, fold, binner, mods) -> FoldSetup:
             n_patches=cfg.data.n_patches,
             train=train,
             cache=cfg.data.cache,
+            cache_bytes=None if cfg.data.cache_gb is None else int(cfg.data.cache_gb * 1e9),
+            store=store,
+            bucket=cfg.data.bucket,
             seed=cfg.seed + fold.index,
         )
 

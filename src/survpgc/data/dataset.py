@@ -2,9 +2,11 @@
 
 * :class:`SurvivalDataset` -- one item per case: survival target, discrete bin, and one bag per requested
   modality. Pathology bags come from the cohort's feature files (:mod:`survpgc.data.features`), read lazily in
-  ``__getitem__`` (optionally cached in memory as float16); several slides of a case are concatenated into
-  one bag; in training mode at most ``n_patches`` patches are sampled per case with a generator seeded from
-  ``(seed, epoch, index)``, so sampling is reproducible and independent of the number of DataLoader workers.
+  ``__getitem__`` (optionally cached in memory as float16, up to a byte limit, least recently used first out),
+  or from a feature store (:mod:`survpgc.data.store`: only the sampled rows are read, memory does not grow with
+  the cohort); several slides of a case are concatenated into one bag; in training mode at most ``n_patches``
+  patches are sampled per case with a generator seeded from ``(seed, epoch, index)``, so sampling is
+  reproducible, independent of the number of DataLoader workers, and the same with and without a store.
   Clinical and genomic bags come from a :class:`~survpgc.data.tokens.TokenSource`.
 * :func:`collate_survival` -- pads variable-length bags to the batch maximum and returns boolean masks
   (True = real patch/token), so batches of any size work, including batches where no case has a modality.
@@ -15,7 +17,9 @@ A case missing a modality is never dropped: it gets an empty bag (0 x dim) and `
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,6 +27,7 @@ import torch
 from torch.utils.data import Dataset
 
 from survpgc.data.features import feature_file_shape, read_feature_file
+from survpgc.data.store import FeatureStore
 from survpgc.data.tokens import TokenSource
 from survpgc.errors import DataError, InputError
 
@@ -107,11 +112,25 @@ class SurvivalDataset(Dataset):
     train
         Training mode (patch sampling on).
     cache
-        Keep features read from disk in memory (per process: each DataLoader worker has its own cache; use
-        ``persistent_workers=True`` to keep it across epochs).
+        Keep features read from feature files in memory (per process: each DataLoader worker has its own cache;
+        use ``persistent_workers=True`` to keep it across epochs). Not used with a ``store``.
     cache_dtype
         ``'float16'`` (half the memory; values beyond the float16 range stay float32) or ``'float32'``.
         Returned tensors are float32 either way.
+    cache_bytes
+        Upper bound of the cache in bytes (features and coords of whole files): the least recently used files
+        leave first; a file larger than the bound is not cached. None: no bound.
+    store
+        A :class:`~survpgc.data.store.FeatureStore` (or its folder) holding this cohort's feature files: bags
+        are read from it, only the sampled rows in training mode, and each case's pages are handed back to the
+        operating system after reading, so memory does not depend on the cohort's size. Items are identical to
+        those read from the files with ``cache_dtype`` equal to the store's dtype (float16 stores: as with
+        ``cache=True``; float16 files: always). A feature file not in the store, or changed since the store
+        was built, is refused (:class:`DataError`) when the dataset is built.
+    bucket
+        Read by :func:`survpgc.inputs.make_loader`: for a shuffled loader with batches of more than one case,
+        group cases of similar bag length into batches (pools of ``bucket`` batches, see
+        :class:`~survpgc.data.buckets.BucketBatchSampler`); 0 = off.
     seed
         Base seed of patch sampling: case ``index`` in epoch ``e`` uses ``numpy.random.default_rng([seed, e,
         index])``.
@@ -142,6 +161,9 @@ class SurvivalDataset(Dataset):
         cache_dtype: str = "float16",
         seed: int = 0,
         path_dim: int | None = None,
+        cache_bytes: int | None = None,
+        store: FeatureStore | str | Path | None = None,
+        bucket: int = 0,
     ) -> None:
         self.case_ids: list[str] = _check_case_ids(cohort, case_ids)
         self.modalities: tuple[str, ...] = _check_modalities(modalities)
@@ -153,6 +175,8 @@ class SurvivalDataset(Dataset):
             raise InputError(f"`cache_dtype` must be 'float16' or 'float32', got {cache_dtype!r}")
         self.cache = bool(cache)
         self.cache_dtype = cache_dtype
+        self.cache_bytes = _check_nonneg_int(cache_bytes, "cache_bytes", allow_none=True)
+        self.bucket = _check_nonneg_int(bucket, "bucket")
         self.seed = _check_nonneg_int(seed, "seed")
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()  # seen by persistent workers
 
@@ -167,12 +191,19 @@ class SurvivalDataset(Dataset):
         self._files: list[list[str]] = [[str(p) for p in by_case.get(c, [])] for c in self.case_ids]
         self.dims: dict[str, int] = {}
         self._dim_source: str | None = None
+        self.store: FeatureStore | None = None
+        self._segments: list[np.ndarray] = []  # per case: (n_slides, 2) first row and rows in the store
         if "pathology" in self.modalities:
-            self._set_path_dim(path_dim, [str(p) for p in slides["feature_path"]], cohort.name)
+            if store is not None:
+                self._use_store(store, path_dim)
+            else:
+                self._set_path_dim(path_dim, [str(p) for p in slides["feature_path"]], cohort.name)
         for m, src in (("clinical", self.clinical), ("genomic", self.genomic)):
             if src is not None:
                 self.dims[m] = int(src.dim)
-        self._cache: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
+        self._cache: OrderedDict[str, tuple[np.ndarray, np.ndarray | None]] = OrderedDict()
+        self._cached_bytes = 0
+        self._lengths: np.ndarray | None = None
 
     # ------------------------------------------------------------------ setup helpers
     def _set_path_dim(self, path_dim: int | None, cohort_files: list[str], cohort_name: str) -> None:
@@ -189,6 +220,21 @@ class SurvivalDataset(Dataset):
             )
         self.dims["pathology"] = feature_file_shape(first)[1]
         self._dim_source = first
+
+    def _use_store(self, store: FeatureStore | str | Path, path_dim: int | None) -> None:
+        """Read pathology from ``store``: every feature file of the dataset located in it (and unchanged)."""
+        if not isinstance(store, FeatureStore):
+            if not isinstance(store, (str, Path)):
+                raise InputError(f"`store` must be a FeatureStore or its folder, got {type(store).__name__}")
+            store = FeatureStore(store)
+        if path_dim is not None and _check_nonneg_int(path_dim, "path_dim", minimum=1) != store.dim:
+            raise InputError(f"`path_dim` {path_dim} differs from the feature store's dim {store.dim} ({store.path})")
+        self.store = store
+        self.dims["pathology"] = store.dim
+        self._dim_source = f"feature store {store.path}"
+        self._segments = [
+            np.array([store.locate(f) for f in files], dtype=np.int64).reshape(-1, 2) for files in self._files
+        ]
 
     def _resolve_bins(self, bins: Any, time: np.ndarray) -> np.ndarray:
         n = len(self.case_ids)
@@ -219,11 +265,38 @@ class SurvivalDataset(Dataset):
     def clear_cache(self) -> None:
         """Drop cached features (of this process)."""
         self._cache.clear()
+        self._cached_bytes = 0
 
     @property
     def cache_size(self) -> int:
         """Number of feature files cached in this process."""
         return len(self._cache)
+
+    @property
+    def cached_bytes(self) -> int:
+        """Bytes of features and coords cached in this process (at most ``cache_bytes``)."""
+        return self._cached_bytes
+
+    def bag_lengths(self) -> np.ndarray:
+        """Patches per case (int64, dataset order) as items will have them: ``min(n, n_patches)`` in training
+        mode. Read from the store's index or the feature files' headers (``.pt`` files are loaded), once."""
+        if self._lengths is None:
+            if "pathology" not in self.modalities:
+                total = np.zeros(len(self), dtype=np.int64)
+            elif self.store is not None:
+                total = np.array([int(seg[:, 1].sum()) for seg in self._segments], dtype=np.int64)
+            else:
+                shape: dict[str, int] = {}
+                for files in self._files:
+                    for f in files:
+                        if f not in shape:
+                            shape[f] = feature_file_shape(f)[0]
+                total = np.array([sum(shape[f] for f in files) for files in self._files], dtype=np.int64)
+            self._lengths = total
+        out = self._lengths.copy()
+        if self.train and self.n_patches is not None:
+            np.minimum(out, self.n_patches, out=out)
+        return out
 
     def has_pathology(self, index: int) -> bool:
         """Whether case ``index`` has at least one feature file (no file is read)."""
@@ -237,6 +310,7 @@ class SurvivalDataset(Dataset):
     def _load(self, path: str) -> tuple[np.ndarray, np.ndarray | None]:
         hit = self._cache.get(path) if self.cache else None
         if hit is not None:
+            self._cache.move_to_end(path)
             return hit
         feats, coords, _ = read_feature_file(path)
         d = self.dims["pathology"]
@@ -253,12 +327,61 @@ class SurvivalDataset(Dataset):
                     log.warning("%s: values beyond the float16 range; cached as float32", path)
             elif self.cache_dtype == "float32" and feats.dtype != np.float32:
                 feats = feats.astype(np.float32)
-            self._cache[path] = (feats, coords)
+            self._remember(path, feats, coords)
         return feats, coords
+
+    def _remember(self, path: str, feats: np.ndarray, coords: np.ndarray | None) -> None:
+        """Cache one file, evicting the least recently used ones beyond ``cache_bytes``."""
+        size = feats.nbytes + (0 if coords is None else coords.nbytes)
+        limit = self.cache_bytes
+        if limit is not None and size > limit:
+            return
+        self._cache[path] = (feats, coords)
+        self._cached_bytes += size
+        while limit is not None and self._cached_bytes > limit:
+            _, (f, c) = self._cache.popitem(last=False)
+            self._cached_bytes -= f.nbytes + (0 if c is None else c.nbytes)
+
+    def _sample(self, n: int, index: int) -> np.ndarray | None:
+        """Sorted indices of the patches kept from a bag of ``n`` (None: all), the same with and without store."""
+        if self.train and self.n_patches is not None and n > self.n_patches:
+            rng = np.random.default_rng([self.seed, self.epoch, index])
+            return np.sort(rng.choice(n, size=self.n_patches, replace=False))
+        return None
+
+    def _from_store(self, index: int) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+        """``(features float32, coords int64, slide int64)`` of case ``index`` from the store: only the sampled
+        rows are copied out, then the case's pages are handed back to the operating system."""
+        store, seg = self.store, self._segments[index]
+        assert store is not None
+        starts = np.concatenate([[0], np.cumsum(seg[:, 1])])
+        idx = self._sample(int(starts[-1]), index)
+        if idx is None:
+            parts = [store.span(int(o), int(k)) for o, k in seg]
+            feats = np.concatenate([f for f, _ in parts])
+            coords = np.concatenate([c for _, c in parts], dtype=np.int64)
+            slide = np.repeat(np.arange(len(seg), dtype=np.int64), seg[:, 1])
+        else:
+            slide = np.searchsorted(starts, idx, side="right") - 1
+            rows = seg[slide, 0] + (idx - starts[slide])
+            feats, coords = store.take(rows)
+        for o, k in seg:
+            store.release(int(o), int(k))
+        x = torch.from_numpy(feats)  # float16 -> float32 in torch: exact, and several times faster than numpy's
+        return x if x.dtype == torch.float32 else x.float(), coords, slide.astype(np.int64, copy=False)
 
     def _pathology(self, index: int) -> dict[str, Any]:
         d = self.dims["pathology"]
         files = self._files[index]
+        if files and self.store is not None:
+            x, coords64, slide64 = self._from_store(index)
+            return {
+                "path": x,
+                "path_mask": torch.ones(x.shape[0], dtype=torch.bool),
+                "path_coords": torch.from_numpy(coords64),
+                "path_slide": torch.from_numpy(slide64),
+                "has_path": torch.tensor(True),
+            }
         feats_l, coords_l, slide_l = [], [], []
         for k, path in enumerate(files):
             f, c = self._load(path)
@@ -273,11 +396,7 @@ class SurvivalDataset(Dataset):
                 "path_slide": torch.zeros(0, dtype=torch.int64),
                 "has_path": torch.tensor(False),
             }
-        n = sum(f.shape[0] for f in feats_l)
-        idx = None
-        if self.train and self.n_patches is not None and n > self.n_patches:
-            rng = np.random.default_rng([self.seed, self.epoch, index])
-            idx = np.sort(rng.choice(n, size=self.n_patches, replace=False))
+        idx = self._sample(sum(f.shape[0] for f in feats_l), index)
         if len(feats_l) == 1:
             feats, coords, slide = feats_l[0], coords_l[0], slide_l[0]
         else:
@@ -346,7 +465,9 @@ class SurvivalDataset(Dataset):
     def __repr__(self) -> str:
         return (
             f"SurvivalDataset(n_cases={len(self)}, modalities={self.modalities}, dims={self.dims}, "
-            f"train={self.train}, n_patches={self.n_patches}, cache={self.cache})"
+            f"train={self.train}, n_patches={self.n_patches}, cache={self.cache}"
+            + (f", store={str(self.store.path)!r}" if self.store is not None else "")
+            + ")"
         )
 
 
