@@ -304,7 +304,9 @@ def test_uni_random_weights_only_when_asked(monkeypatch):
         create_patch_encoder("uni", weights="x.bin", random_weights=True)
     with pytest.raises(InputError, match="seed >= 0"):
         create_patch_encoder("uni", random_weights=-1)
+    rng = torch.get_rng_state()
     enc = create_patch_encoder("uni", random_weights=True, precision="fp32")
+    assert torch.equal(torch.get_rng_state(), rng)  # the caller's random stream is untouched
     assert (enc.name, enc.dim, enc.input_size) == ("uni", 1024, 224)
     assert enc.weights == f"{UNI_RANDOM_WEIGHTS}, seed 0" and enc.metadata()["weights"] == enc.weights
     import timm

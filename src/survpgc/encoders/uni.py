@@ -77,9 +77,10 @@ def make_uni(
     """The UNI encoder from local weights (see :func:`uni_weights_path`), checked strictly against ViT-L/16.
 
     ``random_weights=True`` (seed 0) or ``=<seed>`` builds the same architecture with timm's random
-    initialisation instead -- the real shapes and cost, none of UNI's knowledge -- directly on ``device`` (so a
-    GPU run does not initialise 303 M parameters on the CPU first); the encoder's ``weights`` starts with
-    :data:`UNI_RANDOM_WEIGHTS`. It cannot be combined with ``weights``.
+    initialisation instead -- the real shapes and cost, none of UNI's knowledge -- initialised on the CPU (the
+    same seed gives the same weights whatever ``device``; a few seconds for 303 M parameters) and then moved to
+    ``device``; the encoder's ``weights`` starts with :data:`UNI_RANDOM_WEIGHTS`. It cannot be combined with
+    ``weights``.
     """
     timm = require_timm("uni")
     if random_weights is not False:
@@ -104,15 +105,16 @@ def make_uni(
 def _random_uni(
     timm: Any, weights: Any, seed: bool | int, *, device: Any, precision: str, **kwargs: Any
 ) -> PatchEncoder:
-    """UNI's architecture with timm's random initialisation (seeded), built on ``device``."""
+    """UNI's architecture with timm's random initialisation (seeded on the CPU), moved to ``device``."""
     if weights is not None:
         raise InputError(f"uni: pass either weights ({weights!r}) or random_weights, not both")
     if seed is True:
         seed = 0
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise InputError(f"uni: random_weights must be True, False or a seed >= 0, got {seed!r}")
-    dev = resolve_device(device)
-    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []), dev:
+    dev = resolve_device(device)  # an impossible device fails before the 303 M parameters are drawn
+    gpus = list(range(torch.cuda.device_count())) if dev.type == "cuda" else []
+    with torch.random.fork_rng(devices=gpus):  # the caller's random streams are left as they were
         torch.manual_seed(seed)
         model = timm.create_model(UNI_ARCH, pretrained=False, **UNI_MODEL_KWARGS)
     log.warning("uni: %s, seed %d -- features carry no pathology knowledge", UNI_RANDOM_WEIGHTS, seed)
