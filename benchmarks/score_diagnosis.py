@@ -67,13 +67,15 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="write the per-fold table here (CSV)")
     args = ap.parse_args()
     study = Path(args.study)
-    slides = pd.concat([pd.read_csv(f) for f in sorted(study.glob("seed*/localisation.csv"))], ignore_index=True)
+    files = sorted(study.glob("seed*/localisation.csv"))
+    slides = pd.concat([pd.read_csv(f).assign(seed=f.parent.name) for f in files], ignore_index=True)
     slides = slides[slides["model"] == args.model]
     if slides.empty:
         raise SystemExit(f"{study}: no localisation rows of model {args.model!r}")
     pd.set_option("display.width", 200)
 
-    print(f"1. looking away ({slides['slide'].nunique()} test slides, {args.model})")
+    n_slides = len(slides.drop_duplicates(["seed", "slide"]))
+    print(f"1. looking away ({n_slides} test slides of {len(files)} seeds, {args.model})")
     for path, g in slides.groupby("path"):
         att, ig, gi = g["auroc_attention"], g["auroc_ig"], g["auroc_grad_input"]
         ok = att.notna() & ig.notna()
