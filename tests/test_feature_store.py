@@ -8,6 +8,7 @@ import os
 import pickle
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from survpgc.config import DataConfig
-from survpgc.data.buckets import BucketBatchSampler, padding_share
+from survpgc.data.buckets import BucketBatchSampler, PrefetchBatches, padding_share
 from survpgc.data.cohort import load_tcga
 from survpgc.data.dataset import SurvivalDataset, collate_survival
 from survpgc.data.features import read_feature_file, write_feature_file
@@ -309,20 +310,58 @@ def test_make_loader_buckets_by_sampled_length(cohort16, tmp_path):
     lengths = ds.bag_lengths()
     assert lengths.tolist() == [40, 40, 0, 7, 40, 40, 3]
     loader = make_loader(ds, 2, True, 0, 7)
-    assert isinstance(loader.batch_sampler, BucketBatchSampler) and len(loader) == 4
+    assert isinstance(loader.batch_sampler, PrefetchBatches)  # a store: each batch announced one batch ahead
+    bucketed = loader.batch_sampler.batches
+    assert isinstance(bucketed, BucketBatchSampler) and len(loader) == 4
+    announced: list[list[int]] = []
+    ds.prefetch = lambda idx: (announced.append(list(idx)), SurvivalDataset.prefetch(ds, idx))
+    loader.batch_sampler.prefetch = ds.prefetch
     for epoch in (1, 2):
         ds.set_epoch(epoch)
-        batches = list(loader)
+        announced.clear()
+        it = iter(loader)
+        first = next(it)
+        expect = [[ds.case_ids[i] for i in b] for b in bucketed.batches(epoch)]
+        assert first["case_id"] == expect[0] and len(announced) == 2  # the first batch and the next one
+        batches = [first, *it]
+        assert [[ds.case_ids[i] for i in b] for b in announced] == expect
         ids = [c for b in batches for c in b["case_id"]]
         assert sorted(ids) == sorted(ds.case_ids)
-        expect = [[ds.case_ids[i] for i in b] for b in loader.batch_sampler.batches(epoch)]
         assert [b["case_id"] for b in batches] == expect
         for b in batches:  # a batch is padded to its own longest sampled bag
             assert b["path"].shape[1] == max(lengths[ds.case_ids.index(c)] for c in b["case_id"])
-    # batch 1, evaluation loaders and bucket 0 keep the plain samplers
-    assert not isinstance(make_loader(ds, 1, True, 0, 7).batch_sampler, BucketBatchSampler)
-    assert not isinstance(make_loader(ds, 2, False, 0, 7).batch_sampler, BucketBatchSampler)
-    assert not isinstance(make_loader(ds, 2, True, 0, 7, bucket=0).batch_sampler, BucketBatchSampler)
+    # the store's read-ahead thread of this process read every announced range
+    from survpgc.data import store as store_module
+
+    reader = store_module._PREFETCHERS[(os.getpid(), str(ds.store.path))]
+    deadline = time.monotonic() + 30
+    while reader.pending and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert reader.pending == 0
+    # batch 1, evaluation loaders and bucket 0 keep the plain batches (announced ahead all the same)
+    for loader in (
+        make_loader(ds, 1, True, 0, 7),
+        make_loader(ds, 2, False, 0, 7),
+        make_loader(ds, 2, True, 0, 7, bucket=0),
+    ):
+        assert isinstance(loader.batch_sampler.batches, torch.utils.data.BatchSampler)
+    files_ds = SurvivalDataset(cohort, modalities=("pathology",), train=True, n_patches=40, bucket=2)
+    assert isinstance(make_loader(files_ds, 2, True, 0, 7).batch_sampler, BucketBatchSampler)
+    assert isinstance(make_loader(files_ds, 2, True, 0, 7, bucket=0).sampler, torch.utils.data.RandomSampler)
+
+
+def test_prefetch_batches_set_the_epoch_of_a_distributed_sampler(cohort16):
+    cohort, _ = cohort16
+    ds = SurvivalDataset(cohort, modalities=("pathology",))
+    shard = torch.utils.data.DistributedSampler(ds, num_replicas=2, rank=1, shuffle=True, seed=3)
+    wrapped = PrefetchBatches(torch.utils.data.BatchSampler(shard, 2, False), lambda idx: None, sampler=shard,
+                              epoch_source=ds)  # fmt: skip
+    for epoch in (1, 2):
+        ds.set_epoch(epoch)
+        reference = torch.utils.data.DistributedSampler(ds, num_replicas=2, rank=1, shuffle=True, seed=3)
+        reference.set_epoch(epoch)
+        assert [i for b in wrapped for i in b] == list(reference)
+        assert len(wrapped) == 2
 
 
 # ------------------------------------------------------------------------------- config and runs

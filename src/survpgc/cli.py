@@ -659,9 +659,14 @@ def extract_cmd(
     magnification: float = typer.Option(20.0, help="Target magnification (20x = 0.5 um/px)."),
     patch_size: int = typer.Option(256, "--patch-size", help="Patch size in pixels at the target magnification."),
     batch_size: int = typer.Option(64, "--batch-size", help="Patches per encoder batch."),
-    workers: int = typer.Option(0, help="DataLoader workers reading and decoding patches."),
+    workers: int = typer.Option(
+        0, help="DataLoader worker processes reading, decoding and transforming patches (started once for all slides)."
+    ),
     device: str = typer.Option("auto", help="auto | cpu | cuda[:i]."),
     precision: str = typer.Option("auto", help="auto | fp32 | bf16 | fp16."),
+    compile_encoder: bool = typer.Option(
+        False, "--compile", help="Run the encoder through torch.compile (eager again, with a warning, if it fails)."
+    ),
     shard: str | None = typer.Option(None, help="i/n: this process's share of the slides (default: torchrun)."),
     mpp: float | None = typer.Option(None, help="Microns per pixel for slides whose metadata lacks it."),
     mpp_override: float | None = typer.Option(
@@ -694,6 +699,7 @@ def extract_cmd(
         min_tissue=min_tissue,
         float16=float16,
         progress=sys.stderr.isatty(),
+        compile=compile_encoder,
     )
     typer.echo(res.describe())
     typer.echo(f"manifest: {res.manifest}")

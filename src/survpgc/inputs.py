@@ -243,18 +243,20 @@ def make_loader(ds, batch_size: int, shuffle: bool, workers: int, seed: int, *, 
     ``bucket`` (default: the dataset's ``bucket`` attribute, ``data.bucket``): for a shuffled loader with
     ``batch_size`` > 1, pools of this many batches are sorted by bag length before batching
     (:class:`~survpgc.data.buckets.BucketBatchSampler`, drawn from ``(seed, epoch)`` with the epoch read from the
-    dataset, sharded by batches under DDP); 0 = plain random batches.
+    dataset, sharded by batches under DDP); 0 = plain random batches. A dataset read from a feature store gets
+    each batch's cases announced one batch ahead (:class:`~survpgc.data.buckets.PrefetchBatches`), so the disk
+    reads them during the step before; the batches are the same.
     """
     import torch
 
+    from survpgc.data.buckets import BucketBatchSampler, PrefetchBatches
     from survpgc.data.dataset import collate_survival
 
     g = torch.Generator().manual_seed(seed)
     pool = int(getattr(ds, "bucket", 0) if bucket is None else bucket)
     common = {"collate_fn": collate_survival, "num_workers": workers, "generator": g, "persistent_workers": workers > 0}
+    sampler = batches = None
     if shuffle and batch_size > 1 and pool >= 2 and hasattr(ds, "bag_lengths"):
-        from survpgc.data.buckets import BucketBatchSampler
-
         replicas, rank = 1, 0
         if is_distributed():
             import torch.distributed as dist
@@ -263,13 +265,18 @@ def make_loader(ds, batch_size: int, shuffle: bool, workers: int, seed: int, *, 
         batches = BucketBatchSampler(
             ds.bag_lengths(), batch_size, pool=pool, seed=seed, epoch_source=ds, num_replicas=replicas, rank=rank
         )
-        return torch.utils.data.DataLoader(ds, batch_sampler=batches, **common)
-    sampler = None
-    if shuffle and is_distributed():
+    elif shuffle and is_distributed():
         # each process trains on its own shard of the cases; the shards change every epoch (set_epoch)
         sampler = torch.utils.data.DistributedSampler(ds, shuffle=True, seed=seed)
     elif shuffle:
         sampler = torch.utils.data.RandomSampler(ds, generator=torch.Generator().manual_seed(seed))
+    if getattr(ds, "store", None) is not None:  # read each batch's rows from the store while the one before trains
+        if batches is None:
+            inner = sampler if sampler is not None else torch.utils.data.SequentialSampler(ds)
+            batches = torch.utils.data.BatchSampler(inner, batch_size, drop_last=False)
+        batches = PrefetchBatches(batches, ds.prefetch, sampler=sampler, epoch_source=ds)
+    if batches is not None:
+        return torch.utils.data.DataLoader(ds, batch_sampler=batches, **common)
     return torch.utils.data.DataLoader(
         ds,
         batch_size=batch_size,

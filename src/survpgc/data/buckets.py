@@ -21,7 +21,7 @@ import numpy as np
 
 from survpgc.errors import InputError
 
-__all__ = ["BucketBatchSampler", "padding_share"]
+__all__ = ["BucketBatchSampler", "PrefetchBatches", "padding_share"]
 
 
 class BucketBatchSampler:
@@ -102,6 +102,37 @@ class BucketBatchSampler:
 
     def __len__(self) -> int:
         return math.ceil(math.ceil(len(self.lengths) / self.batch_size) / self.num_replicas)
+
+
+class PrefetchBatches:
+    """A batch sampler that announces each batch one batch ahead: when batch ``k`` is handed out,
+    ``prefetch(batch k + 1)`` is called (a feature store then reads those rows while batch ``k`` trains).
+    The batches and their order are those of ``batches``.
+
+    ``sampler``: the case sampler inside ``batches``; when it has ``set_epoch`` (``DistributedSampler``), it
+    gets ``epoch_source.epoch`` at the start of each pass, as the training loop would set it on a loader's own
+    sampler.
+    """
+
+    def __init__(self, batches: Any, prefetch: Any, *, sampler: Any = None, epoch_source: Any = None) -> None:
+        self.batches, self.prefetch = batches, prefetch
+        self.sampler, self.epoch_source = sampler, epoch_source
+
+    def __iter__(self) -> Iterator[list[int]]:
+        if self.epoch_source is not None and hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(int(self.epoch_source.epoch))
+        it = iter(self.batches)
+        nxt = next(it, None)
+        if nxt is not None:
+            self.prefetch(nxt)
+        while nxt is not None:
+            cur, nxt = nxt, next(it, None)
+            if nxt is not None:
+                self.prefetch(nxt)
+            yield cur
+
+    def __len__(self) -> int:
+        return len(self.batches)
 
 
 def padding_share(lengths: Sequence[int] | np.ndarray, batches: Sequence[Sequence[int]]) -> float:

@@ -277,6 +277,15 @@ class SurvivalDataset(Dataset):
         """Bytes of features and coords cached in this process (at most ``cache_bytes``)."""
         return self._cached_bytes
 
+    def prefetch(self, indices: Iterable[int]) -> None:
+        """Start reading the bags of cases ``indices`` in the background (from a store: the operating system
+        reads their rows into its page cache while this process goes on); no-op without a store."""
+        if self.store is None or "pathology" not in self.modalities:
+            return
+        for i in indices:
+            for o, k in self._segments[int(i)]:
+                self.store.prefetch(int(o), int(k))
+
     def bag_lengths(self) -> np.ndarray:
         """Patches per case (int64, dataset order) as items will have them: ``min(n, n_patches)`` in training
         mode. Read from the store's index or the feature files' headers (``.pt`` files are loaded), once."""

@@ -203,6 +203,7 @@ class FeatureStore:
         self._features: np.ndarray | None = None
         self._coords: np.ndarray | None = None
         self._maps: list[tuple[mmap.mmap, int, int]] | None = None  # (map, data offset, bytes per row)
+        self._layout: list[int] | None = None  # data offsets of features.npy and coords.npy
 
     def _read_slides(self) -> dict[str, _Slide]:
         import pandas as pd
@@ -244,7 +245,7 @@ class FeatureStore:
     # ------------------------------------------------------------------ mapping (per process)
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state.update(_features=None, _coords=None, _maps=None)
+        state.update(_features=None, _coords=None, _maps=None)  # read-ahead threads are per process too
         return state
 
     def _open(self) -> None:
@@ -317,17 +318,90 @@ class FeatureStore:
         """Give the pages of rows ``offset .. offset + n`` back to the operating system (``MADV_DONTNEED`` on
         the mapping: they leave this process's resident memory and stay in the page cache). No-op where the
         platform has no ``madvise``."""
-        if self._maps is None or n <= 0 or not hasattr(mmap, "MADV_DONTNEED"):
+        if self._maps is not None:  # nothing mapped in this process: nothing to hand back
+            self._advise("MADV_DONTNEED", offset, n)
+
+    def prefetch(self, offset: int, n: int) -> None:
+        """Have rows ``offset .. offset + n`` read into the operating system's page cache by a background thread
+        of this process (one per store and process; ``POSIX_FADV_WILLNEED`` in 1 MB requests, or reads into a
+        small buffer where the platform has no ``posix_fadvise``; without the GIL), so the disk works while the
+        cases before train. Advisory: requests beyond :data:`_PREFETCH_BYTES` still pending are skipped, and
+        read errors are left to the real read."""
+        pid = os.getpid()
+        key = (pid, str(self.path))
+        pf = _PREFETCHERS.get(key)
+        if pf is None:
+            pf = _PREFETCHERS[key] = _Prefetcher([self.path / _FEATURES, self.path / _COORDS])
+        if self._layout is None:
+            self._layout = [_npy_layout(self.path / f)[0] for f in (_FEATURES, _COORDS)]
+        for k, row in enumerate((self.dim * self.dtype.itemsize, 2 * 8)):  # bytes per row of each file
+            pf.submit(k, self._layout[k] + offset * row, n * row)
+
+    def _advise(self, what: str, offset: int, n: int) -> None:
+        advice = getattr(mmap, what, None)
+        if advice is None or n <= 0:
             return
+        if self._maps is None:
+            self._open()
         page = mmap.PAGESIZE
-        for mm, data, row in self._maps:
+        for mm, data, row in self._maps or ():
             start, stop = data + offset * row, min(data + (offset + n) * row, len(mm))
             start -= start % page
             if stop > start:
-                mm.madvise(mmap.MADV_DONTNEED, start, stop - start)
+                mm.madvise(advice, start, stop - start)
 
     def __repr__(self) -> str:
         return f"FeatureStore({str(self.path)!r}, files={len(self._slides)}, rows={self.n_rows}, dim={self.dim})"
+
+
+#: Bytes a store's read-ahead thread may have pending; further requests are skipped until it catches up.
+_PREFETCH_BYTES = 2 * 2**30
+#: Bytes per read-ahead request: ``POSIX_FADV_WILLNEED`` reads at most the device's read-ahead window per call.
+_READAHEAD_CHUNK = 2**20
+_PREFETCHERS: dict[tuple[int, str], _Prefetcher] = {}
+
+
+class _Prefetcher:
+    """A daemon thread reading byte ranges of some files into the page cache, in request order."""
+
+    def __init__(self, paths: list[Path]) -> None:
+        import queue
+        import threading
+
+        self.paths = paths
+        self.queue: queue.SimpleQueue[tuple[int, int, int]] = queue.SimpleQueue()
+        self.pending = 0
+        self.lock = threading.Lock()
+        threading.Thread(target=self._run, name="survpgc-store-prefetch", daemon=True).start()
+
+    def submit(self, k: int, start: int, length: int) -> None:
+        with self.lock:
+            if length <= 0 or self.pending + length > _PREFETCH_BYTES:
+                return
+            self.pending += length
+        self.queue.put((k, start, length))
+
+    def _run(self) -> None:
+        advise = getattr(os, "posix_fadvise", None)
+        buf = None if advise is not None else bytearray(_READAHEAD_CHUNK)
+        fds: dict[int, int] = {}
+        while True:
+            k, start, length = self.queue.get()
+            try:
+                fd = fds.get(k)
+                if fd is None:
+                    fd = fds[k] = os.open(self.paths[k], os.O_RDONLY)
+                for pos in range(start, start + length, _READAHEAD_CHUNK):
+                    size = min(_READAHEAD_CHUNK, start + length - pos)
+                    if advise is not None:  # the kernel reads into its page cache: nothing copied here
+                        advise(fd, pos, size, os.POSIX_FADV_WILLNEED)
+                    else:
+                        os.preadv(fd, [memoryview(buf)[:size]], pos)
+            except OSError as exc:  # advisory: the real read reports problems
+                log.debug("store read-ahead of %s failed: %s", self.paths[k], exc)
+            finally:
+                with self.lock:
+                    self.pending -= length
 
 
 def _when(ns: int) -> str:
@@ -535,10 +609,10 @@ def _write_file(
                 f"{path}: values beyond the float16 range ({_FLOAT16_MAX:g}); build the store with --dtype float32"
             )
     ff.seek(f_off + offset * dim * dtype.itemsize)
-    ff.write(np.ascontiguousarray(feats, dtype=dtype).tobytes())
+    ff.write(memoryview(np.ascontiguousarray(feats, dtype=dtype)).cast("B"))
     crd = np.full((row["n"], 2), -1, dtype=np.int64) if coords is None else coords.astype(np.int64, copy=False)
     cf.seek(c_off + offset * 16)
-    cf.write(np.ascontiguousarray(crd).tobytes())
+    cf.write(memoryview(np.ascontiguousarray(crd)).cast("B"))
 
 
 def _finish(

@@ -7,6 +7,8 @@ Every registered builder returns a :class:`PatchEncoder`; :class:`PatchEncoderSp
 from __future__ import annotations
 
 import importlib
+import logging
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -22,6 +24,8 @@ from survpgc.errors import ConfigError, InputError
 
 __all__ = ["PatchEncoder", "PatchEncoderSpec", "encoder_from_spec", "require_timm"]
 
+log = logging.getLogger(__name__)
+
 
 def _has_convolutions(model: nn.Module) -> bool:
     """More than one 2-D convolution (a ViT's patch embedding alone does not count)."""
@@ -30,6 +34,63 @@ def _has_convolutions(model: nn.Module) -> bool:
 
 def _default_forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return model(x)
+
+
+def _is_compiler_error(exc: BaseException) -> bool:
+    """An error raised by torch.compile's machinery (dynamo, inductor, a backend), not by the model itself."""
+    mod = type(exc).__module__ or ""
+    return mod.startswith(("torch._dynamo", "torch._inductor", "torch._subclasses", "torch.fx"))
+
+
+class _CompiledForward:
+    """``forward(model, x)`` through ``torch.compile``, padded to a fixed batch; eager again (with a warning) when
+    compilation fails. Errors of the model itself (e.g. out of memory) are raised as they are."""
+
+    def __init__(
+        self,
+        forward: Callable[[nn.Module, torch.Tensor], torch.Tensor],
+        model: nn.Module,
+        *,
+        name: str,
+        pad_to: int | None,
+        backend: str | Callable[..., Any],
+        mode: str | None,
+    ) -> None:
+        self.eager = forward
+        self.name = name
+        self.pad_to = pad_to
+        self.failed = False
+        self.ok = False  #: compiled at least once
+
+        def run(x: torch.Tensor) -> torch.Tensor:
+            return forward(model, x)
+
+        self.fn = torch.compile(run, backend=backend, mode=mode, dynamic=False)
+
+    def __call__(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if self.failed:
+            return self.eager(model, x)
+        n = int(x.shape[0])
+        xp = x
+        if self.pad_to is not None and n < self.pad_to:
+            xp = torch.cat([x, x.new_zeros((self.pad_to - n, *x.shape[1:]))])
+            if x.ndim == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+                xp = xp.contiguous(memory_format=torch.channels_last)
+        try:
+            out = self.fn(xp)
+        except Exception as exc:
+            if self.ok and not _is_compiler_error(exc):
+                raise
+            self.failed = True
+            msg = (
+                f"patch encoder {self.name!r}: torch.compile failed ({type(exc).__name__}: {str(exc)[:300]}); "
+                "running it eagerly (uncompiled) instead"
+            )
+            log.warning(msg)
+            warnings.warn(msg, RuntimeWarning, stacklevel=2)
+            return self.eager(model, x)
+        self.ok = True
+        return out[:n]
 
 
 class PatchEncoder:
@@ -181,6 +242,30 @@ class PatchEncoder:
         return out
 
     __call__ = encode
+
+    def compiled(
+        self, *, batch_size: int | None = None, backend: str | Callable[..., Any] = "inductor", mode: str | None = None
+    ) -> PatchEncoder:
+        """A copy of this encoder (same model, weights, transform, name and identity) whose forward runs through
+        ``torch.compile``.
+
+        Compilation happens at the first batch. Batches smaller than ``batch_size`` are padded with zeros to it and
+        the padding rows dropped, so one compiled graph serves every batch (no recompilation for a slide's last,
+        shorter batch). When compilation fails (no C++ compiler, an unsupported operation, ...), a warning says
+        why and the copy runs eagerly from then on, with the same results as this encoder.
+        """
+        import copy
+
+        twin = copy.copy(self)
+        twin._forward = _CompiledForward(
+            self._forward, self.model, name=self.name, pad_to=batch_size, backend=backend, mode=mode
+        )
+        return twin
+
+    @property
+    def is_compiled(self) -> bool:
+        """Whether the forward runs compiled (False once compilation has failed and it fell back to eager)."""
+        return isinstance(self._forward, _CompiledForward) and not self._forward.failed
 
     def __repr__(self) -> str:
         return (

@@ -33,8 +33,10 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +57,7 @@ from survpgc.wsi.outputs import (
     merge_manifest,
     record_settings,
 )
+from survpgc.wsi.reader import SLIDE_ERRORS
 
 __all__ = [
     "MANIFEST_COLUMNS",
@@ -386,15 +389,26 @@ def extract_features(
     float16: bool = False,
     qc: bool = True,
     progress: bool = False,
+    compile: bool = False,
+    overlap: bool = True,
+    prefetch: int = 2,
 ) -> ExtractSummary:
     """Extract patch features of every slide (see module docstring). Returns an :class:`ExtractSummary`.
 
     ``mpp`` is the MPP of slides whose metadata lacks it (never replaces a valid value); ``mpp_override``
     replaces every slide's metadata and ``mpp_table`` (CSV ``slide_id,mpp``) the listed slides'.
+
+    ``workers`` DataLoader worker processes read, decode, resize and transform the patches of all slides (started
+    once for the whole call; 0 reads in this process); ``prefetch`` batches per worker are read ahead.
+    ``compile`` runs the encoder's forward through ``torch.compile`` (falls back to eager, with a warning, when
+    compilation fails). ``overlap`` (default) tiles the next slide and writes the previous one in background
+    threads while the current one encodes; ``overlap=False`` does one step after the other. Features are the same
+    bit for bit whatever ``workers``, ``prefetch`` and ``overlap``.
     """
     from survpgc.encoders.patch import create_patch_encoder
 
     _mpp_settings(mpp, mpp_override, mpp_table)
+    _check_counts(batch_size=batch_size, workers=workers, prefetch=prefetch)
     shard_i, shard_n = resolve_shard(shard)
     all_slides = list_slides(slides)
     mine = [p for k, p in enumerate(all_slides) if k % shard_n == shard_i]
@@ -425,8 +439,11 @@ def extract_features(
         settings.update(
             encoder=enc.name, weights=getattr(enc, "weights", None) or fingerprint, feature_dim=int(enc.dim)
         )
+        if compile:
+            enc = enc.compiled(batch_size=batch_size)
         job = _ExtractJob(
             out, enc, patch_size, magnification, min_tissue, preset, overrides, mpp, batch_size, workers, float16, qc,
+            overlap=bool(overlap), prefetch=prefetch,
         )  # fmt: skip
         summary = ExtractSummary(out, len(mine))
         summary.manifest = _manifest_path(out)
@@ -441,6 +458,14 @@ def extract_features(
     return summary
 
 
+def _check_counts(**counts: Any) -> None:
+    """``batch_size`` and ``prefetch`` >= 1, ``workers`` >= 0 (integers), before any folder is made."""
+    for name, value in counts.items():
+        low = 0 if name == "workers" else 1
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise InputError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
 def _extract_all(
     mine: list[Path],
     job: _ExtractJob,
@@ -449,33 +474,28 @@ def _extract_all(
     legacy: dict[str, Any] | None,
     progress: bool,
 ) -> None:
-    """Every slide of this process's share: claimed one at a time (a slide another process holds is left to
-    it), tiled, encoded and written, its manifest row merged at once."""
+    """Every slide of this process's share through the pipeline: claimed and tiled by the planner (a slide another
+    process holds is left to it), read by the DataLoader workers, encoded here, written by the writer with its
+    manifest row. On any exit, slides planned but not encoded are released and what was encoded is written."""
     t_all = time.perf_counter()
     bar = _progress(progress, len(mine))
-    recorded = False
+    planner = _Planner(mine, job, settings, legacy)
+    source = _TaskSource(planner)
+    writer = _Writer(job, summary, bar)
+    loader = _loader(source, job)
+    batches = None
     try:
-        for path in mine:
-            stem = slide_stem(path.name)
-            held = claim(job.out, stem)
-            if held is None:
-                summary.claimed += 1
-                summary.rows.append({"slide_id": stem, "path": str(path), "status": "claimed", "n_patches": 0,
-                                     "seconds": 0.0, "error": "", "encoder": job.enc.name})  # fmt: skip
-                log.info("%s: claimed by another process on %s; left to it", stem, job.out)
-                continue
-            with held:
-                if not recorded:  # the record is written with the first slide this process holds
-                    record_settings(job.out, EXTRACTION_RECORD, settings, legacy=legacy)
-                    recorded = True
-                _slide_temporaries(job.out, stem, qc=job.qc)
-                row = _extract_slide(path, job, summary, bar)
-                merge_manifest(_manifest_path(job.out), [row], MANIFEST_COLUMNS)
-            summary.rows.append(row)
-            if bar is not None:
-                bar[0].advance(bar[1])
-            log.info("%s: %s (%d patches, %.1f s)", row["slide_id"], row["status"], row["n_patches"], row["seconds"])
+        batches = iter(loader)  # forks the workers (before any thread of ours starts: the planner starts on demand)
+        writer.start()
+        _encode_stream(batches, source, job, writer, bar)
+        writer.close()
     finally:
+        for work in planner.stop() + source.unfinished():
+            work.release()
+        if batches is not None and hasattr(batches, "_shutdown_workers"):
+            batches._shutdown_workers()
+        loader.dataset.close()
+        writer.close(raise_error=False)  # slides already encoded are still written (Ctrl-C keeps finished work)
         if bar is not None:
             bar[0].stop()
         summary.seconds = time.perf_counter() - t_all
@@ -497,61 +517,395 @@ class _ExtractJob:
     workers: int
     float16: bool
     qc: bool
+    overlap: bool = True
+    prefetch: int = 2
 
 
-def _extract_slide(path: Path, job: _ExtractJob, summary: ExtractSummary, bar: Any) -> dict[str, Any]:
-    """One slide: skipped when its finished file exists, else tiled, encoded and written. Returns its manifest
-    row and counts it in ``summary``; a failure is recorded, never raised."""
-    stem = slide_stem(path.name)
-    h5 = job.out / f"{stem}.h5"
-    row: dict[str, Any] = {"slide_id": stem, "path": str(path), "status": "", "n_patches": 0, "seconds": 0.0,
-                           "error": "", "encoder": job.enc.name, "mpp": "", "mpp_source": ""}  # fmt: skip
-    t0 = time.perf_counter()
-    try:
-        if h5.is_file():
-            ok, info = _existing_ok(h5, job.enc.name, job.patch_size, job.magnification)
-            if not ok:
-                raise ConfigError(info)
-            row.update(status="skipped", n_patches=int(info["n"]), mpp=info["mpp"], mpp_source=info["mpp_source"])
-            summary.skipped += 1
+@dataclass(eq=False)
+class _SlideWork:
+    """One slide on its way through the pipeline. ``row['status']`` stays empty while the slide still has patches
+    to encode; the claim is released by whoever finishes the slide (the writer), or on the way out."""
+
+    key: int
+    path: Path
+    stem: str
+    row: dict[str, Any]
+    held: Any = None  #: the slide's claim (None: another process holds it)
+    grid: Any = None
+    tasks: list[Any] = field(default_factory=list)
+    parts: list[Any] = field(default_factory=list)
+    received: int = 0
+    started: float | None = None  #: when its first batch came back
+    seconds: float = 0.0  #: time spent on it: tiling + encoding + writing
+    handed: bool = False  #: handed to the writer
+    bar_task: Any = None
+
+    @property
+    def to_encode(self) -> bool:
+        return not self.row["status"]
+
+    def release(self) -> None:
+        if self.held is not None:
+            self.held.release()
+            self.held = None
+
+
+def _new_row(path: Path, stem: str, encoder: str) -> dict[str, Any]:
+    return {"slide_id": stem, "path": str(path), "status": "", "n_patches": 0, "seconds": 0.0, "error": "",
+            "encoder": encoder, "mpp": "", "mpp_source": ""}  # fmt: skip
+
+
+class _PlannerError:
+    """An error of the planner thread, passed on to the main thread."""
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+_END = object()
+
+
+class _Planner:
+    """Claims the slides one after the other and decides what each needs: left to another process (claimed),
+    already done (skipped), or tiled -- tissue grid and QC image -- for encoding (or no tissue, or failed).
+
+    With ``job.overlap`` it runs in a background thread, one slide ahead of the encoder (a queue of one), so the
+    next slide's segmentation overlaps the current slide's encoding while few claims are held ahead of need;
+    otherwise each slide is planned when the encoder asks for it.
+    """
+
+    def __init__(self, mine: list[Path], job: _ExtractJob, settings: dict[str, Any], legacy: Any) -> None:
+        self.mine = mine
+        self.job = job
+        self.settings = settings
+        self.legacy = legacy
+        self.recorded = False
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=1)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._next = 0
+
+    def plan(self, key: int, path: Path) -> _SlideWork:
+        job = self.job
+        stem = slide_stem(path.name)
+        work = _SlideWork(key, path, stem, _new_row(path, stem, job.enc.name))
+        work.held = claim(job.out, stem)
+        if work.held is None:
+            work.row.update(status="claimed", mpp=None, mpp_source=None)
+            log.info("%s: claimed by another process on %s; left to it", stem, job.out)
+            return work
+        t0 = time.perf_counter()
+        try:
+            if not self.recorded:  # the record is written with the first slide this process holds
+                record_settings(job.out, EXTRACTION_RECORD, self.settings, legacy=self.legacy)
+                self.recorded = True
+            _slide_temporaries(job.out, stem, qc=job.qc)
+            self._tile(work)
+        except BaseException:
+            work.release()
+            raise
+        work.seconds += time.perf_counter() - t0
+        return work
+
+    def _tile(self, work: _SlideWork) -> None:
+        """Skip check, then the tissue grid (a failure is recorded in the row, never raised)."""
+        from survpgc.wsi.grid import batch_tasks, tile_slide
+
+        job, row, stem = self.job, work.row, work.stem
+        h5 = job.out / f"{stem}.h5"
+        try:
+            if h5.is_file():
+                ok, info = _existing_ok(h5, job.enc.name, job.patch_size, job.magnification)
+                if not ok:
+                    raise ConfigError(info)
+                row.update(status="skipped", n_patches=int(info["n"]), mpp=info["mpp"], mpp_source=info["mpp_source"])
+                return
+            grid = tile_slide(
+                work.path,
+                patch_size=job.patch_size,
+                target_magnification=job.magnification,
+                min_tissue_fraction=job.min_tissue,
+                segment_config=job.preset,
+                mpp_override=job.mpp_overrides,
+                mpp_fallback=job.mpp_fallback,
+                qc_path=(job.out / "qc" / f"{stem}.png") if job.qc else None,
+            ).grid
+            row.update(_mpp_columns(grid))
+            if grid.is_empty:
+                row.update(status=grid.status if grid.status != "ok" else "no_tissue")
+                log.warning("%s: no tissue patches (%s); no feature file written", stem, grid.status)
+                return
+            work.grid = grid
+            work.tasks = batch_tasks(grid, job.batch_size, key=work.key)
+        except SLIDE_ERRORS as exc:
+            row.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+            log.error("%s: %s", stem, exc)
+
+    # ------------------------------------------------------------------ one slide ahead, in a thread
+    def next(self) -> _SlideWork | None:
+        """The next planned slide (None after the last)."""
+        if not self.job.overlap:
+            if self._next >= len(self.mine):
+                return None
+            self._next += 1
+            return self.plan(self._next - 1, self.mine[self._next - 1])
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="survpgc-extract-planner", daemon=True)
+            self._thread.start()
+        while True:
+            try:
+                item = self._queue.get(timeout=0.5)
+            except queue.Empty:
+                if not self._thread.is_alive() and self._queue.empty():
+                    raise RuntimeError("the slide planner thread stopped without a word") from None
+                continue
+            if item is _END:
+                return None
+            if isinstance(item, _PlannerError):
+                raise item.exc
+            return item
+
+    def _run(self) -> None:
+        try:
+            for key, path in enumerate(self.mine):
+                if self._stop.is_set():
+                    return
+                work = self.plan(key, path)
+                if not self._put(work):
+                    work.release()
+                    return
+            self._put(_END)
+        except BaseException as exc:  # handed to the main thread, which raises it
+            self._put(_PlannerError(exc))
+
+    def _put(self, item: Any) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def stop(self, wait: float = 60.0) -> list[_SlideWork]:
+        """Stop planning; returns the slides planned but never handed on (their claims are still held)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(wait)
+            if self._thread.is_alive():
+                log.warning("the slide planner is still busy after %.0f s; leaving it (its claim ends with us)", wait)
+        left = []
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return left
+            if isinstance(item, _SlideWork):
+                left.append(item)
+
+
+class _TaskSource:
+    """The DataLoader's sampler: the batch tasks of every slide, slide after slide, in order; a slide without
+    patches to encode passes as one marker task (so the encoder sees every slide in order). A slide that failed
+    meanwhile gets no more tasks."""
+
+    def __init__(self, planner: _Planner) -> None:
+        self.planner = planner
+        self.works: dict[int, _SlideWork] = {}
+
+    def __iter__(self) -> Iterator[Any]:
+        from survpgc.wsi.grid import PatchBatchTask
+
+        while True:
+            work = self.planner.next()
+            if work is None:
+                return
+            self.works[work.key] = work
+            if not work.to_encode:
+                yield PatchBatchTask(work.key, -1, str(work.path), np.zeros((0, 2), np.int64))
+                continue
+            for task in work.tasks:
+                if not work.to_encode:  # failed: the rest of the slide is not read
+                    break
+                yield task
+
+    def unfinished(self) -> list[_SlideWork]:
+        return [w for w in self.works.values() if not w.handed]
+
+
+def _loader(source: _TaskSource, job: _ExtractJob) -> Any:
+    """One DataLoader for the whole share: its workers (started once) read, resize and transform the batches of
+    slide after slide; pinned memory when the encoder runs on CUDA (copied with non_blocking)."""
+    import torch
+
+    from survpgc.wsi.grid import PatchBatchDataset, reader_worker_init
+
+    extra: dict[str, Any] = {}
+    if job.workers > 0:
+        extra = {"worker_init_fn": reader_worker_init, "prefetch_factor": job.prefetch}
+    return torch.utils.data.DataLoader(
+        PatchBatchDataset(transform=job.enc.transform),
+        batch_size=None,
+        sampler=source,
+        num_workers=job.workers,
+        collate_fn=_as_is,
+        pin_memory=torch.device(job.enc.device).type == "cuda",
+        **extra,
+    )
+
+
+def _as_is(item: Any) -> Any:
+    return item
+
+
+def _encode_stream(batches: Any, source: _TaskSource, job: _ExtractJob, writer: _Writer, bar: Any) -> None:
+    """Encode the batches as they come (in slide order); a slide is handed to the writer at its last batch, or at
+    once when it has nothing to encode or fails."""
+    for batch in batches:
+        work = source.works.get(batch.key)
+        if work is None or work.handed:  # a batch of a slide that failed already
+            continue
+        if not work.to_encode:
+            _hand(work, source, writer, bar)
+            continue
+        now = time.perf_counter()
+        if work.started is None:
+            work.started = now
+            if bar is not None:
+                work.bar_task = bar[0].add_task(f"  {work.stem[:26]}", total=work.grid.n_patches)
+        if batch.error is not None:
+            _fail(work, batch.error, source, writer, bar)
+            continue
+        try:
+            work.parts.append(job.enc.encode_tensor(batch.images))
+        except (SurvpgcError, OSError, RuntimeError, ValueError) as exc:
+            _fail(work, f"{type(exc).__name__}: {exc}", source, writer, bar)
+            continue
+        fault_point("encoder")
+        work.received += 1
+        if work.bar_task is not None:
+            bar[0].advance(work.bar_task, batch.images.shape[0])
+        if work.received == len(work.tasks):
+            work.seconds += time.perf_counter() - work.started
+            _hand(work, source, writer, bar)
+
+
+def _fail(work: _SlideWork, error: str, source: _TaskSource, writer: _Writer, bar: Any) -> None:
+    work.row.update(status="failed", error=error)
+    work.parts.clear()
+    log.error("%s: %s", work.stem, error)
+    if work.started is not None:
+        work.seconds += time.perf_counter() - work.started
+    _hand(work, source, writer, bar)
+
+
+def _hand(work: _SlideWork, source: _TaskSource, writer: _Writer, bar: Any) -> None:
+    work.handed = True
+    source.works.pop(work.key, None)
+    if work.bar_task is not None:
+        bar[0].remove_task(work.bar_task)
+        work.bar_task = None
+    writer.put(work)
+
+
+class _Writer:
+    """Writes each finished slide -- its ``.h5`` (atomic), its manifest row (merged under the folder lock) -- then
+    releases its claim and counts it. With ``job.overlap`` in a background thread behind a queue of two slides, so
+    writing overlaps the next slide's encoding; otherwise in the caller's thread. An error that is not a slide's
+    own (the manifest cannot be merged) stops the run: it is raised in the main thread at the next hand-over."""
+
+    def __init__(self, job: _ExtractJob, summary: ExtractSummary, bar: Any) -> None:
+        self.job = job
+        self.summary = summary
+        self.bar = bar
+        self.error: BaseException | None = None
+        self._queue: queue.Queue[_SlideWork | None] = queue.Queue(maxsize=2)
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def start(self) -> None:
+        if self.job.overlap:
+            self._thread = threading.Thread(target=self._run, name="survpgc-extract-writer", daemon=True)
+            self._thread.start()
+
+    def put(self, work: _SlideWork) -> None:
+        if self._thread is None:
+            self.write(work)
+            return
+        while True:
+            if self.error is not None:
+                work.release()
+                raise self.error
+            try:
+                self._queue.put(work, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def _run(self) -> None:
+        while True:
+            work = self._queue.get()
+            if work is None:
+                return
+            if self.error is not None:  # stopped: what is still queued is not written
+                work.release()
+                continue
+            try:
+                self.write(work)
+            except BaseException as exc:
+                self.error = exc
+
+    def close(self, *, raise_error: bool = True) -> None:
+        """Write what is queued, stop the thread; raise its error (``raise_error``)."""
+        if self._thread is not None and not self._closed:
+            self._closed = True
+            while self._thread.is_alive():
+                try:
+                    self._queue.put(None, timeout=0.2)
+                    break
+                except queue.Full:
+                    continue
+            self._thread.join()
+        if raise_error and self.error is not None:
+            raise self.error
+
+    def write(self, work: _SlideWork) -> None:
+        import torch
+
+        job, row, summary = self.job, work.row, self.summary
+        t0 = time.perf_counter()
+        try:
+            if work.to_encode:
+                try:
+                    feats = torch.cat(work.parts).cpu().numpy()
+                    work.parts.clear()
+                    _write(job.out / f"{work.stem}.h5", feats, work.grid, job.enc, job.float16, row["mpp_source"])
+                    row.update(status="done", n_patches=int(work.grid.n_patches))
+                except SLIDE_ERRORS as exc:
+                    row.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+                    log.error("%s: %s", work.stem, exc)
+            work.seconds += time.perf_counter() - t0
+            row["seconds"] = round(work.seconds, 3)
+            if row["status"] == "claimed":
+                summary.claimed += 1
+                summary.rows.append({k: row[k] for k in ("slide_id", "path", "status", "n_patches", "seconds",
+                                                         "error", "encoder")})  # fmt: skip
+                return
+            merge_manifest(_manifest_path(job.out), [row], MANIFEST_COLUMNS)
+        finally:
+            work.release()
+        status = row["status"]
+        if status == "done":
+            summary.done += 1
+            summary.n_patches += int(row["n_patches"])
+        elif status in ("skipped", "failed"):
+            setattr(summary, status, getattr(summary, status) + 1)
         else:
-            _tile_encode_write(path, stem, h5, job, summary, row, bar)
-    except (SurvpgcError, OSError, RuntimeError, ValueError) as exc:
-        row.update(status="failed", error=f"{type(exc).__name__}: {exc}")
-        summary.failed += 1
-        log.error("%s: %s", stem, exc)
-    row["seconds"] = round(time.perf_counter() - t0, 3)
-    return row
-
-
-def _tile_encode_write(
-    path: Path, stem: str, h5: Path, job: _ExtractJob, summary: ExtractSummary, row: dict[str, Any], bar: Any
-) -> None:
-    """Tissue grid of one slide, then (when it has patches) its features written to ``h5``."""
-    from survpgc.wsi.grid import SlidePatchDataset, tile_slide
-
-    grid = tile_slide(
-        path,
-        patch_size=job.patch_size,
-        target_magnification=job.magnification,
-        min_tissue_fraction=job.min_tissue,
-        segment_config=job.preset,
-        mpp_override=job.mpp_overrides,
-        mpp_fallback=job.mpp_fallback,
-        qc_path=(job.out / "qc" / f"{stem}.png") if job.qc else None,
-    ).grid
-    row.update(_mpp_columns(grid))
-    if grid.is_empty:
-        row.update(status=grid.status if grid.status != "ok" else "no_tissue")
-        summary.no_tissue += 1
-        log.warning("%s: no tissue patches (%s); no feature file written", stem, grid.status)
-        return
-    dataset = SlidePatchDataset(path, grid, transform=job.enc.transform)
-    feats = _encode_grid(job.enc, dataset, job.batch_size, job.workers, bar=bar, label=stem)
-    _write(h5, feats, grid, job.enc, job.float16, row["mpp_source"])
-    row.update(status="done", n_patches=int(grid.n_patches))
-    summary.done += 1
-    summary.n_patches += int(grid.n_patches)
+            summary.no_tissue += 1
+        summary.rows.append(row)
+        if self.bar is not None:
+            self.bar[0].advance(self.bar[1])
+        log.info("%s: %s (%d patches, %.1f s)", row["slide_id"], status, row["n_patches"], row["seconds"])
 
 
 def _progress(enabled: bool, total: int):
@@ -565,26 +919,6 @@ def _progress(enabled: bool, total: int):
     task = p.add_task("all slides", total=total)
     p.start()
     return p, task
-
-
-def _encode_grid(enc, dataset, batch_size: int, workers: int, *, bar=None, label: str = "") -> np.ndarray:
-    """Encode every patch of one slide; with a progress display, a per-slide bar counts the patches."""
-    import torch
-
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, num_workers=workers, shuffle=False, persistent_workers=False
-    )
-    task = bar[0].add_task(f"  {label[:26]}", total=len(dataset)) if bar is not None else None
-    parts = []
-    with torch.inference_mode():
-        for x in loader:
-            parts.append(enc.encode_tensor(x).float().cpu().numpy())
-            fault_point("encoder")
-            if task is not None:
-                bar[0].advance(task, len(x))
-    if task is not None:
-        bar[0].remove_task(task)
-    return np.concatenate(parts, axis=0)
 
 
 def _write(h5: Path, feats: np.ndarray, grid, enc, float16: bool, mpp_source: str = "") -> None:

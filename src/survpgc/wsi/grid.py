@@ -10,6 +10,9 @@ Public API::
         -> SlideTiling(grid, tissue)                     # open + segment + grid (+ QC PNGs) for one slide
     read_patches(slide, coords, grid) -> uint8 (n, patch_size, patch_size, 3)
     SlidePatchDataset(slide_path, grid, transform=None, *, return_coords=False, backend="auto")
+    batch_tasks(grid, batch_size, *, key=0, backend="auto") -> list[PatchBatchTask]
+    PatchBatchDataset(transform=None, *, max_open=4)     # item: a PatchBatchTask -> PatchBatch
+    reader_worker_init(worker_id)                          # DataLoader worker_init_fn (one OpenCV thread)
     DEFAULT_MIN_TISSUE_FRACTION
 
 Geometry.  The target resolution is ``target_mpp = 10 / target_magnification`` um/px (20x = 0.5 um/px).  A
@@ -35,12 +38,21 @@ no patch reached the threshold) or ``"too_small"`` (the slide is smaller than on
 Workers.  :class:`SlidePatchDataset` stores the slide path and the grid, opens the slide lazily in the
 process that reads (re-opening after a fork), and pickles without an open handle, so it works with
 ``DataLoader(num_workers=N)`` under fork and spawn.
+
+Batches across slides.  :class:`PatchBatchDataset` serves a pool of DataLoader workers that lives as long as a
+whole extraction: its items are :class:`PatchBatchTask` s (one batch of one slide: the slide path, the read plan
+and up to ``batch_size`` coordinates -- small, picklable), so a sampler can hand out the batches of one slide after
+another without restarting the workers. Each worker opens the slides it reads lazily, in its own process, and
+keeps the few most recent ones open; the batch is read, resized and transformed in the worker and comes back as a
+:class:`PatchBatch`. A slide whose tiles cannot be decoded gives a batch carrying the error message instead of
+raising, so the consumer can record that slide as failed and go on with the next.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,17 +62,22 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from survpgc.errors import InputError
-from survpgc.wsi.reader import Slide, magnification_to_mpp, open_slide
+from survpgc.wsi.reader import SLIDE_ERRORS, Slide, magnification_to_mpp, open_slide
 from survpgc.wsi.segment import SegmentConfig, TissueMask, patch_size_level0, segment_tissue
 
 __all__ = [
     "DEFAULT_MIN_TISSUE_FRACTION",
     "GRID_STATUSES",
+    "PatchBatch",
+    "PatchBatchDataset",
+    "PatchBatchTask",
     "PatchGrid",
     "SlidePatchDataset",
     "SlideTiling",
+    "batch_tasks",
     "make_patch_grid",
     "read_patches",
+    "reader_worker_init",
     "tile_slide",
 ]
 
@@ -319,14 +336,18 @@ def read_patches(slide: Slide, coords: np.ndarray, grid: PatchGrid) -> np.ndarra
     Returns uint8 ``(n, patch_size, patch_size, 3)`` RGB, read at ``grid.read_level`` and resized.
     Raises :class:`DataError` (naming slide and region) when the tiles cannot be decoded.
     """
+    return _read_regions(slide, coords, grid.read_level, grid.read_size, grid.patch_size)
+
+
+def _read_regions(slide: Slide, coords: np.ndarray, level: int, read_size: int, patch_size: int) -> np.ndarray:
     import cv2
 
     xy = np.asarray(coords, dtype=np.int64).reshape(-1, 2)
-    ps, rs = grid.patch_size, grid.read_size
+    ps, rs = int(patch_size), int(read_size)
     out = np.empty((xy.shape[0], ps, ps, 3), np.uint8)
     interp = cv2.INTER_AREA if rs > ps else cv2.INTER_CUBIC
     for i, (x, y) in enumerate(xy.tolist()):
-        img = slide.read_region((x, y), grid.read_level, (rs, rs))
+        img = slide.read_region((x, y), level, (rs, rs))
         if rs != ps:
             img = cv2.resize(img, (ps, ps), interpolation=interp)
         out[i] = img
@@ -394,5 +415,127 @@ class SlidePatchDataset(Dataset):
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_slide"] = None
+        state["_pid"] = None
+        return state
+
+
+@dataclass(frozen=True, eq=False)
+class PatchBatchTask:
+    """One batch of one slide's patches, as a DataLoader worker reads it (holds no open file; cheap to pickle).
+
+    ``key`` names the slide for the consumer (e.g. its position in a run) and ``index`` the batch within it; both
+    come back with the :class:`PatchBatch`. A task without coordinates reads nothing: it is a marker that lets a
+    consumer see, in order, a slide that has no patches to encode.
+    """
+
+    key: int
+    index: int
+    slide_path: str
+    coords: np.ndarray  #: (n, 2) int64 level-0 top-left corners
+    read_level: int = 0
+    read_size: int = 1
+    patch_size: int = 1
+    backend: str = "auto"
+
+    @property
+    def n_patches(self) -> int:
+        return int(self.coords.shape[0])
+
+
+class PatchBatch(NamedTuple):
+    """What :class:`PatchBatchDataset` gives for one task: the transformed images (the uint8 ``(n, H, W, 3)``
+    patches without a transform), or ``None`` with ``error`` saying why the slide could not be read."""
+
+    key: int
+    index: int
+    images: Any
+    error: str | None = None
+
+
+def batch_tasks(grid: PatchGrid, batch_size: int, *, key: int = 0, backend: str = "auto") -> list[PatchBatchTask]:
+    """The tasks reading ``grid``'s patches in order, ``batch_size`` at a time (the last batch may be smaller)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InputError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    return [
+        PatchBatchTask(
+            key=key,
+            index=j,
+            slide_path=str(grid.slide_path),
+            coords=np.ascontiguousarray(grid.coords[start : start + batch_size]),
+            read_level=grid.read_level,
+            read_size=grid.read_size,
+            patch_size=grid.patch_size,
+            backend=backend,
+        )
+        for j, start in enumerate(range(0, grid.n_patches, batch_size))
+    ]
+
+
+def reader_worker_init(worker_id: int) -> None:
+    """``worker_init_fn`` of reading workers: OpenCV on one thread (the workers are the parallelism)."""
+    try:
+        import cv2
+
+        cv2.setNumThreads(1)
+    except ImportError:  # pragma: no cover - cv2 is a dependency of the wsi extra
+        pass
+
+
+class PatchBatchDataset(Dataset):
+    """A map-style ``Dataset`` whose items are :class:`PatchBatchTask` s, for DataLoader workers that read the
+    batches of many slides (``DataLoader(ds, batch_size=None, sampler=<iterable of tasks>, ...)``).
+
+    Item ``task`` is a :class:`PatchBatch`: the task's patches read (``read_patches``), then
+    ``transform(uint8 (n, H, W, 3))`` -- a batch transform such as the encoders' ``PatchTransform`` -- or, without
+    a transform, the uint8 array as a tensor. Slides are opened lazily in the process that reads them (never a
+    handle inherited across a fork) and the ``max_open`` most recently used stay open. A slide that cannot be
+    opened or decoded gives ``PatchBatch(key, index, None, "DataError: ...")`` instead of raising.
+    """
+
+    def __init__(self, transform: Callable[[np.ndarray], Any] | None = None, *, max_open: int = 4) -> None:
+        self.transform = transform
+        self.max_open = max(1, int(max_open))
+        self._open_slides: OrderedDict[tuple[str, str], Slide] = OrderedDict()
+        self._pid: int | None = None
+
+    def _slide(self, path: str, backend: str) -> Slide:
+        pid = os.getpid()
+        if self._pid != pid:  # after a fork: the parent's handles are neither used nor closed here
+            self._open_slides = OrderedDict()
+            self._pid = pid
+        key = (path, backend)
+        slide = self._open_slides.get(key)
+        if slide is None:
+            slide = open_slide(path, backend=backend)
+            self._open_slides[key] = slide
+            while len(self._open_slides) > self.max_open:
+                self._open_slides.popitem(last=False)[1].close()
+        self._open_slides.move_to_end(key)
+        return slide
+
+    def __getitem__(self, task: PatchBatchTask) -> PatchBatch:
+        if task.n_patches == 0:
+            return PatchBatch(task.key, task.index, None, None)
+        try:
+            slide = self._slide(task.slide_path, task.backend)
+            images = _read_regions(slide, task.coords, task.read_level, task.read_size, task.patch_size)
+        except SLIDE_ERRORS as exc:
+            return PatchBatch(task.key, task.index, None, f"{type(exc).__name__}: {exc}")
+        import torch
+
+        out = self.transform(images) if self.transform is not None else torch.from_numpy(images)
+        return PatchBatch(task.key, task.index, out, None)
+
+    def close(self) -> None:
+        """Close the slides this process opened."""
+        if self._pid == os.getpid():
+            for slide in self._open_slides.values():
+                slide.close()
+        self._open_slides = OrderedDict()
+        self._pid = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_open_slides"] = OrderedDict()
         state["_pid"] = None
         return state

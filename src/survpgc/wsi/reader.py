@@ -55,11 +55,12 @@ from typing import Any
 import numpy as np
 
 from survpgc.data.slides import IMAGE_SUFFIXES, MAG_TIMES_MPP, slide_stem
-from survpgc.errors import ConfigError, DataError, InputError
+from survpgc.errors import ConfigError, DataError, InputError, SurvpgcError
 
 __all__ = [
     "BACKENDS",
     "MPP_RANGE",
+    "SLIDE_ERRORS",
     "Slide",
     "load_mpp_overrides",
     "magnification_to_mpp",
@@ -75,6 +76,9 @@ BACKENDS: tuple[str, ...] = ("openslide", "tiffslide", "image")
 MPP_RANGE: tuple[float, float] = (0.01, 50.0)
 
 _CHUNK = 4096  # level pixels per side read at once by read_downsampled
+
+#: Errors that make one slide unusable (a batch records the slide as failed and goes on); anything else is a bug.
+SLIDE_ERRORS: tuple[type[Exception], ...] = (SurvpgcError, OSError, RuntimeError, ValueError)
 
 
 def mpp_to_magnification(mpp: float) -> float:
