@@ -515,12 +515,13 @@ def collate_survival(batch: list[dict[str, Any]]) -> dict[str, Any]:
         d = dims.pop()
         lengths = [int(b.shape[0]) for b in bags]
         length = max(lengths)
-        x = torch.zeros((bsz, length, d), dtype=torch.float32)
+        x = torch.empty((bsz, length, d), dtype=torch.float32)  # each row written once: bag, then zero padding
         mask = torch.zeros((bsz, length), dtype=torch.bool)
         for i, (b, n) in enumerate(zip(bags, lengths, strict=True)):
             if n:
                 x[i, :n] = b
                 mask[i, :n] = batch[i][f"{key}_mask"]
+            x[i, n:] = 0
         out[key], out[f"{key}_mask"] = x, mask
         done |= {key, f"{key}_mask"}
         for extra, fill in _PAD_EXTRA.get(key, ()):
