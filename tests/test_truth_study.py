@@ -179,3 +179,16 @@ def test_reduced_study_meets_the_documented_floor(tmp_path):
     # a rerun resumes: nothing is retrained, the same tables come back
     again = truth_study(out, **REDUCED)
     pd.testing.assert_frame_equal(again["summary"], s)
+
+
+def test_model_shorthands_become_run_entries():
+    from survpgc.config import load_config
+    from survpgc.studies.truth import DEFAULT_MODELS, model_entry
+
+    assert model_entry("snn:genomic") == "{name: snn, params: {modality: genomic}}"
+    assert model_entry(" abmil ") == "abmil"
+    assert model_entry("{name: mlp, params: {modality: clinical}}") == "{name: mlp, params: {modality: clinical}}"
+    entries = [model_entry(m) for m in ("survpgc", "abmil", "coxph", "snn:genomic", "mlp:clinical")]
+    assert entries == list(DEFAULT_MODELS)  # the CLI's shorthand spells the defaults
+    cfg = load_config(None, [f"models=[{', '.join(entries)}]"])
+    assert [m.id for m in cfg.models] == ["survpgc", "abmil", "coxph", "snn:genomic", "mlp:clinical"]

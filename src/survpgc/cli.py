@@ -926,8 +926,8 @@ def study_truth_cmd(
     seed_list: str | None = typer.Option(None, "--seed-list", help="Exact seeds, comma-separated (re-create a study)."),
     n_patients: int = typer.Option(110, "--n-patients", help="Patients per synthetic cohort."),
     models: str | None = typer.Option(
-        None, "--models", help="Models, ';'-separated YAML items (default: survpgc; abmil; coxph; snn:genomic; "
-        "mlp:clinical)."
+        None, "--models", help="Models, ';'-separated: names, name:modality shorthands or YAML items (default: "
+        "survpgc; abmil; coxph; snn:genomic; mlp:clinical)."
     ),
     synth: list[str] | None = typer.Option(
         None, "--synth", help="Generator setting key=value (repeatable), e.g. censoring=[0.3,0.5] or "

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import secrets
 import shutil
 from collections.abc import Mapping, Sequence
@@ -42,6 +43,7 @@ __all__ = [
     "DEFAULT_MODELS",
     "DEVELOPMENT_SEEDS",
     "draw_seeds",
+    "model_entry",
     "parse_synth_settings",
     "summarise_study",
     "truth_study",
@@ -65,6 +67,17 @@ DEFAULT_MODELS = (
 )
 
 SEED_RANGE = (1_000, 2**31 - 1)
+_SHORTHAND = re.compile(r"([A-Za-z_][\w]*):([A-Za-z_]+)")
+
+
+def model_entry(item: str) -> str:
+    """A ``models`` entry of the study: a YAML flow item as in ``models=[...]``, or the shorthand
+    ``name:modality`` of a run's model id (``snn:genomic`` -> ``{name: snn, params: {modality: genomic}}``)."""
+    item = item.strip()
+    m = _SHORTHAND.fullmatch(item)
+    return f"{{name: {m.group(1)}, params: {{modality: {m.group(2)}}}}}" if m else item
+
+
 PERMUTED = ("clinical", "genomic")
 CLINICAL_COLUMNS = ("age", "sex", "race", "stage", "stage_edition", "subtype")
 
@@ -167,7 +180,8 @@ def truth_study(
     Args:
         seeds: how many seeds to draw at run time, or the exact seeds (to re-create a recorded study).
         n_patients: patients per synthetic cohort.
-        models: the run's ``models`` entries (YAML flow items, as in ``models=[...]``).
+        models: the run's ``models`` entries (YAML flow items, as in ``models=[...]``, or ``name:modality``
+            shorthands such as ``snn:genomic``; see :func:`model_entry`).
         overrides: more ``key=value`` config overrides (the recipe; the default is the config's default).
         synth: keyword arguments of :func:`~survpgc.synth.generate_synthetic_cohort` (censoring, slide size,
             planted fraction, signal, noise ...); recorded.
@@ -191,7 +205,7 @@ def truth_study(
     settings = {
         "seeds": chosen,
         "n_patients": int(n_patients),
-        "models": list(models),
+        "models": [model_entry(m) for m in models],
         "overrides": list(overrides),
         "synth": json.loads(json.dumps(dict(synth or {}))),  # as recorded: tuples become lists
         "permute": bool(permute),
