@@ -407,3 +407,21 @@ def test_run_with_a_store_matches_the_run_without(tmp_path):
     with pytest.raises(DataError, match="not in the feature store"):
         run_cv(load_config(None, [*base, f"data.store={tmp_path / 'small'}"]), tmp_path / "c")
     assert not (tmp_path / "c" / "predictions.csv").exists()
+
+
+def test_store_cli_builds_reports_and_refuses(tmp_path):
+    from typer.testing import CliRunner
+
+    from survpgc.cli import app
+
+    runner = CliRunner()
+    _, feats = _cohort_dir(tmp_path)
+    r = runner.invoke(app, ["store", "build", "--features", str(feats), "--out", str(tmp_path / "s")])
+    assert r.exit_code == 0, r.output
+    assert "9 files, 231 patches x 8 float16" in r.output and f"data.store={tmp_path / 's'}" in r.output
+    r = runner.invoke(app, ["store", "build", "--features", str(feats), "--out", str(tmp_path / "s")])
+    assert r.exit_code == 0 and "is up to date" in r.output
+    r = runner.invoke(app, ["store", "info", str(tmp_path / "s")])
+    assert r.exit_code == 0 and '"encoder": "toy"' in r.output and str(feats) in r.output
+    r = runner.invoke(app, ["store", "build", "--features", str(feats), "--out", str(tmp_path / "t"), "--dtype", "x"])
+    assert isinstance(r.exception, InputError) and "--dtype" in str(r.exception)
