@@ -12,7 +12,6 @@ Public API::
     SlidePatchDataset(slide_path, grid, transform=None, *, return_coords=False, backend="auto")
     batch_tasks(grid, batch_size, *, key=0, backend="auto") -> list[PatchBatchTask]
     PatchBatchDataset(transform=None, *, max_open=4)     # item: a PatchBatchTask -> PatchBatch
-    reader_worker_init(worker_id)                          # DataLoader worker_init_fn (one OpenCV thread)
     DEFAULT_MIN_TISSUE_FRACTION
 
 Geometry.  The target resolution is ``target_mpp = 10 / target_magnification`` um/px (20x = 0.5 um/px).  A
@@ -77,7 +76,6 @@ __all__ = [
     "batch_tasks",
     "make_patch_grid",
     "read_patches",
-    "reader_worker_init",
     "tile_slide",
 ]
 
@@ -471,16 +469,6 @@ def batch_tasks(grid: PatchGrid, batch_size: int, *, key: int = 0, backend: str 
     ]
 
 
-def reader_worker_init(worker_id: int) -> None:
-    """``worker_init_fn`` of reading workers: OpenCV on one thread (the workers are the parallelism)."""
-    try:
-        import cv2
-
-        cv2.setNumThreads(1)
-    except ImportError:  # pragma: no cover - cv2 is a dependency of the wsi extra
-        pass
-
-
 class PatchBatchDataset(Dataset):
     """A map-style ``Dataset`` whose items are :class:`PatchBatchTask` s, for DataLoader workers that read the
     batches of many slides (``DataLoader(ds, batch_size=None, sampler=<iterable of tasks>, ...)``).
@@ -490,6 +478,9 @@ class PatchBatchDataset(Dataset):
     a transform, the uint8 array as a tensor. Slides are opened lazily in the process that reads them (never a
     handle inherited across a fork) and the ``max_open`` most recently used stay open. A slide that cannot be
     opened or decoded gives ``PatchBatch(key, index, None, "DataError: ...")`` instead of raising.
+
+    Workers leave OpenCV's thread settings alone: ``cv2.setNumThreads`` in a process forked from one whose OpenCV
+    thread pool has run hangs (OpenCV 5.0, measured), so no worker init function may call it.
     """
 
     def __init__(self, transform: Callable[[np.ndarray], Any] | None = None, *, max_open: int = 4) -> None:
