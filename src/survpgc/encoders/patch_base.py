@@ -73,17 +73,20 @@ class _CompiledForward:
         n = int(x.shape[0])
         xp = x
         if self.pad_to is not None and n < self.pad_to:
-            xp = torch.cat([x, x.new_zeros((self.pad_to - n, *x.shape[1:]))])
-            if x.ndim == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
-                xp = xp.contiguous(memory_format=torch.channels_last)
+            # an input like the full batches (memory format, inference tensor or not), so the graph is reused
+            with torch.inference_mode(x.is_inference()):
+                xp = torch.cat([x, x.new_zeros((self.pad_to - n, *x.shape[1:]))])
+                if x.ndim == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+                    xp = xp.contiguous(memory_format=torch.channels_last)
         try:
             out = self.fn(xp)
         except Exception as exc:
             if self.ok and not _is_compiler_error(exc):
                 raise
             self.failed = True
+            why = " ".join(str(exc).split("Set TORCHDYNAMO_VERBOSE")[0].split())[:300]  # one line
             msg = (
-                f"patch encoder {self.name!r}: torch.compile failed ({type(exc).__name__}: {str(exc)[:300]}); "
+                f"patch encoder {self.name!r}: torch.compile failed ({type(exc).__name__}: {why}); "
                 "running it eagerly (uncompiled) instead"
             )
             log.warning(msg)
