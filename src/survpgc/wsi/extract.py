@@ -1,11 +1,21 @@
 """Feature extraction: slides in, one CLAM/TRIDENT ``.h5`` per slide out -- resumable, atomic, shareable.
 
-Per slide: tissue segmentation and patch grid (:func:`survpgc.wsi.grid.tile_slide`), patches read by
-DataLoader workers (:class:`~survpgc.wsi.grid.SlidePatchDataset`, with the encoder's transform), batched
-inference under ``torch.inference_mode`` with the encoder's precision (bf16 autocast on capable CPUs,
-fp16/bf16 on GPUs), and an atomic write of ``<out>/<slide stem>.h5`` with datasets ``features``,
-``coords`` and the geometry and encoder attributes (:func:`survpgc.data.features.write_feature_file`).
-A QC thumbnail goes to ``<out>/qc/<slide stem>.png``.
+Per slide: tissue segmentation and patch grid (:func:`survpgc.wsi.grid.tile_slide`), patches read, resized and
+transformed by DataLoader workers, batched inference under ``torch.inference_mode`` with the encoder's precision
+(bf16 autocast on capable CPUs, fp16/bf16 on GPUs; channels-last for convolutional encoders; optionally
+``torch.compile``), and an atomic write of ``<out>/<slide stem>.h5`` with datasets ``features``, ``coords`` and
+the geometry and encoder attributes (:func:`survpgc.data.features.write_feature_file`). A QC thumbnail goes to
+``<out>/qc/<slide stem>.png``.
+
+The data path is a pipeline over all of this process's slides, so the encoder never waits for one slide's
+bookkeeping: a *planner* thread claims and tiles the next slide while the current one encodes; one DataLoader
+(its ``workers`` processes started once, not per slide) reads the batches of slide after slide
+(:class:`~survpgc.wsi.grid.PatchBatchDataset`: each worker opens the slides itself, never a handle inherited
+across a fork), into pinned memory when the encoder is on CUDA (copied with ``non_blocking``, features kept on
+the device until the slide is written); the main thread encodes; a *writer* thread writes each finished slide's
+``.h5`` and manifest row behind a bounded queue while the next slide encodes. Batches are the same whatever the
+parallelism (``batch_size`` patches of one slide, in grid order), so features are bit-identical for any
+``workers`` and with or without ``overlap``.
 
 * One folder, one set of settings: ``<out>/extraction.json`` records the encoder (and its weight
   fingerprint), feature dim, patch size, magnification, segmentation preset, min tissue and float16; it is
@@ -14,7 +24,8 @@ A QC thumbnail goes to ``<out>/qc/<slide stem>.png``.
 * Resumable: a finished ``.h5`` (written under a temporary name, renamed when complete) is skipped on rerun;
   partial outputs never exist under the final name, so they are redone, and the temporaries a killed run
   left are swept when the slide is next claimed. Ctrl-C raises :class:`~survpgc.errors.Interrupted` saying
-  how many slides were finished and that rerunning the same command resumes.
+  how many slides were finished and that rerunning the same command resumes: slides already encoded are still
+  written, slides planned ahead are released unwritten.
 * One bad slide never stops the batch: its error is recorded in the manifest and the others go on; the
   summary says how many failed (the CLI exits non-zero then).
 * ``manifest.csv`` records per slide: status (done / skipped / no_tissue / failed), n_patches, seconds,
@@ -738,11 +749,9 @@ def _loader(source: _TaskSource, job: _ExtractJob) -> Any:
     slide after slide; pinned memory when the encoder runs on CUDA (copied with non_blocking)."""
     import torch
 
-    from survpgc.wsi.grid import PatchBatchDataset, reader_worker_init
+    from survpgc.wsi.grid import PatchBatchDataset
 
-    extra: dict[str, Any] = {}
-    if job.workers > 0:
-        extra = {"worker_init_fn": reader_worker_init, "prefetch_factor": job.prefetch}
+    extra: dict[str, Any] = {"prefetch_factor": job.prefetch} if job.workers > 0 else {}
     return torch.utils.data.DataLoader(
         PatchBatchDataset(transform=job.enc.transform),
         batch_size=None,
