@@ -212,6 +212,11 @@ def _to_rgb(arr: np.ndarray, background: tuple[int, int, int]) -> np.ndarray:
     if a.ndim == 2:
         a = a[:, :, None]
     c = a.shape[2]
+    if c == 4 and a.flags.c_contiguous:  # openslide's RGBA: OpenCV drops an opaque alpha ~25x faster than numpy
+        import cv2
+
+        if cv2.minMaxLoc(cv2.extractChannel(a, 3))[0] == 255:
+            return cv2.cvtColor(a, cv2.COLOR_RGBA2RGB)
     if c in (2, 4):
         alpha = a[:, :, -1]
         color = a[:, :, :-1]
