@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 
 from survpgc.encoders.patch_base import PatchEncoder
 from survpgc.encoders.transforms import PatchTransform
-from survpgc.errors import DataError, InputError, Interrupted
+from survpgc.errors import ConfigError, DataError, InputError, Interrupted
 from survpgc.locks import claim
 from survpgc.wsi.extract import extract_features
 from survpgc.wsi.grid import PatchBatchDataset, PatchBatchTask, batch_tasks, read_patches, tile_slide
@@ -87,18 +87,18 @@ def test_features_are_bit_identical_for_any_workers_and_overlap(tmp_path, slides
     first = extract_features(slides, ref, encoder=enc, patch_size=128, batch_size=7, workers=0, overlap=False)
     assert first.done == 3 and first.n_patches > 3 * 7  # several batches per slide, the last one shorter
     names = sorted(p.name for p in ref.glob("*.h5"))
-    for workers, overlap, prefetch in ((0, True, 2), (1, False, 2), (2, True, 1), (2, True, 3)):
-        out = tmp_path / f"w{workers}-{overlap}-{prefetch}"
-        res = extract_features(
-            slides, out, encoder=enc, patch_size=128, batch_size=7, workers=workers, overlap=overlap, prefetch=prefetch
-        )
+    for workers, overlap, prefetch, where in ((0, True, 2, "auto"), (1, False, 2, "workers"), (2, True, 1, "auto"),
+                                              (2, True, 3, "device"), (0, False, 2, "device")):  # fmt: skip
+        out = tmp_path / f"w{workers}-{overlap}-{prefetch}-{where}"
+        res = extract_features(slides, out, encoder=enc, patch_size=128, batch_size=7, workers=workers,
+                               overlap=overlap, prefetch=prefetch, transform_on=where)  # fmt: skip
         assert (res.done, res.n_patches) == (3, first.n_patches)
         assert [r["slide_id"] for r in res.rows] == ["s0", "s1", "s2"]  # rows in slide order
         assert sorted(p.name for p in out.glob("*.h5")) == names
         for name in names:
             fa, ca = _h5(ref / name)
             fb, cb = _h5(out / name)
-            assert np.array_equal(fa, fb), (workers, overlap, prefetch, name)
+            assert np.array_equal(fa, fb), (workers, overlap, prefetch, where, name)
             assert np.array_equal(ca, cb)
         pd.testing.assert_frame_equal(_manifest(ref).drop(columns=["path"]), _manifest(out).drop(columns=["path"]))
         assert not _tmp_files(out)
@@ -117,6 +117,21 @@ def test_features_equal_those_of_the_encoder_on_read_patches(tmp_path, slides):
         [enc.encode_tensor(enc.transform(patches[i : i + 5])).numpy() for i in range(0, len(patches), 5)]
     )
     assert np.array_equal(coords, grid.coords) and np.array_equal(feats, direct)
+
+
+def test_tiffslide_reader_in_the_workers(tmp_path, slides):
+    """``backend="tiffslide"`` (faster on SVS/TIFF) reads the same grid; its decoder gives the same pixels here."""
+    enc = tiny_encoder()
+    a = extract_features(slides, tmp_path / "a", encoder=enc, patch_size=128, batch_size=8)
+    b = extract_features(
+        slides, tmp_path / "b", encoder=enc, patch_size=128, batch_size=8, workers=1, backend="tiffslide"
+    )
+    assert a.done == b.done == 3 and a.n_patches == b.n_patches
+    for name in ("s0.h5", "s1.h5", "s2.h5"):
+        fa, ca = _h5(tmp_path / "a" / name)
+        fb, cb = _h5(tmp_path / "b" / name)
+        assert np.array_equal(ca, cb)
+        np.testing.assert_allclose(fa, fb, rtol=0, atol=0.05)  # decoders may differ by a grey level or two
 
 
 # ======================================================================== one bad slide never stops the batch
@@ -238,7 +253,35 @@ def test_counts_are_checked_before_the_folder_is_made(tmp_path, slides):
     for kw in ({"workers": -1}, {"batch_size": 0}, {"prefetch": 0}, {"workers": 1.5}):
         with pytest.raises(InputError, match="must be an integer"):
             extract_features(slides, tmp_path / "o", encoder=tiny_encoder(), **kw)
+    with pytest.raises(InputError, match="transform_on must be"):
+        extract_features(slides, tmp_path / "o", encoder=tiny_encoder(), transform_on="gpu")
+    with pytest.raises(ConfigError, match="unknown slide backend 'pillow'"):
+        extract_features(slides, tmp_path / "o", encoder=tiny_encoder(), backend="pillow")
     assert not (tmp_path / "o").exists()
+
+
+def _transform_as_before(tf: PatchTransform, images: np.ndarray) -> torch.Tensor:
+    """The transform as it was written before issue 16: resize the channels-last view, normalise out of place."""
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).to(torch.float32).div_(255.0)
+    size = (tf.input_size, tf.input_size)
+    if tf.interpolation == "nearest":
+        x = torch.nn.functional.interpolate(x, size=size, mode="nearest")
+    else:
+        x = torch.nn.functional.interpolate(x, size=size, mode=tf.interpolation, antialias=True, align_corners=False)
+        if tf.interpolation == "bicubic":
+            x = x.clamp_(0.0, 1.0)
+    mean = torch.tensor(tf.mean).view(1, 3, 1, 1)
+    return ((x - mean) / torch.tensor(tf.std).view(1, 3, 1, 1)).contiguous()
+
+
+@pytest.mark.parametrize("interpolation", ["bilinear", "bicubic", "nearest"])
+def test_faster_transform_gives_the_same_values_bit_for_bit(interpolation):
+    rng = np.random.default_rng(3)
+    tf = PatchTransform(224, interpolation=interpolation)
+    for shape in ((4, 256, 256, 3), (3, 200, 200, 3), (2, 512, 512, 3)):
+        images = rng.integers(0, 256, shape, dtype=np.uint8)
+        got = tf(images)
+        assert got.is_contiguous() and torch.equal(got, _transform_as_before(tf, images)), shape
 
 
 # ======================================================================== torch.compile
@@ -306,6 +349,8 @@ def test_cli_extract_has_compile_and_passes_it(tmp_path, monkeypatch):
     r = CliRunner().invoke(app, ["extract", "--slides", str(tmp_path), "--out", str(tmp_path / "o"), "--compile",
                                  "--workers", "3"])  # fmt: skip
     assert r.exit_code == 0, r.output
-    assert seen["compile"] is True and seen["workers"] == 3
-    r = CliRunner().invoke(app, ["extract", "--slides", str(tmp_path), "--out", str(tmp_path / "o")])
-    assert seen["compile"] is False
+    assert seen["compile"] is True and seen["workers"] == 3 and seen["transform_on"] == "auto"
+    r = CliRunner().invoke(app, ["extract", "--slides", str(tmp_path), "--out", str(tmp_path / "o"),
+                                 "--transform-on", "device"])  # fmt: skip
+    assert r.exit_code == 0 and seen["compile"] is False and seen["transform_on"] == "device"
+    assert seen["backend"] == "auto"

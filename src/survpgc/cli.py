@@ -667,6 +667,14 @@ def extract_cmd(
     compile_encoder: bool = typer.Option(
         False, "--compile", help="Run the encoder through torch.compile (eager again, with a warning, if it fails)."
     ),
+    transform_on: str = typer.Option(
+        "auto", "--transform-on", help="Where patches are resized/normalised: auto (GPU on CUDA) | workers | device."
+    ),
+    reader: str = typer.Option(
+        "auto",
+        "--reader",
+        help="Slide reader: auto (openslide, then tiffslide) | openslide | tiffslide (faster on SVS).",
+    ),
     shard: str | None = typer.Option(None, help="i/n: this process's share of the slides (default: torchrun)."),
     mpp: float | None = typer.Option(None, help="Microns per pixel for slides whose metadata lacks it."),
     mpp_override: float | None = typer.Option(
@@ -700,6 +708,8 @@ def extract_cmd(
         float16=float16,
         progress=sys.stderr.isatty(),
         compile=compile_encoder,
+        transform_on=transform_on,
+        backend=reader,
     )
     typer.echo(res.describe())
     typer.echo(f"manifest: {res.manifest}")
