@@ -217,6 +217,13 @@ def test_ctrl_c_writes_what_was_encoded_and_releases_the_rest(tmp_path, workers)
     assert (res.skipped, res.done) == (2, 2)
 
 
+def test_progress_display_with_workers(tmp_path, slides):
+    """The progress display (a thread of rich's) and the writer start after the workers are forked."""
+    res = extract_features(slides, tmp_path / "o", encoder=tiny_encoder(), patch_size=128, batch_size=8, workers=2,
+                           progress=True)  # fmt: skip
+    assert res.done == 3 and res.n_patches > 0
+
+
 # ======================================================================== the reading dataset
 def test_patch_batch_dataset_reads_in_workers_and_never_opens_in_the_parent(slides):
     paths = sorted(slides.iterdir())

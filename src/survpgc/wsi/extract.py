@@ -510,15 +510,18 @@ def _extract_all(
     process holds is left to it), read by the DataLoader workers, encoded here, written by the writer with its
     manifest row. On any exit, slides planned but not encoded are released and what was encoded is written."""
     t_all = time.perf_counter()
-    bar = _progress(progress, len(mine))
     planner = _Planner(mine, job, settings, legacy)
     source = _TaskSource(planner)
-    writer = _Writer(job, summary, bar)
     loader = _loader(source, job)
-    batches = None
+    batches = bar = writer = None
     _use_device(job.enc.device)  # the pin-memory thread pins for the current device: make it ours (not GPU 0)
     try:
-        batches = iter(loader)  # forks the workers (before any thread of ours starts: the planner starts on demand)
+        # the workers are forked first, while no thread of ours runs (a lock held by a thread at the fork -- the
+        # progress display's console, a log handler -- would stay locked in the workers): the planner thread starts
+        # when the loader first asks for tasks, after the fork; the progress display and the writer after that
+        batches = iter(loader)
+        bar = _progress(progress, len(mine))
+        writer = _Writer(job, summary, bar)
         writer.start()
         _encode_stream(batches, source, job, writer, bar)
         writer.close()
@@ -528,7 +531,8 @@ def _extract_all(
         if batches is not None and hasattr(batches, "_shutdown_workers"):
             batches._shutdown_workers()
         loader.dataset.close()
-        writer.close(raise_error=False)  # slides already encoded are still written (Ctrl-C keeps finished work)
+        if writer is not None:
+            writer.close(raise_error=False)  # slides already encoded are still written (Ctrl-C keeps finished work)
         if bar is not None:
             bar[0].stop()
         summary.seconds = time.perf_counter() - t_all
