@@ -142,18 +142,17 @@ def survpgc_model(dim: int):
 
 
 def stepper(model):
-    from survpgc.survival.losses import nll_survival_loss
+    """One fp32 optimisation step of the training loop itself (:func:`survpgc.train.loop.train_step`)."""
+    from survpgc.config import TrainConfig
     from survpgc.train._alloc import keep_large_allocations
+    from survpgc.train.loop import train_step
 
     keep_large_allocations()
     opt = torch.optim.RAdam(model.parameters(), lr=5e-4, weight_decay=1e-3)
+    cfg, cpu = TrainConfig(device="cpu", precision="fp32"), torch.device("cpu")
 
     def step(batch) -> None:
-        out = model(batch)
-        loss = nll_survival_loss(out.logits.float(), batch["bin"], batch["event"])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        train_step(model, batch, opt, cfg, device=cpu, precision="fp32")
 
     return step
 
