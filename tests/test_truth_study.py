@@ -192,3 +192,23 @@ def test_model_shorthands_become_run_entries():
     assert entries == list(DEFAULT_MODELS)  # the CLI's shorthand spells the defaults
     cfg = load_config(None, [f"models=[{', '.join(entries)}]"])
     assert [m.id for m in cfg.models] == ["survpgc", "abmil", "coxph", "snn:genomic", "mlp:clinical"]
+
+
+def test_summary_of_a_study_without_localisation(tmp_path, monkeypatch):
+    """--no-localise writes an empty localisation table per seed: the summary has the C-index and no scores."""
+    from survpgc.studies import truth
+
+    out = tmp_path / "s"
+    out.mkdir()
+    (out / "study.json").write_text(json.dumps({"seeds": [5000, 5001], "n_patients": 10, "overrides": [],
+                                                "synth": {}}))  # fmt: skip
+    for seed in (5000, 5001):
+        f = out / f"seed{seed}"
+        f.mkdir()
+        pd.DataFrame().to_csv(f / "localisation.csv", index=False)  # what the study writes without localisation
+    monkeypatch.setattr(truth, "_seed_cindex", lambda run: pd.DataFrame({"model": ["survpgc"], "cindex": [0.6]}))
+    tables = summarise_study(out)
+    assert tables["localisation"].empty and len(tables["cindex"]) == 2
+    s = tables["summary"].set_index(["table", "what"])
+    assert s.loc[("cindex", "C-index (test folds)"), "mean"] == pytest.approx(0.6)
+    assert "2 of 2 seeds finished" in (out / "summary.md").read_text()

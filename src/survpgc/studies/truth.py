@@ -368,11 +368,13 @@ def summarise_study(out: str | Path) -> dict[str, pd.DataFrame]:
         if not (folder / "localisation.csv").is_file():
             continue
         cidx.append(_seed_cindex(folder / "run").assign(seed=seed))
-        t = pd.read_csv(folder / "localisation.csv")
+        t = _read_table(folder / "localisation.csv")
         if not t.empty:
             loc.append(_localisation_by_score(t).assign(seed=seed))
         if (folder / "ig_shares.csv").is_file():
-            s = pd.read_csv(folder / "ig_shares.csv")
+            s = _read_table(folder / "ig_shares.csv")
+            if s.empty:
+                continue
             cols = [c for c in s.columns if c.startswith("path:")]
             ig.append(s.groupby("condition")[cols].mean().reset_index().assign(seed=seed))
     tables = {
@@ -388,6 +390,15 @@ def summarise_study(out: str | Path) -> dict[str, pd.DataFrame]:
     atomic_write_text(out / "summary.md", _markdown(record, tables, summary))
     tables["summary"] = summary
     return tables
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    """A seed's table; an empty one (``--no-localise`` writes a localisation table without rows or columns) is an
+    empty frame."""
+    try:
+        return pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame()
 
 
 def _localisation_by_score(t: pd.DataFrame) -> pd.DataFrame:
@@ -419,18 +430,18 @@ def _seed_cindex(run: Path) -> pd.DataFrame:
 def _summary_rows(tables: dict[str, pd.DataFrame]) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     c = tables["cindex"]
-    for model, g in c.groupby("model", sort=False):
+    for model, g in c.groupby("model", sort=False) if not c.empty else []:
         m, s, n = _mean_sd(g["cindex"])
         rows.append(
             {"table": "cindex", "model": model, "what": "C-index (test folds)", "mean": m, "sd": s, "n_seeds": n}
         )
     loc = tables["localisation"]
-    for (model, path, score), g in loc.groupby(["model", "path", "score"], sort=False):
+    for (model, path, score), g in loc.groupby(["model", "path", "score"], sort=False) if not loc.empty else []:
         m, s, n = _mean_sd(g["auroc"])
         rows.append({"table": "localisation", "model": model, "what": f"{path} {score.removeprefix('auroc_')}",
                      "mean": m, "sd": s, "n_seeds": n})  # fmt: skip
     ig = tables["ig_shares"]
-    for cond, g in ig.groupby("condition", sort=False):
+    for cond, g in ig.groupby("condition", sort=False) if not ig.empty else []:
         for col in [x for x in g.columns if x.startswith("path:")]:
             m, s, n = _mean_sd(g[col])
             rows.append({"table": "ig_shares", "model": "survpgc", "what": f"{col.removeprefix('path:')} share, {cond}",
