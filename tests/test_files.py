@@ -39,8 +39,12 @@ def test_resolve_device_rule(monkeypatch):
     with pytest.raises(InputError, match="invalid device"):
         resolve_device("gpu-please")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setenv("LOCAL_RANK", "1")
     assert resolve_device("auto") == torch.device("cuda:1")  # torchrun's local rank picks the GPU
+    monkeypatch.setenv("LOCAL_RANK", "2")
+    with pytest.raises(InputError, match="2 GPU"):  # a rank beyond the visible GPUs is an error, not a fallback
+        resolve_device("auto")
 
 
 def test_atomic_write_respects_the_umask(tmp_path):
