@@ -166,17 +166,8 @@ def main() -> None:
         print(f"(a) read + segment + patch + transform: {n} patches in {ta:.2f} s = {n / ta:7.1f} patches/s")
 
         # (b) encoder forward alone
-        x = torch.randn(bs, 3, enc.input_size, enc.input_size, device=enc.device)
-        enc.encode_tensor(x)  # warm-up
-        sync(enc.device)
-        reps = max(1, -(-n // bs))
-        t0 = time.perf_counter()
-        for _ in range(reps):
-            enc.encode_tensor(x)
-        sync(enc.device)
-        tb = time.perf_counter() - t0
-        rb = reps * bs / tb
-        print(f"(b) encoder forward alone:              {reps * bs} patches in {tb:.2f} s = {rb:7.1f} patches/s")
+        rb = encoder_rate(enc, bs, n)
+        print(f"(b) encoder forward alone:              {rb:7.1f} patches/s")
 
         # (c) end to end
         t0 = time.perf_counter()
