@@ -7,6 +7,7 @@ import importlib.util
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,8 @@ def _module():
 @pytest.mark.slow  # the whole check at small sizes: slides, extraction, step timing, three fits, two CV runs
 def test_cpu_smoke_run_passes_and_reports_every_section(tmp_path):
     out = tmp_path / "gpu_check.json"
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    # this interpreter: CI keeps its environment outside the clone, where the script's .venv default is absent
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHON=sys.executable)
     proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), "--device", "cpu", "--json", str(out)],
                           capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
