@@ -8,13 +8,25 @@ an ordinary ``open(path, "w")`` would give it (0666 minus the umask), not the te
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "safe_name", "same_setting", "umask"]
+from survpgc.errors import DataError
+
+__all__ = [
+    "atomic_write",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "read_settings",
+    "safe_name",
+    "same_setting",
+    "umask",
+]
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], object]) -> Path:
@@ -74,3 +86,20 @@ def same_setting(a: object, b: object) -> bool:
     if isinstance(a, list | tuple) and isinstance(b, list | tuple):
         return len(a) == len(b) and all(same_setting(x, y) for x, y in zip(a, b, strict=True))
     return a == b
+
+
+def read_settings(folder: Path, name: str) -> dict[str, Any] | None:
+    """The settings record ``folder/name``, or None when the folder has none."""
+    p = folder / name
+    if not p.is_file():
+        return None
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DataError(
+            f"{p}: the settings record of this folder is not valid JSON ({exc}); it says how the files beside it "
+            "were made -- restore it, or write to another --out folder"
+        ) from None
+    if not isinstance(data, dict):
+        raise DataError(f"{p}: the settings record of this folder is not a JSON object; write to another --out folder")
+    return data

@@ -46,7 +46,7 @@ import numpy as np
 
 from survpgc.errors import DataError, InputError
 from survpgc.faults import fault_point
-from survpgc.files import atomic_write_text, same_setting
+from survpgc.files import atomic_write_text, read_settings, same_setting
 from survpgc.locks import folder_lock, output_dir, sweep_temporaries
 
 __all__ = [
@@ -78,8 +78,6 @@ FEATURE_SETTINGS: tuple[str, ...] = (
 
 #: The record that makes a folder a store (written last).
 STORE_RECORD = "store.json"
-#: The settings record of a feature folder written by ``survpgc extract`` (``survpgc.wsi.outputs.EXTRACTION_RECORD``).
-EXTRACTION_RECORD = "extraction.json"
 _FORMAT = "survpgc-feature-store"
 _VERSION = 1
 _FEATURES, _COORDS, _SLIDES = "features.npy", "coords.npy", "slides.csv"
@@ -454,17 +452,16 @@ def _plan_key(plan: list[dict[str, Any]], dtype: str, dim: int) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+#: The settings record of a feature folder written by ``survpgc extract`` (``survpgc.wsi.outputs.EXTRACTION_RECORD``).
+EXTRACTION_RECORD = "extraction.json"
+
+
 def _check_record(folder: Path, settings: Mapping[str, Any]) -> dict[str, Any] | None:
     """The folder's extraction record, refused when it disagrees with its files."""
-    p = folder / EXTRACTION_RECORD
-    if not p.is_file():
+    record = read_settings(folder, EXTRACTION_RECORD)
+    if record is None:
         return None
-    try:
-        record = json.loads(p.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise DataError(f"{p}: the settings record of the feature folder is not valid JSON ({exc})") from None
-    if not isinstance(record, dict):
-        raise DataError(f"{p}: the settings record of the feature folder is not a JSON object")
+    p = folder / EXTRACTION_RECORD
     for rkey, fkey in _RECORD_VS_FILES:
         if record.get(rkey) is not None and fkey in settings and not same_setting(record[rkey], settings[fkey]):
             raise DataError(

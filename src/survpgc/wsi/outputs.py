@@ -29,7 +29,7 @@ import pandas as pd
 
 from survpgc.errors import ConfigError, DataError
 from survpgc.faults import fault_point
-from survpgc.files import atomic_write, atomic_write_text, same_setting
+from survpgc.files import atomic_write, atomic_write_text, read_settings, same_setting
 from survpgc.locks import folder_lock, sweep_temporaries
 
 __all__ = [
@@ -50,23 +50,6 @@ SEGMENTATION_RECORD = "segmentation.json"
 LOCK_WAIT = 120.0
 #: Keys that only describe the record (never compared).
 _INFO_KEYS = ("survpgc_version", "created", "kind")
-
-
-def read_settings(folder: Path, name: str) -> dict[str, Any] | None:
-    """The settings record ``folder/name``, or None when the folder has none."""
-    p = folder / name
-    if not p.is_file():
-        return None
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise DataError(
-            f"{p}: the settings record of this folder is not valid JSON ({exc}); it says how the files beside it "
-            "were made -- restore it, or write to another --out folder"
-        ) from None
-    if not isinstance(data, dict):
-        raise DataError(f"{p}: the settings record of this folder is not a JSON object; write to another --out folder")
-    return data
 
 
 def _conflicts(folder: Mapping[str, Any], requested: Mapping[str, Any]) -> list[str]:
