@@ -91,18 +91,21 @@ def calibration_columns(edges, surv, t_obs, e_obs) -> dict[str, float]:
     return out
 
 
+def overrides(train_dir: Path, root: Path, model: str, seed: int, args, *, init: bool) -> list[str]:
+    """The config of one model on one training cohort: the bundle's and the CV run's common part."""
+    return [f"cohort.source={train_dir}", f"pathology.feature_dir={root / f'feat_{train_dir.name}'}",
+            f"models=[{MODELS[model]}]", "train.device=cpu", f"train.batch_size={args.batch_size}",
+            f"train.init_hazard_bias={'true' if init else 'false'}", f"seed={seed}"]  # fmt: skip
+
+
 def cv_estimate(train_dir: Path, root: Path, model: str, seed: int, args) -> dict[str, float]:
     """K-fold nested CV of ``model`` on the training cohort (init on, the run's other settings as the bundle's):
     mean test C over folds and the oracle's on the same folds."""
     from survpgc.config import load_config
     from survpgc.train.cv import run_cv
 
-    cfg = load_config(None, [
-        f"cohort.source={train_dir}", f"pathology.feature_dir={root / f'feat_{train_dir.name}'}",
-        f"models=[{MODELS[model]}]", "train.device=cpu", f"train.batch_size={args.batch_size}",
-        "train.init_hazard_bias=true", f"seed={seed}", f"train.epochs={args.epochs}", f"splits.folds={args.cv}",
-        f"splits.seed={seed}", "eval.bootstrap=0",
-    ])  # fmt: skip
+    cfg = load_config(None, [*overrides(train_dir, root, model, seed, args, init=True), f"train.epochs={args.epochs}",
+                             f"splits.folds={args.cv}", f"splits.seed={seed}", "eval.bootstrap=0"])  # fmt: skip
     t0 = time.perf_counter()
     run = root / f"cv_{seed}_{model.replace(':', '-')}"
     res = run_cv(cfg, run)
@@ -160,11 +163,7 @@ def main() -> None:
                 for flag in flags:
                     out = root / f"bundle_{seed}_{model.replace(':', '-')}_{'init' if flag else 'default'}"
                     if not (out / "bundle.json").exists():
-                        cfg = load_config(None, [
-                            f"cohort.source={train_dir}", f"pathology.feature_dir={root / f'feat_{train_dir.name}'}",
-                            f"models=[{MODELS[model]}]", "train.device=cpu", f"train.batch_size={args.batch_size}",
-                            f"train.init_hazard_bias={'true' if flag else 'false'}", f"seed={seed}",
-                        ])  # fmt: skip
+                        cfg = load_config(None, overrides(train_dir, root, model, seed, args, init=flag))
                         t0 = time.perf_counter()
                         if cv and flag:  # the user's path: survpgc train --from-run (median selected epoch)
                             train_bundle(None, out, from_run=cv["run"])
