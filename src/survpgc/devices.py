@@ -187,14 +187,14 @@ def is_distributed() -> bool:
     """True inside an initialised ``torch.distributed`` process group of more than one process."""
     import torch.distributed as dist
 
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    return in_process_group() and dist.get_world_size() > 1
 
 
 def is_main_process() -> bool:
     """True outside a process group, and on rank 0 inside one (the process that writes files)."""
     import torch.distributed as dist
 
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+    return not in_process_group() or dist.get_rank() == 0
 
 
 def barrier() -> None:
