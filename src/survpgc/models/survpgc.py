@@ -25,12 +25,13 @@ from survpgc.models.base import ModelOutput, SurvivalModel, get_bag
 from survpgc.models.layers import (
     BidirectionalCrossAttention,
     FeedForward,
+    GatedAttentionPool,
     factored_cross_attention,
     masked_mean,
 )
 from survpgc.models.registry import register_model
 
-__all__ = ["CrossAttentionSurvival", "SurvGC", "SurvPC", "SurvPGC"]
+__all__ = ["CrossAttentionSurvival", "SurvGC", "SurvPC", "SurvPGC", "SurvPGCPool"]
 
 _SHORT = {"pathology": "patch", "clinical": "clinic", "genomic": "genomic"}
 
@@ -50,6 +51,11 @@ class CrossAttentionSurvival(SurvivalModel):
         Width of the head's hidden layer (reference: 64).
     dropout
         FeedForward dropout (reference: 0.1).
+    patch_pool
+        Also pool the projected patches directly with gated attention
+        (:class:`~survpgc.models.layers.GatedAttentionPool`, as ABMIL) and give that vector
+        (``patch[patch-pool]``, width ``dim``) to the head beside the path vectors.
+        Not in the paper: an ablation that lets pathology reach the risk without passing through the query tokens.
     factored
         Compute the patch side of the attention re-associated around the normalised patches
         (:func:`~survpgc.models.layers.factored_cross_attention`): same function, far fewer FLOPs. False
@@ -69,6 +75,7 @@ class CrossAttentionSurvival(SurvivalModel):
         dim_head: int = 128,
         hidden: int = 64,
         dropout: float = 0.1,
+        patch_pool: bool = False,
         factored: bool = True,
     ) -> None:
         super().__init__(n_bins)
@@ -81,7 +88,11 @@ class CrossAttentionSurvival(SurvivalModel):
         inner = heads * dim_head
         self.ffn = FeedForward(inner, dropout=dropout)
         self.norm = nn.LayerNorm(inner)
-        self.head = nn.Sequential(nn.Linear(2 * inner * len(self.paths), hidden), nn.ReLU(), nn.Linear(hidden, n_bins))
+        if patch_pool and "pathology" not in used:
+            raise ValueError("patch_pool needs a path that reads the pathology modality")
+        self.patch_pool = GatedAttentionPool(dim, dim, dropout) if patch_pool else None
+        width = 2 * inner * len(self.paths) + (dim if patch_pool else 0)
+        self.head = nn.Sequential(nn.Linear(width, hidden), nn.ReLU(), nn.Linear(hidden, n_bins))
 
     def _attend(self, tokens: dict[str, tuple[torch.Tensor, torch.Tensor]], return_attention: bool) -> list:
         """Cross-attention of every path. Paths that read the same "patch" modality share its LayerNorm
@@ -132,6 +143,12 @@ class CrossAttentionSurvival(SurvivalModel):
                 attention[f"{name_p}->{name_q}"] = attn["patch->mod"]
                 attention[f"{name_q}->{name_q}[{name_q}-{name_p}]"] = attn["mod->mod"]
                 attention[f"{name_q}->{name_p}/heads"] = attn["mod->patch/heads"]
+        if self.patch_pool is not None:
+            x, p_mask = tokens["pathology"]
+            vec, attn = self.patch_pool(x.masked_fill(~p_mask[..., None], 0.0), p_mask)
+            pooled["patch[patch-pool]"] = vec
+            if return_attention:
+                attention["patch-pool"] = attn
         fused = torch.cat(list(pooled.values()), dim=-1)
         return ModelOutput(
             logits=self.head(fused),
@@ -177,3 +194,18 @@ class SurvGC(CrossAttentionSurvival):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__((("genomic", "clinical"),), **kwargs)
+
+
+@register_model(
+    "survpgc_pool",
+    "SurvPGC plus a gated-attention-pooled patch vector read by the head (ablation, not in the paper)",
+    ("pathology", "clinical", "genomic"),
+)
+class SurvPGCPool(CrossAttentionSurvival):
+    """SurvPGC's two paths, and the projected patches pooled by gated attention (as ABMIL) into a fifth fused
+    vector ``patch[patch-pool]``: the ablation that asks whether SurvPGC is limited by pathology reaching the risk
+    only through its few clinical and genomic query tokens."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("patch_pool", True)
+        super().__init__((("genomic", "pathology"), ("clinical", "pathology")), **kwargs)
