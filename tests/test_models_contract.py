@@ -232,6 +232,30 @@ def test_survpgc_attention_maps():
     assert g.shape == c.shape == (2, 256)
 
 
+def test_survpgc_pool_adds_one_pooled_patch_vector_and_keeps_survpgc_otherwise():
+    """The ablation model: SurvPGC's four path vectors unchanged (same weights give the same vectors) plus a
+    gated-attention-pooled patch vector of width ``dim`` that the head reads; its attention is 0 on padding and
+    sums to 1 over real patches."""
+    torch.manual_seed(0)
+    pool = create_model("survpgc_pool", **DIMS).eval()
+    base = create_model("survpgc", **DIMS).eval()
+    shared = {k: v for k, v in pool.state_dict().items() if not k.startswith(("patch_pool.", "head."))}
+    base.load_state_dict({**base.state_dict(), **shared})
+    batch = make_batch([10, 4], n_gen=4, seed=5)
+    with torch.no_grad():
+        out, ref = pool(batch, return_attention=True), base(batch)
+    assert list(out.fused) == [*ref.fused, "patch[patch-pool]"]
+    for k, v in ref.fused.items():
+        torch.testing.assert_close(out.fused[k], v)
+    assert out.fused["patch[patch-pool]"].shape == (2, 256)
+    assert pool.head[0].in_features == base.head[0].in_features + 256
+    a = out.attention["patch-pool"]
+    torch.testing.assert_close(a.sum(-1), torch.ones(2))
+    assert (a[1, 4:] == 0).all()
+    with pytest.raises(ValueError, match="patch_pool needs"):
+        create_model("survgc", patch_pool=True, **DIMS)
+
+
 def test_cosine_path_loss():
     a = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     b = torch.tensor([[1.0, 0.0], [0.0, -1.0]])
