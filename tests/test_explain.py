@@ -571,3 +571,24 @@ def test_integration_section_only_for_runs_with_survpc_and_a_baseline(tmp_path):
     assert "a: late fusion" in html and "+0.010" in html and "reference" in html
     html = run(["late_fusion", "survpc", "survpgc"], "survpgc")  # compared with survpgc: no ΔC vs survpc
     assert "a: late fusion" in html and "+0.010" not in html
+
+
+def test_case_level_scores_are_drawn_once_for_both_attentions_of_a_case(slide_run, tmp_path):
+    """IG, gradient × input and occlusion follow the patch features through the whole model, so they are the same
+    for clinic->patch and genomic->patch: one file per slide named without the attention, listed in both
+    records; the per-attention scores (attention, relevance) keep one file per attention."""
+    from survpgc.explain.attention import case_heatmaps
+
+    out, _ = slide_run
+    ctx = RunContext(out)
+    case = ctx.splits[0].test[0]
+    loaded = ctx.load("survpgc", 0)
+    clinic, genomic = case_heatmaps(loaded, case, ctx.cohort, tmp_path / "maps", paths=None, top_k=2, max_size=256)
+    assert (clinic["key"], genomic["key"]) == ("clinic->patch", "genomic->patch")
+    for c, g in zip(clinic["slides"], genomic["slides"], strict=True):
+        assert c["ig"] == g["ig"] and Path(c["ig"]["overlay"]).name == f"{Path(c['slide_id']).stem}_ig_overlay.png"
+        assert c["relevance"]["overlay"] != g["relevance"]["overlay"]
+        assert "clinic-to-patch_relevance" in Path(c["relevance"]["overlay"]).name
+    stems = {Path(e["slide_id"]).stem for e in clinic["slides"]}
+    assert len(list((tmp_path / "maps").glob("*_ig_overlay.png"))) == len(stems)
+    assert not list((tmp_path / "maps").glob("*-to-patch_ig*"))

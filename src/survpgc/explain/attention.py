@@ -550,8 +550,10 @@ def case_heatmaps(
     from the slide's own quantiles, the top ``outline_top`` share of patches outlined), and a scores CSV under
     ``out_dir``, plus one JSON record per attention. With ``masks_dir`` (``<feature stem>.png`` masks at any
     downsample of level 0), every score is computed, each slide's CSV gets a ``planted`` column and its record
-    the AUROC of every score (``auroc``); without masks only the drawn scores are computed. Returns one record
-    per attention.
+    the AUROC of every score (``auroc``); without masks only the drawn scores are computed. Scores of the whole
+    case (:data:`CASE_SCORES`: ``ig``, ``grad_input``, ``occlusion``) are the same for every attention, so their
+    files are named without it (``<slide>_ig_overlay.png``), drawn once and listed in every attention's record.
+    Returns one record per attention.
     """
     unknown = [n for n in draw if n not in SCORE_STYLES]
     if unknown:
@@ -561,6 +563,7 @@ def case_heatmaps(
     out_dir.mkdir(parents=True, exist_ok=True)
     records = []
     wanted = SCORES if masks_dir is not None else draw  # without masks, only what is drawn (occlusion is costly)
+    case_files: dict[tuple[str, str], dict[str, Any]] = {}  # (slide, case-level score) -> its files, drawn once
     for scores in case_scores_by_path(loaded, case_id, paths, scores=tuple(n for n in wanted if n in SCORES)):
         written: dict[str, Any] = {
             "case_id": case_id, "fold": loaded.fold, "risk": scores.risk, "key": scores.key, "slides": [],
@@ -574,7 +577,8 @@ def case_heatmaps(
             slide_id, slide_file = _slide_for(cohort, fpath, override, slide_dir)
             written["slides"].append(
                 _slide_heatmaps(scores, part, fpath, slide_id, slide_file, out_dir, title, top_k=top_k,
-                                max_size=max_size, outline_top=outline_top, masks_dir=masks_dir, draw=draw)
+                                max_size=max_size, outline_top=outline_top, masks_dir=masks_dir, draw=draw,
+                                case_files=case_files)
             )  # fmt: skip
         _write_heatmap_meta(out_dir / f"{scores.key.replace('->', '-to-')}.json", loaded.model_id, written)
         records.append(written)
@@ -610,9 +614,11 @@ def _planted_of(masks_dir, fpath, coords: np.ndarray, size0: int, level0: tuple[
 
 def _slide_heatmaps(
     scores, part, fpath, slide_id, slide_file, out_dir: Path, title: str, *, top_k, max_size, outline_top,
-    masks_dir, draw,
+    masks_dir, draw, case_files: dict[tuple[str, str], dict[str, Any]] | None = None,
 ):  # fmt: skip
-    """Overlay, figure and montage of each drawn score for one slide of the case, and its scores CSV."""
+    """Overlay, figure and montage of each drawn score for one slide of the case, and its scores CSV. Case-level
+    scores are named without the attention key; one already in ``case_files`` (drawn for another attention of
+    the same case) is not drawn again, its files are reused."""
     from survpgc.data.features import read_feature_attrs
     from survpgc.data.slides import slide_stem
     from survpgc.wsi.reader import open_slide
@@ -624,6 +630,8 @@ def _slide_heatmaps(
     size0 = _patch_size0(attrs)
     psize = int(attrs.get("patch_size") or size0)
     base = out_dir / f"{slide_stem(slide_id)}_{scores.key.replace('->', '-to-')}"
+    case_base = out_dir / slide_stem(slide_id)
+    case_files = {} if case_files is None else case_files
     slide_obj = open_slide(slide_file) if slide_file is not None else None
     table = part.drop(columns=["slide_index"]).assign(slide_id=slide_id)
     try:
@@ -639,13 +647,18 @@ def _slide_heatmaps(
             col, label, cmap, signed = SCORE_STYLES[name]
             if name not in part.columns:
                 continue
+            whole_case = name in CASE_SCORES
+            if whole_case and (slide_id, name) in case_files:
+                entry[name] = case_files[(slide_id, name)]
+                continue
+            b, shown = (case_base, "whole case") if whole_case else (base, scores.key)
             values = part[col].to_numpy(float)
             vmin, vmax = colour_limits(values, True) if signed else (0.0, 100.0)
             auc = entry.get("auroc", {}).get(name)
             what = f" · AUROC vs mask {auc:.2f}" if auc is not None and np.isfinite(auc) else ""
             overlay, figure = draw_heatmap(
-                thumb, level0, coords, values, size0, f"{base}_{name}_overlay.png", f"{base}_{name}.png",
-                title=f"{title} · {slide_id} · {scores.key} {name} · risk {scores.risk:+.3f}{what}\n"
+                thumb, level0, coords, values, size0, f"{b}_{name}_overlay.png", f"{b}_{name}.png",
+                title=f"{title} · {slide_id} · {shown} {name} · risk {scores.risk:+.3f}{what}\n"
                 f"green frames: the top {n_top} of {len(part)} patches by {name}",
                 colorbar_label=label, vmin=vmin, vmax=vmax, cmap=cmap, center=0.0 if signed else None,
                 max_size=max_size, outline=top_k_mask(part[name].to_numpy(float), outline_top),
@@ -653,9 +666,11 @@ def _slide_heatmaps(
             entry[name] = {"overlay": overlay, "figure": figure}
             if slide_obj is not None:
                 entry[name]["montage"] = top_patch_montage(
-                    slide_obj, coords, part[name].to_numpy(float), size0, psize, f"{base}_{name}_top{top_k}.png",
-                    k=top_k, title=f"top {min(top_k, len(part))} patches by {scores.key} {name} · {slide_id}",
+                    slide_obj, coords, part[name].to_numpy(float), size0, psize, f"{b}_{name}_top{top_k}.png",
+                    k=top_k, title=f"top {min(top_k, len(part))} patches by {shown} {name} · {slide_id}",
                 )  # fmt: skip
+            if whole_case:
+                case_files[(slide_id, name)] = entry[name]
     finally:
         if slide_obj is not None:
             slide_obj.close()
