@@ -206,9 +206,22 @@ def test_summary_of_a_study_without_localisation(tmp_path, monkeypatch):
         f = out / f"seed{seed}"
         f.mkdir()
         pd.DataFrame().to_csv(f / "localisation.csv", index=False)  # what the study writes without localisation
-    monkeypatch.setattr(truth, "_seed_cindex", lambda run: pd.DataFrame({"model": ["survpgc"], "cindex": [0.6]}))
+    cidx = {5000: (0.6, 0.7, 0.9), 5001: (0.62, 0.6, 0.8)}  # survpgc, abmil, oracle
+    monkeypatch.setattr(
+        truth,
+        "_seed_cindex",
+        lambda run: pd.DataFrame(
+            {"model": ["survpgc", "abmil", "oracle (true risk)"], "cindex": cidx[int(run.parent.name[4:])]}
+        ),
+    )
     tables = summarise_study(out)
-    assert tables["localisation"].empty and len(tables["cindex"]) == 2
+    assert tables["localisation"].empty and len(tables["cindex"]) == 6
     s = tables["summary"].set_index(["table", "what"])
-    assert s.loc[("cindex", "C-index (test folds)"), "mean"] == pytest.approx(0.6)
-    assert "2 of 2 seeds finished" in (out / "summary.md").read_text()
+    assert s.loc[("cindex", "C-index (test folds)")].set_index("model").loc["survpgc", "mean"] == pytest.approx(0.61)
+    # paired by seed: survpgc − abmil is -0.1 and +0.02 (mean -0.04), survpgc − oracle -0.3 and -0.18
+    pair = tables["summary"][tables["summary"]["table"] == "paired"].set_index("model")
+    assert pair.loc["abmil", "mean"] == pytest.approx(-0.04) and pair.loc["abmil", "n_seeds"] == 2
+    assert pair.loc["abmil", "sd"] == pytest.approx(np.std([-0.1, 0.02], ddof=1))
+    assert pair.loc["oracle (true risk)", "mean"] == pytest.approx(-0.24)
+    md = (out / "summary.md").read_text()
+    assert "2 of 2 seeds finished" in md and "| abmil | survpgc − abmil (C-index) | -0.040 ± 0.085 | 2 |" in md

@@ -359,7 +359,8 @@ def _fmt(mean: float, sd: float) -> str:
 
 def summarise_study(out: str | Path) -> dict[str, pd.DataFrame]:
     """Read every finished seed of a study folder and write ``summary.csv`` and ``summary.md`` (mean ± sd over
-    seeds of each model's C-index and the oracle, each score's localisation AUROC, the IG shares)."""
+    seeds of each model's C-index and the oracle, the per-seed difference of :data:`REFERENCE_MODEL` to each
+    other model and to the oracle, each score's localisation AUROC, the IG shares)."""
     out = Path(out)
     record = json.loads((out / "study.json").read_text())
     cidx, loc, ig = [], [], []
@@ -427,6 +428,10 @@ def _seed_cindex(run: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+#: The model every other model (and the oracle) is compared with, seed by seed, in the summary's paired table.
+REFERENCE_MODEL = "survpgc"
+
+
 def _summary_rows(tables: dict[str, pd.DataFrame]) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     c = tables["cindex"]
@@ -435,6 +440,12 @@ def _summary_rows(tables: dict[str, pd.DataFrame]) -> list[dict[str, Any]]:
         rows.append(
             {"table": "cindex", "model": model, "what": "C-index (test folds)", "mean": m, "sd": s, "n_seeds": n}
         )
+    if not c.empty and (c["model"] == REFERENCE_MODEL).any():  # paired by seed: same cohort, same folds
+        wide = c.pivot_table(index="seed", columns="model", values="cindex", aggfunc="first")
+        for model in [m for m in c["model"].unique() if m != REFERENCE_MODEL]:
+            m, s, n = _mean_sd((wide[REFERENCE_MODEL] - wide[model]).dropna())
+            rows.append({"table": "paired", "model": model, "what": f"{REFERENCE_MODEL} − {model} (C-index)",
+                         "mean": m, "sd": s, "n_seeds": n})  # fmt: skip
     loc = tables["localisation"]
     for (model, path, score), g in loc.groupby(["model", "path", "score"], sort=False) if not loc.empty else []:
         m, s, n = _mean_sd(g["auroc"])
@@ -469,7 +480,12 @@ def _markdown(record: dict[str, Any], tables: dict[str, pd.DataFrame], summary: 
         "Mean ± sd over seeds.",
         "",
     ]
-    for table, title in (("cindex", "C-index"), ("localisation", "Localisation AUROC"), ("ig_shares", "IG shares")):
+    for table, title in (
+        ("cindex", "C-index"),
+        ("paired", f"Paired differences ({REFERENCE_MODEL} − model on the same cohort and folds, per seed)"),
+        ("localisation", "Localisation AUROC"),
+        ("ig_shares", "IG shares"),
+    ):
         part = summary[summary["table"] == table] if not summary.empty else summary
         if part.empty:
             continue
