@@ -5,7 +5,7 @@
 #   make test-fast  the same without the tests marked slow (the inner loop while developing)
 #   make imports the import contracts of .importlinter alone, with lint-imports' full report
 #   make demo    setup if needed, then the end-to-end demo (synthetic cohort + TCGA-LIHC) into runs/demo
-#   make bench   run the standalone benchmarks in benchmarks/ (recipe.py and score_diagnosis.py need inputs)
+#   make bench   run the standalone benchmarks in benchmarks/ (recipe.py, score_diagnosis.py and components.py need inputs)
 #   make lock    re-resolve requirements/lock.txt from pyproject.toml (maintainers only)
 #
 # The environment lives in $(SURVPGC_VENV) when set (CI points it outside the clone so the ~6 GB of
