@@ -66,7 +66,7 @@ def test_registry_lists_minilm_and_conch_with_metadata():
     assert (c.dim, c.gated) == (512, True) and CONCH_CHECKPOINT_ENV in c.weights and "NC" in c.license
     d = m.as_dict()
     assert set(d) == {"name", "dim", "license", "gated", "weights", "requires", "description"}
-    with pytest.raises(UnknownNameError, match=r"unknown text encoder 'nope'; available: conch, minilm"):
+    with pytest.raises(UnknownNameError, match=r"unknown text encoder 'nope'; available: conch, minilm, words"):
         get_text_encoder_spec("nope")
     with pytest.raises(UnknownNameError, match=r"did you mean 'minilm'\?"):
         get_text_encoder_spec("MiniLM-L6")
@@ -251,3 +251,29 @@ def test_conch_package_missing_gives_install_message(monkeypatch):
     with pytest.raises(ConfigError) as ei:
         create_text_encoder("conch")
     assert "pip install" in str(ei.value) and "CONCH" in str(ei.value)
+
+
+# ----------------------------------------------------------------------------- words (lexical baseline)
+def test_words_encoder_is_a_signed_hashed_bag_of_words():
+    """No weights: each word adds ±1 to its BLAKE2b bucket; case, punctuation, word order and batching do not
+    matter; the buckets are pinned so the vectors are the same on every machine."""
+    from survpgc.encoders.words import WORDS_DIM, word_bucket
+
+    enc = create_text_encoder("words", normalize=False)
+    assert get_text_encoder_spec("words").dim == enc.dim == WORDS_DIM == 512 and not enc.loaded
+    raw = enc.encode(["The tumour is stage IIIA.", "stage iiia, the TUMOUR is"])
+    expected = np.zeros(WORDS_DIM, np.float32)
+    for word in ("the", "tumour", "is", "stage", "iiia"):
+        bucket, sign = word_bucket(word)
+        expected[bucket] += sign
+    np.testing.assert_array_equal(raw[0], expected)
+    np.testing.assert_array_equal(raw[1], expected)  # a bag: order, case and punctuation ignored
+    assert word_bucket("stage") == (390, -1.0) and word_bucket("iiia") == (318, -1.0)  # pinned: same on any machine
+    norm = create_text_encoder("words")
+    one_by_one = np.concatenate([norm.encode([s]) for s in ("stage I.", "stage IV.", "female")])
+    together = norm.encode(["stage I.", "stage IV.", "female"], batch_size=2)
+    np.testing.assert_array_equal(one_by_one, together)
+    np.testing.assert_allclose(np.linalg.norm(together, axis=1), 1.0, rtol=1e-6)
+    cos = together @ together.T
+    assert cos[0, 1] == pytest.approx(0.5, abs=1e-6)  # one shared word of two: the values stay apart
+    assert norm.identity != create_text_encoder("words", normalize=False).identity

