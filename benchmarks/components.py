@@ -14,6 +14,9 @@ those of ``benchmarks/recipe.py`` (``fold_means``).
     python benchmarks/components.py --study truth [--reference survpgc]
 
 writes ``components.csv`` (per seed and model) and ``components.md`` into the study folder and prints the table.
+Several studies on the same cohorts (``--data-from``: same seeds, same folds) are compared as
+``--study minilm=DIR1 --study words=DIR2``: every model is named ``model [label]``, the reference is the first
+study's, and the tables go to ``--out``.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from pathlib import Path
 from recipe import PARTS, RHOS, fold_means, truth_risks
 
 
-def per_seed(study: Path):
+def per_seed(study: Path, label: str | None = None):
     import pandas as pd
 
     record = json.loads((study / "study.json").read_text())
@@ -34,8 +37,11 @@ def per_seed(study: Path):
         folder = study / f"seed{seed}"
         if not (folder / "run" / "predictions.csv").is_file():
             continue
-        truth = truth_risks(folder / "cohort" / "truth.csv")
+        data = Path(record["data_from"]) / folder.name if record.get("data_from") else folder  # --data-from
+        truth = truth_risks(data / "cohort" / "truth.csv")
         for r in fold_means(folder / "run", truth):
+            if label:
+                r["model"] = f"{r['model']} [{label}]"
             rows.append({"seed": seed, "n_patients": len(truth["oracle_c"]), **r})
     if not rows:
         raise SystemExit(f"{study}: no finished seed (seed<S>/run/predictions.csv)")
@@ -78,11 +84,26 @@ def markdown(t, reference: str) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--study", required=True, help="a survpgc study truth folder")
+    ap.add_argument(
+        "--study",
+        required=True,
+        action="append",
+        metavar="[LABEL=]DIR",
+        help="a survpgc study truth folder (repeat, with labels, to compare studies on the same cohorts)",
+    )
     ap.add_argument("--reference", default="survpgc", help="model the paired differences are taken to")
+    ap.add_argument("--out", help="folder of the tables (default: the study folder; required with several)")
     args = ap.parse_args()
-    study = Path(args.study)
-    runs = per_seed(study)
+    import pandas as pd
+
+    specs = [(lab if sep else None, Path(d)) for lab, sep, d in (x.rpartition("=") for x in args.study)]
+    if len(specs) > 1 and (not args.out or any(lab is None for lab, _ in specs)):
+        raise SystemExit("several studies need a LABEL= on each and --out")
+    runs = pd.concat([per_seed(d, lab) for lab, d in specs], ignore_index=True)
+    if specs[0][0]:
+        args.reference = f"{args.reference} [{specs[0][0]}]"
+    study = Path(args.out) if args.out else specs[0][1]
+    study.mkdir(parents=True, exist_ok=True)
     runs.to_csv(study / "components.csv", index=False)
     text = (
         f"{runs['seed'].nunique()} seeds ({', '.join(map(str, sorted(runs['seed'].unique())))}), "
