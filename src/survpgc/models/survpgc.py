@@ -31,7 +31,7 @@ from survpgc.models.layers import (
 )
 from survpgc.models.registry import register_model
 
-__all__ = ["CrossAttentionSurvival", "SurvGC", "SurvPC", "SurvPGC", "SurvPGCPool"]
+__all__ = ["CrossAttentionSurvival", "SurvGC", "SurvPC", "SurvPGC", "SurvPGCPool", "SurvPGCSkip"]
 
 _SHORT = {"pathology": "patch", "clinical": "clinic", "genomic": "genomic"}
 
@@ -56,6 +56,10 @@ class CrossAttentionSurvival(SurvivalModel):
         (:class:`~survpgc.models.layers.GatedAttentionPool`, as ABMIL) and give that vector
         (``patch[patch-pool]``, width ``dim``) to the head beside the path vectors.
         Not in the paper: an ablation that lets pathology reach the risk without passing through the query tokens.
+    token_skip
+        Also give the head the masked mean of each query modality's projected tokens (``clinic[clinic-skip]``,
+        ``genomic[genomic-skip]``, width ``dim`` each), before any attention. Not in the paper: an ablation that
+        lets the clinical and genomic tokens reach the risk without the cross-attention mixing them with patches.
     factored
         Compute the patch side of the attention re-associated around the normalised patches
         (:func:`~survpgc.models.layers.factored_cross_attention`): same function, far fewer FLOPs. False
@@ -76,6 +80,7 @@ class CrossAttentionSurvival(SurvivalModel):
         hidden: int = 64,
         dropout: float = 0.1,
         patch_pool: bool = False,
+        token_skip: bool = False,
         factored: bool = True,
     ) -> None:
         super().__init__(n_bins)
@@ -91,7 +96,9 @@ class CrossAttentionSurvival(SurvivalModel):
         if patch_pool and "pathology" not in used:
             raise ValueError("patch_pool needs a path that reads the pathology modality")
         self.patch_pool = GatedAttentionPool(dim, dim, dropout) if patch_pool else None
-        width = 2 * inner * len(self.paths) + (dim if patch_pool else 0)
+        #: query modalities whose projected-token mean the head also reads (``token_skip``), in path order
+        self.skip = tuple(dict.fromkeys(q for q, _ in self.paths)) if token_skip else ()
+        width = 2 * inner * len(self.paths) + (dim if patch_pool else 0) + dim * len(self.skip)
         self.head = nn.Sequential(nn.Linear(width, hidden), nn.ReLU(), nn.Linear(hidden, n_bins))
 
     def _attend(self, tokens: dict[str, tuple[torch.Tensor, torch.Tensor]], return_attention: bool) -> list:
@@ -149,6 +156,9 @@ class CrossAttentionSurvival(SurvivalModel):
             pooled["patch[patch-pool]"] = vec
             if return_attention:
                 attention["patch-pool"] = attn
+        for q in self.skip:
+            x, q_mask = tokens[q]
+            pooled[f"{_SHORT[q]}[{_SHORT[q]}-skip]"] = masked_mean(x, q_mask)
         fused = torch.cat(list(pooled.values()), dim=-1)
         return ModelOutput(
             logits=self.head(fused),
@@ -208,4 +218,20 @@ class SurvPGCPool(CrossAttentionSurvival):
 
     def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("patch_pool", True)
+        super().__init__((("genomic", "pathology"), ("clinical", "pathology")), **kwargs)
+
+
+@register_model(
+    "survpgc_skip",
+    "SurvPGC plus the mean projected clinical and genomic tokens read by the head directly (ablation, not in the "
+    "paper)",
+    ("pathology", "clinical", "genomic"),
+)
+class SurvPGCSkip(CrossAttentionSurvival):
+    """SurvPGC's two paths, and the masked mean of the projected genomic and clinical tokens (before attention) as
+    two more fused vectors: the ablation that asks whether the clinical and genomic information is lost on its
+    way through the cross-attention, where each query's output mixes its modality's values with the patches'."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("token_skip", True)
         super().__init__((("genomic", "pathology"), ("clinical", "pathology")), **kwargs)
