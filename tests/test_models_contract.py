@@ -256,6 +256,28 @@ def test_survpgc_pool_adds_one_pooled_patch_vector_and_keeps_survpgc_otherwise()
         create_model("survgc", patch_pool=True, **DIMS)
 
 
+def test_survpgc_skip_adds_the_mean_projected_query_tokens():
+    """The other ablation: the four path vectors unchanged, plus per query modality the masked mean of its
+    projected tokens (a missing clinical field is left out of the mean)."""
+    torch.manual_seed(0)
+    skip = create_model("survpgc_skip", **DIMS).eval()
+    base = create_model("survpgc", **DIMS).eval()
+    base.load_state_dict({**base.state_dict(), **{k: v for k, v in skip.state_dict().items() if "head" not in k}})
+    batch = make_batch([10, 4], n_gen=4, seed=5)
+    batch["clin_mask"][1, 2] = False
+    with torch.no_grad():
+        out, ref = skip(batch), base(batch)
+        clin = skip.proj["clinical"](batch["clin"])
+        gen = skip.proj["genomic"](batch["gen"])
+    assert list(out.fused) == [*ref.fused, "genomic[genomic-skip]", "clinic[clinic-skip]"]
+    for k, v in ref.fused.items():
+        torch.testing.assert_close(out.fused[k], v)
+    torch.testing.assert_close(out.fused["genomic[genomic-skip]"], gen.mean(1))
+    keep = torch.tensor([0, 1, 3, 4, 5])
+    torch.testing.assert_close(out.fused["clinic[clinic-skip]"][1], clin[1, keep].mean(0))
+    assert skip.head[0].in_features == base.head[0].in_features + 2 * 256
+
+
 def test_cosine_path_loss():
     a = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     b = torch.tensor([[1.0, 0.0], [0.0, -1.0]])
