@@ -25,7 +25,7 @@ from survpgc.locks import claim
 from survpgc.wsi.extract import extract_features, read_manifests, segment_slides
 
 sys.path.insert(0, str(Path(__file__).parent))
-from wsi_helpers import small_slide_set, tiny_encoder
+from wsi_helpers import all_claims_free, small_slide_set, tiny_encoder, tmp_files
 
 FIXTURES = Path(__file__).parent / "data" / "slides"
 CMU = FIXTURES / "cmu_small_region.svs"  # 0.499 um/px in its metadata: 27 patches of 256 px at 20x
@@ -59,10 +59,6 @@ def _no_encoder(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     monkeypatch.setattr(patch, "create_patch_encoder", refuse)
     return asked
-
-
-def _tmp_files(folder: Path) -> list[Path]:
-    return [p for p in folder.rglob(".*.tmp")]
 
 
 # ======================================================================== 1. settings record, manifest history
@@ -227,7 +223,7 @@ def test_two_processes_on_one_folder_share_the_slides(tmp_path):
         assert set(r.values()) <= {"done", "skipped", "claimed"}  # never "failed"
     man = pd.read_csv(out / "manifest.csv")
     assert list(man["slide_id"]) == ["s0", "s1", "s2", "s3"] and set(man["status"]) == {"done"}
-    assert not _tmp_files(out)
+    assert not tmp_files(out)
 
 
 def test_shards_write_one_manifest(tmp_path, slides, enc):
@@ -280,11 +276,14 @@ def test_qc_and_mask_pngs_are_written_atomically(tmp_path, slides, monkeypatch):
     with pytest.raises(OSError, match="No space left"):
         tile_slide(sorted(slides.iterdir())[0], patch_size=128, qc_path=qc, mask_path=mask)
     assert not qc.exists() and not mask.exists()  # no truncated PNG under its final name
-    assert not _tmp_files(tmp_path)
+    assert not tmp_files(tmp_path)
 
 
 # ======================================================================== 4. Ctrl-C
-def test_ctrl_c_says_what_was_finished_and_that_a_rerun_resumes(tmp_path, slides):
+@pytest.mark.parametrize("workers", [0, 2])
+def test_ctrl_c_says_what_was_finished_and_that_a_rerun_resumes(tmp_path, slides, workers):
+    """With or without reader workers: what was encoded is written, the slides planned ahead are released, the
+    message says what finished, and a rerun does the rest."""
     out = tmp_path / "F"
     enc = tiny_encoder()
     real = enc.encode_tensor
@@ -292,19 +291,20 @@ def test_ctrl_c_says_what_was_finished_and_that_a_rerun_resumes(tmp_path, slides
 
     def encode(x):
         calls["n"] += 1
-        if calls["n"] == 3:  # during the third slide
+        if calls["n"] == 3:  # the third slide's first batch (one batch per slide)
             raise KeyboardInterrupt
         return real(x)
 
     enc.encode_tensor = encode
     with pytest.raises(Interrupted) as ei:
-        _extract(slides, out, enc)
+        _extract(slides, out, enc, workers=workers)
     msg = str(ei.value)
     assert f"2 of 4 slide(s) finished in {out}" in msg and "rerun the same command to resume" in msg
-    assert sorted(p.name for p in out.glob("*.h5")) == ["s0.h5", "s1.h5"] and not _tmp_files(out)
+    assert sorted(p.name for p in out.glob("*.h5")) == ["s0.h5", "s1.h5"] and not tmp_files(out)
     assert list(pd.read_csv(out / "manifest.csv")["slide_id"]) == ["s0", "s1"]
+    assert all_claims_free(out, ["s0", "s1", "s2", "s3"])  # the slides planned ahead were released
     enc.encode_tensor = real
-    res = _extract(slides, out, enc)
+    res = _extract(slides, out, enc, workers=workers)
     assert (res.skipped, res.done) == (2, 2)
 
 
@@ -344,9 +344,9 @@ def test_stale_temporaries_are_swept_when_their_slide_is_claimed(tmp_path, slide
         _extract(slides, out, enc)
     finally:
         other.release()
-    assert _tmp_files(out) == [out / ".s3.h5.k1ll3d.tmp"]
+    assert tmp_files(out) == [out / ".s3.h5.k1ll3d.tmp"]
     _extract(slides, out, enc)
-    assert _tmp_files(out) == []
+    assert tmp_files(out) == []
 
 
 # ======================================================================== 10. --mpp fills in, --mpp-override replaces

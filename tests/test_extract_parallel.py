@@ -3,7 +3,7 @@ the next slide tiled and the previous one written in background threads, an opti
 
 What must hold whatever the parallelism: features bit-identical for 0, 1 or 2 workers with or without overlap;
 one bad slide (unreadable tiles, a failed write) never stops the batch and is recorded with a clean message;
-Ctrl-C writes what was encoded, releases every claim and says what finished; a failed compilation falls back.
+a failed compilation falls back. (Ctrl-C with 0 and 2 workers: tests/test_extract_integrity.py.)
 """
 
 from __future__ import annotations
@@ -24,14 +24,13 @@ from typer.testing import CliRunner
 
 from survpgc.encoders.patch_base import PatchEncoder
 from survpgc.encoders.transforms import PatchTransform
-from survpgc.errors import ConfigError, DataError, InputError, Interrupted
-from survpgc.locks import claim
+from survpgc.errors import ConfigError, DataError, InputError
 from survpgc.wsi.extract import extract_features
 from survpgc.wsi.grid import PatchBatchDataset, PatchBatchTask, batch_tasks, read_patches, tile_slide
 from survpgc.wsi.reader import open_slide
 
 sys.path.insert(0, str(Path(__file__).parent))
-from wsi_helpers import small_slide_set, tiny_encoder
+from wsi_helpers import all_claims_free, small_slide_set, tiny_encoder, tmp_files
 
 FIXTURES = Path(__file__).parent / "data" / "slides"
 
@@ -66,19 +65,6 @@ def _manifest(out: Path) -> pd.DataFrame:
     return pd.read_csv(out / "manifest.csv").drop(columns=["seconds"])
 
 
-def _tmp_files(folder: Path) -> list[Path]:
-    return sorted(folder.rglob(".*.tmp"))
-
-
-def _all_claims_free(out: Path, stems: list[str]) -> bool:
-    held = [claim(out, s) for s in stems]
-    free = all(h is not None for h in held)
-    for h in held:
-        if h is not None:
-            h.release()
-    return free
-
-
 # ======================================================================== bit-identical whatever the parallelism
 @pytest.mark.parametrize("make_encoder", [tiny_encoder, conv_encoder], ids=["tiny", "conv-channels-last"])
 def test_features_are_bit_identical_for_any_workers_and_overlap(tmp_path, slides, make_encoder):
@@ -101,7 +87,7 @@ def test_features_are_bit_identical_for_any_workers_and_overlap(tmp_path, slides
             assert np.array_equal(fa, fb), (workers, overlap, prefetch, where, name)
             assert np.array_equal(ca, cb)
         pd.testing.assert_frame_equal(_manifest(ref).drop(columns=["path"]), _manifest(out).drop(columns=["path"]))
-        assert not _tmp_files(out)
+        assert not tmp_files(out)
 
 
 def test_features_equal_those_of_the_encoder_on_read_patches(tmp_path, slides):
@@ -146,8 +132,8 @@ def test_unreadable_tiles_in_a_worker_fail_that_slide_only_with_a_clean_message(
     assert status == {"bad": "failed", "s0": "done", "s1": "done"} and res.failed == 1
     error = pd.read_csv(tmp_path / "o" / "manifest.csv").set_index("slide_id").loc["bad", "error"]
     assert error.startswith("DataError: slide ") and "Traceback" not in error and "worker" not in error
-    assert not (tmp_path / "o" / "bad.h5").exists() and not _tmp_files(tmp_path / "o")
-    assert _all_claims_free(tmp_path / "o", ["bad", "s0", "s1"])
+    assert not (tmp_path / "o" / "bad.h5").exists() and not tmp_files(tmp_path / "o")
+    assert all_claims_free(tmp_path / "o", ["bad", "s0", "s1"])
 
 
 def test_a_failed_write_fails_that_slide_and_the_next_ones_go_on(tmp_path, slides, monkeypatch):
@@ -184,37 +170,10 @@ def test_a_manifest_that_cannot_be_merged_stops_the_run_and_releases_every_claim
     out = tmp_path / "o"
     with pytest.raises(DataError, match="cannot read the manifest"):
         extract_features(slides, out, encoder=tiny_encoder(), patch_size=128, batch_size=8, workers=2)
-    assert _all_claims_free(out, ["s0", "s1", "s2"]) and not _tmp_files(out)
+    assert all_claims_free(out, ["s0", "s1", "s2"]) and not tmp_files(out)
     monkeypatch.setattr(ex, "merge_manifest", real)
     again = extract_features(slides, out, encoder=tiny_encoder(), patch_size=128, batch_size=8)
     assert again.skipped + again.done == 3 and again.ok
-
-
-# ======================================================================== Ctrl-C
-@pytest.mark.parametrize("workers", [0, 2])
-def test_ctrl_c_writes_what_was_encoded_and_releases_the_rest(tmp_path, workers):
-    slides = tmp_path / "slides"
-    small_slide_set(slides, 4)
-    out = tmp_path / "F"
-    enc = tiny_encoder()
-    real = enc.encode_tensor
-    calls = {"n": 0}
-
-    def encode(x):
-        calls["n"] += 1
-        if calls["n"] == 3:  # the third slide's first batch (one batch per slide)
-            raise KeyboardInterrupt
-        return real(x)
-
-    enc.encode_tensor = encode
-    with pytest.raises(Interrupted, match=r"2 of 4 slide\(s\) finished"):
-        extract_features(slides, out, encoder=enc, patch_size=128, batch_size=64, workers=workers)
-    assert sorted(p.name for p in out.glob("*.h5")) == ["s0.h5", "s1.h5"] and not _tmp_files(out)
-    assert list(pd.read_csv(out / "manifest.csv")["slide_id"]) == ["s0", "s1"]
-    assert _all_claims_free(out, ["s0", "s1", "s2", "s3"])  # the slides planned ahead were released
-    enc.encode_tensor = real
-    res = extract_features(slides, out, encoder=enc, patch_size=128, batch_size=64, workers=workers)
-    assert (res.skipped, res.done) == (2, 2)
 
 
 def test_progress_display_with_workers(tmp_path, slides):

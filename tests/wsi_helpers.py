@@ -135,3 +135,20 @@ def tiny_encoder(name: str = "tiny", dim: int = 8):
     return PatchEncoder(
         model, name=name, dim=dim, transform=PatchTransform(16), precision="fp32", weights="tiny:0", channels_last=False
     )
+
+
+def tmp_files(folder: Path) -> list[Path]:
+    """The temporaries (``.<name>.tmp``) left anywhere under ``folder``, sorted."""
+    return sorted(folder.rglob(".*.tmp"))
+
+
+def all_claims_free(out: Path, stems: list[str]) -> bool:
+    """Whether every slide stem's claim in ``out`` can be taken now (nothing still holds one); taken claims are
+    released again."""
+    from survpgc.locks import claim
+
+    held = [claim(out, s) for s in stems]
+    for h in held:
+        if h is not None:
+            h.release()
+    return all(h is not None for h in held)
