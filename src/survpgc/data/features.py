@@ -36,6 +36,7 @@ from survpgc.faults import fault_point
 from survpgc.files import atomic_write
 
 __all__ = [
+    "EXTRACTION_RECORD",
     "TRIDENT_COORDS_ATTRS",
     "FeatureFile",
     "feature_file_shape",
@@ -44,6 +45,9 @@ __all__ = [
     "trident_coords_attrs",
     "write_feature_file",
 ]
+
+#: The settings record of a feature folder written by ``survpgc extract`` (read by the feature store too).
+EXTRACTION_RECORD = "extraction.json"
 
 _H5_SUFFIXES = (".h5", ".hdf5")
 _PT_SUFFIXES = (".pt", ".pth")

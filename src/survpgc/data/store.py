@@ -44,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from survpgc.data.features import EXTRACTION_RECORD
 from survpgc.errors import DataError, InputError
 from survpgc.faults import fault_point
 from survpgc.files import atomic_write_text, read_settings, same_setting
@@ -450,10 +451,6 @@ def _plan(files: list[Path], dtype: str) -> tuple[list[dict[str, Any]], dict[str
 def _plan_key(plan: list[dict[str, Any]], dtype: str, dim: int) -> str:
     text = json.dumps({"dtype": dtype, "dim": dim, "files": plan}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-#: The settings record of a feature folder written by ``survpgc extract`` (``survpgc.wsi.outputs.EXTRACTION_RECORD``).
-EXTRACTION_RECORD = "extraction.json"
 
 
 def _check_record(folder: Path, settings: Mapping[str, Any]) -> dict[str, Any] | None:

@@ -27,6 +27,7 @@ from typing import Any
 
 import pandas as pd
 
+from survpgc.data.features import EXTRACTION_RECORD
 from survpgc.errors import ConfigError, DataError
 from survpgc.faults import fault_point
 from survpgc.files import atomic_write, atomic_write_text, read_settings, same_setting
@@ -42,8 +43,6 @@ __all__ = [
     "record_settings",
 ]
 
-#: Settings record of a feature folder (``survpgc extract``).
-EXTRACTION_RECORD = "extraction.json"
 #: Settings record of a segmentation folder (``survpgc segment``).
 SEGMENTATION_RECORD = "segmentation.json"
 #: Seconds a process waits for another's short critical section (settings record, manifest merge).
