@@ -252,7 +252,7 @@ def test_survpgc_pool_adds_one_pooled_patch_vector_and_keeps_survpgc_otherwise()
     a = out.attention["patch-pool"]
     torch.testing.assert_close(a.sum(-1), torch.ones(2))
     assert (a[1, 4:] == 0).all()
-    with pytest.raises(ValueError, match="patch_pool needs"):
+    with pytest.raises(ConfigError, match="patch_pool needs"):
         create_model("survgc", patch_pool=True, **DIMS)
 
 

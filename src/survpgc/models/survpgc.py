@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from survpgc.errors import ConfigError
 from survpgc.models.base import ModelOutput, SurvivalModel, get_bag
 from survpgc.models.layers import (
     BidirectionalCrossAttention,
@@ -94,7 +95,7 @@ class CrossAttentionSurvival(SurvivalModel):
         self.ffn = FeedForward(inner, dropout=dropout)
         self.norm = nn.LayerNorm(inner)
         if patch_pool and "pathology" not in used:
-            raise ValueError("patch_pool needs a path that reads the pathology modality")
+            raise ConfigError("patch_pool needs a path that reads the pathology modality")
         self.patch_pool = GatedAttentionPool(dim, dim, dropout) if patch_pool else None
         #: query modalities whose projected-token mean the head also reads (``token_skip``), in path order
         self.skip = tuple(dict.fromkeys(q for q, _ in self.paths)) if token_skip else ()
