@@ -24,32 +24,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 from pathlib import Path
 
-#: the inputs of the truth study's runs (``survpgc.studies.truth``): pathway tokens of the hallmark signatures
-BASE = ["genomic.kind=pathways", "genomic.signatures=hallmarks"]
 
-
-def coarse_copy(cohort: Path, copy: Path) -> None:
-    """``cohort``'s tables with ``stage`` reduced to the main stage (missing stays missing); written whole, then
-    renamed into place."""
+def main_stage_only(folder: Path) -> None:
+    """``folder/cohort.csv`` with ``stage`` reduced to the main stage ("Stage IIIA" -> "Stage III"; missing stays
+    missing)."""
     import pandas as pd
 
     from survpgc.models.coxph import main_stage
 
-    if (copy / "cohort.csv").is_file():
-        return
-    tmp = copy.with_name(f".{copy.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for name in ("omics.csv.gz", "truth.csv", "truth.json"):
-        shutil.copy2(cohort / name, tmp / name)
-    df = pd.read_csv(cohort / "cohort.csv", keep_default_na=False)
+    df = pd.read_csv(folder / "cohort.csv", keep_default_na=False)
     main = [main_stage(v) if str(v).strip() else None for v in df["stage"]]
     df["stage"] = [f"Stage {m}" if m else "" for m in main]
-    df.to_csv(tmp / "cohort.csv", index=False)
-    tmp.rename(copy)
+    df.to_csv(folder / "cohort.csv", index=False)
 
 
 def main() -> None:
@@ -63,9 +51,7 @@ def main() -> None:
 
     import torch
 
-    from survpgc.config import load_config
-    from survpgc.studies.truth import model_entry
-    from survpgc.train.cv import run_cv
+    from survpgc.studies.truth import cross_validate, derived_cohort, model_entry
 
     torch.set_num_threads(1)
     study, out = Path(args.study), Path(args.out)
@@ -84,13 +70,8 @@ def main() -> None:
             print(f"seed {seed}: no finished cohort in {src}, skipped")
             continue
         copy = out / f"seed{seed}" / "cohort"
-        coarse_copy(src / "cohort", copy)
-        cfg = load_config(
-            None,
-            [f"cohort.source={copy}", f"pathology.feature_dir={src / 'features'}", *BASE,
-             f"models=[{', '.join(models)}]", *args.overrides],
-        )  # fmt: skip
-        run_cv(cfg, out / f"seed{seed}" / "run")
+        derived_cohort(src / "cohort", copy, main_stage_only)
+        cross_validate(out / f"seed{seed}" / "run", copy, src / "features", models, args.overrides)
         print(f"seed {seed}: done", flush=True)
 
 

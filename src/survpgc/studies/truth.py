@@ -29,7 +29,7 @@ import math
 import re
 import secrets
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,8 @@ from survpgc.files import atomic_write, atomic_write_text
 __all__ = [
     "DEFAULT_MODELS",
     "DEVELOPMENT_SEEDS",
+    "cross_validate",
+    "derived_cohort",
     "draw_seeds",
     "model_entry",
     "parse_synth_settings",
@@ -238,7 +240,7 @@ def _one_seed(folder: Path, seed: int, rec: dict[str, Any], *, device: str) -> N
     if not rec.get("data_from"):
         extract_features(cohort / "slides", feats, encoder=rec["encoder"], device=device)
     run = folder / "run"
-    _cv(run, cohort, feats, rec["models"], rec["overrides"])
+    cross_validate(run, cohort, feats, rec["models"], rec["overrides"])
     models = _models_of(run)
     tables = []
     for model_id in models if rec.get("localise", True) else []:
@@ -255,7 +257,7 @@ def _one_seed(folder: Path, seed: int, rec: dict[str, Any], *, device: str) -> N
             copy = folder / f"cohort_permuted_{modality}"
             _permuted_copy(cohort, copy, modality, seed)
             prun = folder / f"run_permuted_{modality}"
-            _cv(prun, copy, feats, ["survpgc"], rec["overrides"])
+            cross_validate(prun, copy, feats, ["survpgc"], rec["overrides"])
             ig = explain_attribution(prun, n_steps=rec["ig_steps"], refresh_report=False)
             shares.append(_shares(ig, f"{modality} permuted"))
     table = pd.concat(shares, ignore_index=True)
@@ -274,7 +276,9 @@ def _check_shared_data(other: Path, rec: dict[str, Any], cohort: Path) -> None:
         raise InputError(f"--data-from {other}: no finished cohort {cohort} (run that study first)")
 
 
-def _cv(run: Path, cohort: Path, feats: Path, models: Sequence[str], overrides: Sequence[str]):
+def cross_validate(run: Path, cohort: Path, feats: Path, models: Sequence[str], overrides: Sequence[str] = ()):
+    """One ``run_cv`` of ``models`` on a study cohort with the study's inputs (pathway tokens of the hallmark
+    signatures) and the recipe ``overrides``; resumable like any run."""
     from survpgc.config import load_config
     from survpgc.train.cv import run_cv
 
@@ -320,8 +324,9 @@ def _shares(ig: dict[str, Any], condition: str) -> pd.DataFrame:
     return p[["case_id", "fold", *cols]].assign(condition=condition)
 
 
-def _permuted_copy(cohort: Path, copy: Path, modality: str, seed: int) -> None:
-    """The cohort's tables with one modality permuted across patients (survival, slides and truth unchanged)."""
+def derived_cohort(cohort: Path, copy: Path, edit: Callable[[Path], None]) -> None:
+    """A copy of ``cohort``'s tables (cohort, omics, truth; slides and features stay where they are) changed by
+    ``edit(folder)``, written whole under a temporary name and renamed into place; nothing when ``copy`` exists."""
     if (copy / "cohort.csv").is_file():
         return
     tmp = copy.with_name(f".{copy.name}.tmp")
@@ -329,18 +334,27 @@ def _permuted_copy(cohort: Path, copy: Path, modality: str, seed: int) -> None:
     tmp.mkdir(parents=True)
     for name in ("cohort.csv", "omics.csv.gz", "truth.csv", "truth.json"):
         shutil.copy2(cohort / name, tmp / name)
-    rng = np.random.default_rng([seed, PERMUTED.index(modality)])
-    if modality == "clinical":
-        df = pd.read_csv(tmp / "cohort.csv", keep_default_na=False)
-        order = rng.permutation(len(df))
-        for c in CLINICAL_COLUMNS:
-            df[c] = df[c].to_numpy()[order]
-        df.to_csv(tmp / "cohort.csv", index=False)
-    else:
-        df = pd.read_csv(tmp / "omics.csv.gz")
-        df["case_id"] = df["case_id"].to_numpy()[rng.permutation(len(df))]
-        df.to_csv(tmp / "omics.csv.gz", index=False)
+    edit(tmp)
     tmp.rename(copy)
+
+
+def _permuted_copy(cohort: Path, copy: Path, modality: str, seed: int) -> None:
+    """The cohort's tables with one modality permuted across patients (survival, slides and truth unchanged)."""
+    rng = np.random.default_rng([seed, PERMUTED.index(modality)])
+
+    def permute(folder: Path) -> None:
+        if modality == "clinical":
+            df = pd.read_csv(folder / "cohort.csv", keep_default_na=False)
+            order = rng.permutation(len(df))
+            for c in CLINICAL_COLUMNS:
+                df[c] = df[c].to_numpy()[order]
+            df.to_csv(folder / "cohort.csv", index=False)
+        else:
+            df = pd.read_csv(folder / "omics.csv.gz")
+            df["case_id"] = df["case_id"].to_numpy()[rng.permutation(len(df))]
+            df.to_csv(folder / "omics.csv.gz", index=False)
+
+    derived_cohort(cohort, copy, permute)
 
 
 # ============================================================================ summary over seeds
